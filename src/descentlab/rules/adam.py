@@ -1,0 +1,108 @@
+"""Adam and its relatives: momentum on the gradient, RMSProp on its scale, bias correction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .base import Array, Coefficients, Rule, Transform, ema, maximum, sqrt
+from .common import WeightDecay, chain
+
+
+@dataclass(frozen=True)
+class ScaleByAdam(Transform):
+    """``u = m_hat / (sqrt(v_hat) + eps)`` from the two moment estimates of ``g``."""
+
+    amsgrad: bool = False
+    bias_correction: bool = True
+
+    @property
+    def slots(self) -> tuple[str, ...]:  # type: ignore[override]
+        base = ("exp_avg", "exp_avg_sq")
+        return (*base, "max_exp_avg_sq") if self.amsgrad else base
+
+    def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        if self.bias_correction:
+            bc1, bc2_sqrt = 1.0 - beta1**step, (1.0 - beta2**step) ** 0.5
+        else:
+            bc1, bc2_sqrt = 1.0, 1.0
+        return {"beta1": beta1, "beta2": beta2, "eps": hp["eps"], "bc1": bc1, "bc2_sqrt": bc2_sqrt}
+
+    def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
+        m = ema(state["exp_avg"], u, c["beta1"])  # first moment: mean of gradients
+        v = ema(state["exp_avg_sq"], u * u, c["beta2"])  # second moment: mean of squares
+        new = {"exp_avg": m, "exp_avg_sq": v}
+        if self.amsgrad:  # never let the denominator shrink (Reddi et al., 2018)
+            v = new["max_exp_avg_sq"] = maximum(state["max_exp_avg_sq"], v)
+        # Bias correction: m and v start at 0, so early averages are biased toward 0.
+        m_hat = m / c["bc1"]
+        denom = sqrt(v) / c["bc2_sqrt"] + c["eps"]  # sqrt(v_hat) + eps
+        return m_hat / denom, new
+
+
+def adam(
+    *,
+    amsgrad: bool = False,
+    bias_correction: bool = True,
+    weight_decay: WeightDecay = None,
+    maximize: bool = False,
+) -> Rule:
+    """Adam: adaptive moment estimation (Kingma & Ba, 2015), with AMSGrad as an option.
+
+    ::
+
+        g_t = grad + weight_decay * w_{t-1}                       (L2: torch's Adam)
+        m_t = beta1 * m_{t-1} + (1 - beta1) * g_t
+        v_t = beta2 * v_{t-1} + (1 - beta2) * g_t**2
+        vmax_t = max(vmax_{t-1}, v_t)                             (amsgrad)
+        m_hat = m_t / (1 - beta1**t);  v_hat = v_t / (1 - beta2**t)
+        w_t = w_{t-1} - lr * m_hat / (sqrt(v_hat) + eps)
+        w_t = w_t - lr * weight_decay * w_{t-1}                   (decoupled: AdamW)
+
+    ``bias_correction=False`` drops the two divisions (the ablation of the Adam paper,
+    section 6.4). ``weight_decay="l2"`` is ``torch.optim.Adam(weight_decay=...)``;
+    ``"decoupled"`` is ``torch.optim.AdamW``: the same pieces, in a different order.
+
+    **Conventions**: eps outside the square root and added after bias correction (torch,
+    the seed, optax with ``eps_root=0``); Keras adds eps to the uncorrected root ("epsilon
+    hat"). Moments start at zero. Equals ``torch.optim.Adam``/``AdamW`` to float64 round-off.
+
+    Hyperparameters read each step: ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``.
+
+    Example (the first step moves every weight by ``lr * sign(g)`` when eps is negligible):
+        >>> import numpy as np
+        >>> rule = adam()
+        >>> w, _ = rule.step(np.zeros(3), np.array([3.0, -0.02, 1e4]), rule.init(np.zeros(3)),
+        ...                  step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-12)
+        >>> np.round(w, 9).tolist()
+        [-0.001, 0.001, -0.001]
+    """
+    core = (ScaleByAdam(amsgrad=amsgrad, bias_correction=bias_correction),)
+    return chain("adam", core, weight_decay=weight_decay, maximize=maximize)
+
+
+def adamw(*, amsgrad: bool = False, bias_correction: bool = True, maximize: bool = False) -> Rule:
+    """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay.
+
+    ::
+
+        w_t = w_{t-1} - lr * m_hat / (sqrt(v_hat) + eps) - lr * weight_decay * w_{t-1}
+
+    **Conventions**: the decay is multiplied by ``lr`` (torch, optax); the paper and Keras
+    schedule it separately. Equals ``torch.optim.AdamW`` to float64 round-off.
+
+    Example (zero gradient: only the decay acts, ``w * (1 - lr * weight_decay)``):
+        >>> import numpy as np
+        >>> rule = adamw()
+        >>> w, _ = rule.step(np.array([2.0]), np.array([0.0]), rule.init(np.zeros(1)), step=1,
+        ...                  lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.5)
+        >>> round(float(w[0]), 12)
+        1.9
+    """
+    return adam(
+        amsgrad=amsgrad,
+        bias_correction=bias_correction,
+        weight_decay="decoupled",
+        maximize=maximize,
+    )

@@ -1,0 +1,313 @@
+"""Drop-in ``torch.optim`` optimizers that execute descentlab's rules.
+
+Same class names, argument names, defaults, ``param_groups``, ``state_dict`` keys and
+scheduler behaviour as ``torch.optim``: swapping the import is enough, and a
+``state_dict`` saved by ``torch.optim.Adam`` resumes in ``descentlab.torch.Adam`` (and back).
+
+Example:
+    >>> import torch
+    >>> from descentlab.torch import Adam
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = Adam(model.parameters(), lr=1e-2)
+    >>> loss = model(torch.ones(2, 3)).pow(2).mean()
+    >>> loss.backward()
+    >>> opt.step()
+    >>> opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from . import optimizers
+from .optimizers import OptimizerInfo
+from .rules.base import Rule
+
+__all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _scalar_dtype() -> torch.dtype:
+    # torch.optim keeps `step` as float64 only when that is the default dtype.
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _check_params(params: Any, title: str) -> Any:
+    if isinstance(params, torch.Tensor):
+        raise TypeError(
+            f"{title}: params must be an iterable of Tensors, (name, Tensor) pairs or dicts, "
+            f"got a single {type(params).__name__}; wrap it in a list"
+        )
+    if not isinstance(params, Iterable):
+        raise TypeError(
+            f"{title}: params must be an iterable of Tensors, (name, Tensor) pairs or dicts, "
+            f"got {type(params).__name__}"
+        )
+    params = list(params)
+    if not params:
+        raise ValueError(f"{title}: got an empty parameter list")
+    return params
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base of the drop-ins: runs the registered rule of ``info`` on every parameter.
+
+    Subclasses only declare ``info`` and an ``__init__`` with torch's signature.
+
+    **Conventions** shared by every drop-in:
+
+    * a parameter whose ``.grad`` is ``None`` is skipped and its ``step`` does not advance;
+    * sparse gradients are refused with an error (use ``torch.optim.SparseAdam``);
+    * complex parameters are updated as pairs of real numbers (``view_as_real``), as torch does;
+    * float16/bfloat16 parameters are updated with float32 arithmetic and rounded once per
+      step, so ``eps=1e-8`` (which is 0 in float16) still guards the division; their state
+      is stored in the parameter's dtype, as torch stores it;
+    * non-finite gradients propagate into the parameters, as in torch.optim.
+    """
+
+    info: ClassVar[OptimizerInfo]
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        params = _check_params(params, self.info.title)
+        self.info.validate(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its hyperparameters are validated before anything changes."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{self.info.title}: a param group must be a dict")
+        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        self.info.validate(merged)
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step; ``closure`` re-evaluates and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            rule = self.info.rule(group)
+            hp = self.info.scalars(group)
+            cache: dict[int, dict[str, float]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{self.info.title} does not support sparse gradients; "
+                        "use torch.optim.SparseAdam or a dense gradient"
+                    )
+                state = self._prepare_state(p, rule)
+                state["step"] += 1
+                t = int(state["step"].item())
+                if t not in cache:
+                    cache[t] = rule.coefficients(hp, t)
+                _apply(rule, p, p.grad, state, cache[t])
+        return loss
+
+    def _prepare_state(self, p: torch.Tensor, rule: Rule) -> dict[str, Any]:
+        state = self.state[p]
+        if "step" not in state:
+            # A state_dict from torch.optim.SGD has no step: a buffer means it has stepped.
+            stepped = any(k in state for k in rule.slots)
+            state["step"] = torch.tensor(float(stepped), dtype=_scalar_dtype())
+        for name in rule.slots:
+            if name not in state or state[name] is None:
+                state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+
+def _real(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def _apply(
+    rule: Rule, p: torch.Tensor, g: torch.Tensor, state: Mapping[str, Any], c: Mapping[str, float]
+) -> None:
+    """Reference execution: the pure rule on one tensor, results copied back in place."""
+    p_view = _real(p)
+    slots = {k: _real(state[k]) for k in rule.slots}
+    args = (p_view, _real(g), slots)
+    if p_view.dtype in _LOW_PRECISION:
+        args = (p_view.float(), args[1].float(), {k: v.float() for k, v in slots.items()})
+    new_p, new_state = rule.update(*args, c)
+    p_view.copy_(new_p)
+    for k, v in new_state.items():
+        slots[k].copy_(v)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional heavy-ball/Nesterov momentum.
+
+    Same signature and defaults as ``torch.optim.SGD``; the rule is
+    :func:`descentlab.rules.sgd` (formula and conventions there).
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = SGD([w], lr=0.1, momentum=0.9)
+        >>> w.grad = torch.tensor([2.0]); opt.step()
+        >>> w.tolist()
+        [0.800000011920929]
+    """
+
+    info = optimizers.get("sgd")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | torch.Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+
+
+class Momentum(Optimizer):
+    """SGD with momentum in the seed document's EMA form (``v0 = 0``).
+
+    ``v = momentum * v + (1 - momentum) * g; w -= lr * v``. See
+    :func:`descentlab.rules.ema_momentum` for how it maps onto torch's heavy-ball form.
+
+    Example (the first step is ``lr * (1 - momentum) * g``):
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+        >>> opt = Momentum([w], lr=0.1, momentum=0.9)
+        >>> w.grad = torch.tensor([2.0], dtype=torch.float64); opt.step()
+        >>> round(w.item(), 12)
+        0.98
+    """
+
+    info = optimizers.get("momentum")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+
+
+class RMSprop(Optimizer):
+    """RMSProp with torch's ``centered`` and ``momentum`` options.
+
+    Same signature and defaults as ``torch.optim.RMSprop``; the rule is
+    :func:`descentlab.rules.rmsprop`.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([0.0], dtype=torch.float64))
+        >>> opt = RMSprop([w], lr=0.01)
+        >>> w.grad = torch.tensor([4.0], dtype=torch.float64); opt.step()
+        >>> round(w.item(), 9)  # first step: lr / sqrt(1 - alpha)
+        -0.1
+    """
+
+    info = optimizers.get("rmsprop")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` is L2 unless ``decoupled_weight_decay``.
+
+    Same signature and defaults as ``torch.optim.Adam``, plus ``bias_correction`` (default
+    True) for the Adam paper's ablation; the rule is :func:`descentlab.rules.adam`.
+
+    Example (the first step moves each weight by ``lr * sign(g)``):
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        >>> opt = Adam([w], lr=1e-3)
+        >>> w.grad = torch.tensor([5.0, -0.1], dtype=torch.float64); opt.step()
+        >>> [round(x, 9) for x in w.tolist()]
+        [-0.001, 0.001]
+    """
+
+    info = optimizers.get("adam")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        bias_correction: bool = True,
+    ) -> None:
+        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay, ``w -= lr * weight_decay * w`` outside the adaptive step.
+
+    Same signature and defaults as ``torch.optim.AdamW`` (``weight_decay=1e-2``); the rule is
+    :func:`descentlab.rules.adamw`.
+
+    Example (zero gradient: only the decay acts):
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([2.0], dtype=torch.float64))
+        >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
+        >>> w.grad = torch.zeros(1, dtype=torch.float64); opt.step()
+        >>> round(w.item(), 12)
+        1.9
+    """
+
+    info = optimizers.get("adamw")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        bias_correction: bool = True,
+    ) -> None:
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, {**defaults, "decoupled_weight_decay": True})
