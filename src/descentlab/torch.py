@@ -84,6 +84,18 @@ class Optimizer(torch.optim.Optimizer):
         self.info.validate(merged)
         super().add_param_group(param_group)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state saved by this class or by its ``torch.optim`` twin.
+
+        Hyperparameters that torch.optim does not have (``bias_correction``) take their
+        defaults when the saved groups lack them.
+        """
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            self.info.validate(group)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step; ``closure`` re-evaluates and returns the loss."""
@@ -216,7 +228,7 @@ class RMSprop(Optimizer):
         >>> w = torch.nn.Parameter(torch.tensor([0.0], dtype=torch.float64))
         >>> opt = RMSprop([w], lr=0.01)
         >>> w.grad = torch.tensor([4.0], dtype=torch.float64); opt.step()
-        >>> round(w.item(), 9)  # first step: lr / sqrt(1 - alpha)
+        >>> round(w.item(), 6)  # first step: lr * g / sqrt((1 - alpha) * g**2)
         -0.1
     """
 

@@ -45,8 +45,12 @@ def maximum(a: Array, b: Array) -> Array:
 
 
 def ema(old: Array, new: Array, decay: Any) -> Array:
-    """Exponential moving average ``decay * old + (1 - decay) * new``."""
-    return decay * old + (1 - decay) * new
+    """Exponential moving average ``decay * old + (1 - decay) * new``.
+
+    Written as the interpolation ``old + (1 - decay) * (new - old)``, the form of
+    ``torch.lerp`` that torch.optim uses for its running means.
+    """
+    return old + (1 - decay) * (new - old)
 
 
 @dataclass(frozen=True)

@@ -102,11 +102,12 @@ def ema_momentum(*, weight_decay: WeightDecay = None, maximize: bool = False) ->
         v_t = momentum * v_{t-1} + (1 - momentum) * g_t,    v_0 = 0
         w_t = w_{t-1} - lr * v_t
 
-    **Conventions**: the EMA ("dampened") form, not torch's heavy-ball: with
-    ``lr_heavy = lr_ema * (1 - momentum)`` and ``dampening = 0`` the two are the same
-    optimizer except for the first step (torch starts the buffer at ``g_1``, this form at
-    ``(1 - momentum) * g_1``). Equals ``torch.optim.SGD(momentum=m, dampening=m)`` from the
-    second step on.
+    **Conventions**: the EMA form, buffer starting at zero. It is torch's heavy-ball form in
+    disguise: ``torch.optim.SGD(lr=lr * (1 - momentum), momentum=momentum)`` (dampening 0)
+    takes exactly the same steps, with a buffer ``1 / (1 - momentum)`` times this one, under
+    any lr schedule (the lr sits outside the buffer in both). Mimicking the EMA with
+    ``dampening=momentum`` instead is NOT the same: torch's first step then moves by
+    ``lr * g``, this form by ``lr * (1 - momentum) * g``.
 
     Hyperparameters read each step: ``lr``, ``momentum``, ``weight_decay``.
 

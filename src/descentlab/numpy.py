@@ -1,0 +1,224 @@
+"""The same rules on NumPy arrays: a functional API and a small object API.
+
+Functional (pure, optax-style): parameters may be one array, or a list, tuple or dict of
+arrays; nothing is mutated.
+
+    >>> import numpy as np
+    >>> from descentlab import numpy as dnp
+    >>> opt = dnp.adam(lr=0.1)
+    >>> w = np.zeros(3)
+    >>> state = opt.init(w)
+    >>> for _ in range(200):
+    ...     grad = 2 * (w - np.array([1.0, 2.0, 3.0]))   # gradient of ||w - target||^2
+    ...     w, state = opt.update(w, grad, state)
+    >>> np.round(w, 2).tolist()
+    [1.0, 2.0, 3.0]
+
+Object (the seed's "from scratch" form, arrays updated in place):
+
+    >>> w = np.zeros(3)
+    >>> opt = dnp.SGD([w], lr=0.1, momentum=0.9)
+    >>> opt.step([np.array([1.0, 0.0, -1.0])])
+    >>> w.tolist()
+    [-0.1, 0.0, 0.1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import optimizers
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Optimizer",
+    "RMSprop",
+    "State",
+    "Transformation",
+    "adam",
+    "adamw",
+    "momentum",
+    "rmsprop",
+    "sgd",
+]
+
+
+class State(NamedTuple):
+    """Optimizer state: the step count and, per parameter, a dict of slot arrays."""
+
+    step: int
+    slots: Any
+
+
+def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _map(fn, tree[k], *(r[k] for r in rest)) for k in tree}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_map(fn, *xs) for xs in zip(tree, *rest, strict=True))
+    return fn(tree, *rest)
+
+
+def _check_array(p: Any) -> np.ndarray:
+    if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
+        raise TypeError(
+            "parameters must be floating-point numpy arrays (or lists/tuples/dicts of them), "
+            f"got {type(p).__name__}{'' if not isinstance(p, np.ndarray) else ' of ' + str(p.dtype)}"
+        )
+    return p
+
+
+class Transformation:
+    """A pure optimizer: ``init(params) -> state`` and ``update(params, grads, state)``.
+
+    Build it with :func:`sgd`, :func:`momentum`, :func:`rmsprop`, :func:`adam` or
+    :func:`adamw`; hyperparameters and defaults are those of the torch drop-in of the same
+    name. All parameters share one step count; a ``None`` gradient leaves its parameter and
+    state unchanged.
+    """
+
+    def __init__(self, name: str, **hp: Any) -> None:
+        self.info = optimizers.get(name)
+        self.hp = self.info.with_defaults(**hp)
+        self.rule = self.info.rule(self.hp)
+        self._scalars = self.info.scalars(self.hp)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hp.items() if k in self.info.defaults)
+        return f"{self.info.name}({args})"
+
+    def init(self, params: Any) -> State:
+        """Zero state for ``params`` (an array or a list/tuple/dict of arrays)."""
+        return State(0, _map(lambda p: self.rule.init(_check_array(p)), params))
+
+    def update(self, params: Any, grads: Any, state: State) -> tuple[Any, State]:
+        """One step: returns new parameters and new state; inputs are not modified."""
+        step = state.step + 1
+        c = self.rule.coefficients(self._scalars, step)
+
+        def one(p: np.ndarray, g: np.ndarray | None, s: dict) -> _Pair:
+            if g is None:
+                return _Pair(p, s)
+            return _Pair(*self.rule.update(p, np.asarray(g, dtype=p.dtype), s, c))
+
+        pairs = _map(one, params, grads, state.slots)
+        return _split(pairs, 0), State(step, _split(pairs, 1))
+
+
+class _Pair(NamedTuple):
+    param: np.ndarray
+    slots: dict
+
+
+def _split(tree: Any, index: int) -> Any:
+    if isinstance(tree, _Pair):
+        return tree[index]
+    if isinstance(tree, dict):
+        return {k: _split(v, index) for k, v in tree.items()}
+    return type(tree)(_split(v, index) for v in tree)
+
+
+def sgd(**hp: Any) -> Transformation:
+    """SGD (heavy-ball momentum, torch's form); hyperparameters as ``torch.optim.SGD``."""
+    return Transformation("sgd", **hp)
+
+
+def momentum(**hp: Any) -> Transformation:
+    """Momentum in the seed's EMA form; ``lr=1e-3, momentum=0.9, weight_decay=0``."""
+    return Transformation("momentum", **hp)
+
+
+def rmsprop(**hp: Any) -> Transformation:
+    """RMSProp; hyperparameters as ``torch.optim.RMSprop``."""
+    return Transformation("rmsprop", **hp)
+
+
+def adam(**hp: Any) -> Transformation:
+    """Adam; hyperparameters as ``torch.optim.Adam`` plus ``bias_correction``."""
+    return Transformation("adam", **hp)
+
+
+def adamw(**hp: Any) -> Transformation:
+    """AdamW; hyperparameters as ``torch.optim.AdamW``."""
+    return Transformation("adamw", **hp)
+
+
+class Optimizer:
+    """Object API: owns its state and updates the given arrays in place.
+
+    Args:
+        params: a sequence of floating-point arrays; they are modified by :meth:`step`.
+        **hp: hyperparameters, as the torch drop-in of the same name.
+    """
+
+    name = ""
+
+    def __init__(self, params: Sequence[np.ndarray], **hp: Any) -> None:
+        if isinstance(params, np.ndarray) or not isinstance(params, Sequence):
+            raise TypeError("params must be a list of numpy arrays (updated in place)")
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        self.params = list(params)
+        self.transformation = Transformation(self.name, **hp)
+        self.state = self.transformation.init(self.params)
+
+    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+        """Apply one update; ``grads[i]`` is the gradient of ``params[i]`` (or None)."""
+        if len(grads) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} gradients, got {len(grads)}")
+        new, self.state = self.transformation.update(self.params, list(grads), self.state)
+        for p, q in zip(self.params, new, strict=True):
+            if q is not p:
+                p[...] = q
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the state: ``{"step": int, "slots": [dict of arrays per param]}``."""
+        return {
+            "step": self.state.step,
+            "slots": [{k: v.copy() for k, v in s.items()} for s in self.state.slots],
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`; shapes must match the parameters."""
+        slots = [{k: np.array(v, dtype=p.dtype) for k, v in s.items()}
+                 for p, s in zip(self.params, sd["slots"], strict=True)]
+        for p, s in zip(self.params, slots, strict=True):
+            for k, v in s.items():
+                if v.shape != p.shape:
+                    raise ValueError(f"state {k!r} has shape {v.shape}, parameter {p.shape}")
+        self.state = State(int(sd["step"]), slots)
+
+
+class SGD(Optimizer):
+    """In-place SGD on NumPy arrays (see :func:`sgd`)."""
+
+    name = "sgd"
+
+
+class Momentum(Optimizer):
+    """In-place EMA-form momentum on NumPy arrays (see :func:`momentum`)."""
+
+    name = "momentum"
+
+
+class RMSprop(Optimizer):
+    """In-place RMSProp on NumPy arrays (see :func:`rmsprop`)."""
+
+    name = "rmsprop"
+
+
+class Adam(Optimizer):
+    """In-place Adam on NumPy arrays (see :func:`adam`)."""
+
+    name = "adam"
+
+
+class AdamW(Optimizer):
+    """In-place AdamW on NumPy arrays (see :func:`adamw`)."""
+
+    name = "adamw"
