@@ -1,0 +1,96 @@
+"""Hand-derived values for the first steps of each rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import descentlab.numpy as dnp
+import descentlab.torch as dt
+from descentlab import rules
+
+
+def test_first_adam_step_moves_each_weight_by_lr_sign_g() -> None:
+    g = np.array([3.0, -0.02, 1e4, -7e-3])
+    w, _ = dnp.adam(lr=1e-3, eps=1e-30).update(np.zeros(4), g, dnp.adam().init(np.zeros(4)))
+    np.testing.assert_allclose(w, -1e-3 * np.sign(g), rtol=1e-14)
+
+
+def test_first_adamw_step_adds_decay_to_the_sign_step() -> None:
+    p = torch.nn.Parameter(torch.tensor([2.0, -1.0], dtype=torch.float64))
+    opt = dt.AdamW([p], lr=0.1, weight_decay=0.5, eps=1e-30)
+    p.grad = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    opt.step()
+    expected = torch.tensor([2.0 - 0.1 - 0.1 * 0.5 * 2.0, -1.0 - 0.1 + 0.1 * 0.5 * 1.0],
+                            dtype=torch.float64)
+    torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)
+
+
+def test_adam_second_step_by_hand() -> None:
+    b1, b2, lr = 0.9, 0.999, 0.01
+    g1, g2 = 1.0, -3.0
+    m1, v1 = (1 - b1) * g1, (1 - b2) * g1**2
+    w1 = -lr * (m1 / (1 - b1)) / (math.sqrt(v1 / (1 - b2)))
+    m2, v2 = b1 * m1 + (1 - b1) * g2, b2 * v1 + (1 - b2) * g2**2
+    w2 = w1 - lr * (m2 / (1 - b1**2)) / (math.sqrt(v2 / (1 - b2**2)))
+    opt = dnp.adam(lr=lr, eps=1e-300)
+    w, s = opt.update(np.zeros(1), np.array([g1]), opt.init(np.zeros(1)))
+    w, s = opt.update(w, np.array([g2]), s)
+    assert w[0] == pytest.approx(w2, rel=1e-14)
+    assert s.slots["exp_avg"][0] == pytest.approx(m2, rel=1e-14)
+    assert s.slots["exp_avg_sq"][0] == pytest.approx(v2, rel=1e-14)
+
+
+def test_adam_without_bias_correction_takes_a_tiny_first_step() -> None:
+    # m1 = 0.1 g, sqrt(v1) = sqrt(0.001) |g|: the step is 0.1/0.0316 = 3.16 x lr, not lr.
+    opt = dnp.adam(lr=1e-3, eps=1e-30, bias_correction=False)
+    w, _ = opt.update(np.zeros(1), np.array([5.0]), opt.init(np.zeros(1)))
+    assert w[0] == pytest.approx(-1e-3 * 0.1 / math.sqrt(0.001), rel=1e-13)
+
+
+def test_ema_momentum_first_step_is_lr_times_one_minus_beta_times_g() -> None:
+    g = np.array([2.0, -4.0])
+    opt = dnp.momentum(lr=0.1, momentum=0.9)
+    w, s = opt.update(np.zeros(2), g, opt.init(np.zeros(2)))
+    np.testing.assert_allclose(w, -0.1 * (1 - 0.9) * g, rtol=1e-15)
+    w, s = opt.update(w, g, s)  # v2 = 0.9 * 0.1 g + 0.1 g = 0.19 g
+    np.testing.assert_allclose(w, -0.1 * (0.1 + 0.19) * g, rtol=1e-14)
+
+
+def test_heavy_ball_starts_its_buffer_at_the_gradient_and_nesterov_looks_ahead() -> None:
+    g1, g2 = 1.0, 2.0
+    opt = dnp.sgd(lr=0.1, momentum=0.9, dampening=0.5)
+    w, s = opt.update(np.zeros(1), np.array([g1]), opt.init(np.zeros(1)))
+    assert s.slots["momentum_buffer"][0] == g1  # not (1 - dampening) * g1
+    w, s = opt.update(w, np.array([g2]), s)
+    assert s.slots["momentum_buffer"][0] == pytest.approx(0.9 * g1 + 0.5 * g2)
+    assert w[0] == pytest.approx(-0.1 * g1 - 0.1 * (0.9 * g1 + 0.5 * g2))
+    nes = dnp.sgd(lr=0.1, momentum=0.9, nesterov=True)
+    w, s = nes.update(np.zeros(1), np.array([g1]), nes.init(np.zeros(1)))
+    assert w[0] == pytest.approx(-0.1 * (g1 + 0.9 * g1))
+
+
+def test_rmsprop_first_step_and_centered_first_step() -> None:
+    g = np.array([4.0])
+    plain = dnp.rmsprop(lr=0.01, eps=1e-30)
+    w, _ = plain.update(np.zeros(1), g, plain.init(np.zeros(1)))
+    assert w[0] == pytest.approx(-0.01 / math.sqrt(0.01), rel=1e-14)
+    centered = dnp.rmsprop(lr=0.01, eps=1e-30, centered=True)
+    w, _ = centered.update(np.zeros(1), g, centered.init(np.zeros(1)))
+    # s = 0.01 g^2, gbar = 0.01 g: denominator sqrt(0.01 - 0.0001) |g|
+    assert w[0] == pytest.approx(-0.01 / math.sqrt(0.01 - 0.0001), rel=1e-14)
+
+
+def test_l2_and_decoupled_decay_differ_only_in_chain_order() -> None:
+    l2 = [type(t).__name__ for t in rules.adam(weight_decay="l2").transforms]
+    decoupled = [type(t).__name__ for t in rules.adamw().transforms]
+    assert l2 == ["AddL2", "ScaleByAdam", "ScaleByLR"]
+    assert decoupled == ["ScaleByAdam", "ScaleByLR", "DecoupledDecay"]
+    # and with a zero gradient, L2 Adam's first step is a full lr*sign step, AdamW's a decay
+    for name, expected in (("adam", 2.0 - 0.1), ("adamw", 2.0 * (1 - 0.1 * 0.5))):
+        opt = dnp.Transformation(name, lr=0.1, weight_decay=0.5, eps=1e-30)
+        w, _ = opt.update(np.array([2.0]), np.array([0.0]), opt.init(np.zeros(1)))
+        assert w[0] == pytest.approx(expected, rel=1e-14), name
