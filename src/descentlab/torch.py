@@ -40,7 +40,7 @@ def _check_params(params: Any, title: str) -> Any:
     if isinstance(params, torch.Tensor):
         raise TypeError(
             f"{title}: params must be an iterable of Tensors, (name, Tensor) pairs or dicts, "
-            f"got a single {type(params).__name__}; wrap it in a list"
+            f"got a single tensor ({type(params).__name__}); wrap it in a list"
         )
     if not isinstance(params, Iterable):
         raise TypeError(
@@ -66,15 +66,33 @@ class Optimizer(torch.optim.Optimizer):
     * float16/bfloat16 parameters are updated with float32 arithmetic and rounded once per
       step, so ``eps=1e-8`` (which is 0 in float16) still guards the division; their state
       is stored in the parameter's dtype, as torch stores it;
-    * non-finite gradients propagate into the parameters, as in torch.optim.
+    * non-finite gradients propagate into the parameters, as in torch.optim; with
+      ``skip_nonfinite=True`` a step whose gradients hold a NaN or an infinity is skipped
+      whole (parameters and state untouched) and counted in ``skipped_steps``.
     """
 
     info: ClassVar[OptimizerInfo]
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(
+        self, params: Any, defaults: dict[str, Any], *, skip_nonfinite: bool = False
+    ) -> None:
         params = _check_params(params, self.info.title)
         self.info.validate(defaults)
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"{self.info.title}: skip_nonfinite must be True or False")
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
         super().__init__(params, defaults)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["skip_nonfinite"], state["skipped_steps"] = self.skip_nonfinite, self.skipped_steps
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.skip_nonfinite = state.pop("skip_nonfinite", False)
+        self.skipped_steps = state.pop("skipped_steps", 0)
+        super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; its hyperparameters are validated before anything changes."""
@@ -103,6 +121,9 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.skip_nonfinite and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
         for group in self.param_groups:
             rule = self.info.rule(group)
             hp = self.info.scalars(group)
@@ -122,6 +143,10 @@ class Optimizer(torch.optim.Optimizer):
                     cache[t] = rule.coefficients(hp, t)
                 _apply(rule, p, p.grad, state, cache[t])
         return loss
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        return all(bool(torch.isfinite(g).all()) for g in grads)
 
     def _prepare_state(self, p: torch.Tensor, rule: Rule) -> dict[str, Any]:
         state = self.state[p]
@@ -184,8 +209,10 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
-        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
 
 class Momentum(Optimizer):
@@ -213,8 +240,10 @@ class Momentum(Optimizer):
         weight_decay: float = 0,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
-        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
 
 class RMSprop(Optimizer):
@@ -247,8 +276,11 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        skip_nonfinite: bool = False,
     ) -> None:
-        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
 
 class Adam(Optimizer):
@@ -284,8 +316,10 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         bias_correction: bool = True,
+        skip_nonfinite: bool = False,
     ) -> None:
-        super().__init__(params, {k: v for k, v in locals().items() if k in self.info.defaults})
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
 
 class AdamW(Optimizer):
@@ -320,6 +354,8 @@ class AdamW(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         bias_correction: bool = True,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, {**defaults, "decoupled_weight_decay": True})
+        defaults["decoupled_weight_decay"] = True
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
