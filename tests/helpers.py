@@ -19,9 +19,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
-    ).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).to(
+        dtype
+    )
 
 
 def random_params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from cases import CASES, Case, ids
 
 # (lr, steps) per optimizer, the same for every configuration of it.
-PARABOLA = {"sgd": (0.05, 1500), "momentum": (0.1, 1500), "rmsprop": (1e-2, 2000),
-            "adam": (5e-2, 2000), "adamw": (5e-2, 2000)}
-ROSENBROCK = {"sgd": (2e-3, 5000), "momentum": (1e-2, 5000), "rmsprop": (2e-3, 5000),
-              "adam": (2e-2, 5000), "adamw": (2e-2, 5000)}
+PARABOLA = {
+    "sgd": (0.05, 1500),
+    "momentum": (0.1, 1500),
+    "rmsprop": (1e-2, 2000),
+    "adam": (5e-2, 2000),
+    "adamw": (5e-2, 2000),
+}
+ROSENBROCK = {
+    "sgd": (2e-3, 5000),
+    "momentum": (1e-2, 5000),
+    "rmsprop": (2e-3, 5000),
+    "adam": (2e-2, 5000),
+    "adamw": (2e-2, 5000),
+}
 ROSENBROCK_BY_CASE = {"sgd-nesterov": (1e-3, 5000)}  # the look-ahead overshoots at 2e-3
 
 

@@ -24,8 +24,9 @@ def test_first_adamw_step_adds_decay_to_the_sign_step() -> None:
     opt = dt.AdamW([p], lr=0.1, weight_decay=0.5, eps=1e-30)
     p.grad = torch.tensor([1.0, 1.0], dtype=torch.float64)
     opt.step()
-    expected = torch.tensor([2.0 - 0.1 - 0.1 * 0.5 * 2.0, -1.0 - 0.1 + 0.1 * 0.5 * 1.0],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [2.0 - 0.1 - 0.1 * 0.5 * 2.0, -1.0 - 0.1 + 0.1 * 0.5 * 1.0], dtype=torch.float64
+    )
     torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)
 
 

@@ -7,12 +7,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from cases import CASES, TWINNED, Case, ids
-from helpers import mlp, random_params, rel_err
 
 import descentlab
 import descentlab.numpy as dnp
 import descentlab.torch as dt
+from cases import CASES, TWINNED, Case, ids
+from helpers import mlp, random_params, rel_err
 
 STEPS = 60
 TOL = 1e-12
@@ -145,9 +145,11 @@ def test_every_public_optimizer_is_in_the_case_table() -> None:
     assert covered == set(descentlab.list_optimizers())
     public = {getattr(dt, n) for n in dt.__all__} - {dt.Optimizer}
     assert {c.cls for c in CASES} == public
-    assert {n for n in dnp.__all__ if n[0].isupper()} - {"Optimizer", "State", "Transformation"} == {
-        c.__name__ for c in public
-    }
+    assert {n for n in dnp.__all__ if n[0].isupper()} - {
+        "Optimizer",
+        "State",
+        "Transformation",
+    } == {c.__name__ for c in public}
 
 
 SAME_STATE = [c for c in TWINNED if c.state_scale == 1.0]  # EMA-form buffers are rescaled

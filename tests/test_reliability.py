@@ -8,10 +8,10 @@ import pickle
 
 import pytest
 import torch
-from cases import CASES, Case, ids
-from helpers import random_params
 
 import descentlab.torch as dt
+from cases import CASES, Case, ids
+from helpers import random_params
 
 
 def _grads(params, seed: int) -> None:
@@ -231,11 +231,21 @@ def _p():
 
 BAD = [
     (dt.SGD, {"lr": -0.1}, ValueError, r"SGD: invalid lr = -0.1 \(valid: lr >= 0\)"),
-    (dt.SGD, {"momentum": -0.5}, ValueError, r"invalid momentum = -0.5 \(valid: 0 <= momentum < 1\)"),
+    (
+        dt.SGD,
+        {"momentum": -0.5},
+        ValueError,
+        r"invalid momentum = -0.5 \(valid: 0 <= momentum < 1\)",
+    ),
     (dt.SGD, {"nesterov": True}, ValueError, r"nesterov=True requires momentum > 0"),
     (dt.SGD, {"momentum": 0.9, "dampening": 0.1, "nesterov": True}, ValueError, "dampening = 0"),
     (dt.SGD, {"weight_decay": -1e-4}, ValueError, r"invalid weight_decay = -0.0001"),
-    (dt.Adam, {"betas": (1.0, 0.999)}, ValueError, r"invalid beta1 = 1.0 \(valid: 0 <= beta1 < 1\)"),
+    (
+        dt.Adam,
+        {"betas": (1.0, 0.999)},
+        ValueError,
+        r"invalid beta1 = 1.0 \(valid: 0 <= beta1 < 1\)",
+    ),
     (dt.Adam, {"betas": (0.9, -0.1)}, ValueError, r"invalid beta2 = -0.1"),
     (dt.Adam, {"betas": (0.9,)}, ValueError, r"betas must be a pair"),
     (dt.Adam, {"eps": 0.0}, ValueError, r"invalid eps = 0.0 \(valid: eps > 0\)"),
@@ -286,13 +296,17 @@ SCHEDULERS = {
     "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=12),
     "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
         o,
-        [torch.optim.lr_scheduler.ConstantLR(o, 0.3, total_iters=2),
-         torch.optim.lr_scheduler.ExponentialLR(o, 0.8)],
+        [
+            torch.optim.lr_scheduler.ConstantLR(o, 0.3, total_iters=2),
+            torch.optim.lr_scheduler.ExponentialLR(o, 0.8),
+        ],
         milestones=[2],
     ),
     "ChainedScheduler": lambda o: torch.optim.lr_scheduler.ChainedScheduler(
-        [torch.optim.lr_scheduler.ConstantLR(o, 0.5, total_iters=3),
-         torch.optim.lr_scheduler.ExponentialLR(o, 0.9)]
+        [
+            torch.optim.lr_scheduler.ConstantLR(o, 0.5, total_iters=3),
+            torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+        ]
     ),
     "ReduceLROnPlateau": lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=1),
 }
@@ -301,8 +315,10 @@ SCHEDULERS = {
 def test_every_torch_scheduler_is_covered() -> None:
     base = torch.optim.lr_scheduler.LRScheduler
     names = {
-        n for n, c in vars(torch.optim.lr_scheduler).items()
-        if inspect.isclass(c) and (issubclass(c, base) or n == "ReduceLROnPlateau")
+        n
+        for n, c in vars(torch.optim.lr_scheduler).items()
+        if inspect.isclass(c)
+        and (issubclass(c, base) or n == "ReduceLROnPlateau")
         and n not in ("LRScheduler", "_LRScheduler")
     }
     assert names <= set(SCHEDULERS), names - set(SCHEDULERS)
@@ -311,8 +327,10 @@ def test_every_torch_scheduler_is_covered() -> None:
 @pytest.mark.parametrize("name", list(SCHEDULERS))
 @pytest.mark.parametrize(
     ("ours", "theirs", "hp"),
-    [(dt.SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
-     (dt.Adam, torch.optim.Adam, {"lr": 0.1})],
+    [
+        (dt.SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+        (dt.Adam, torch.optim.Adam, {"lr": 0.1}),
+    ],
     ids=["SGD", "Adam"],
 )
 def test_torch_schedulers_drive_the_drop_ins_exactly_as_torch_optim(name, ours, theirs, hp):

@@ -66,9 +66,10 @@ def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
 
 def _check_array(p: Any) -> np.ndarray:
     if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
+        what = f"an array of {p.dtype}" if isinstance(p, np.ndarray) else type(p).__name__
         raise TypeError(
             "parameters must be floating-point numpy arrays (or lists/tuples/dicts of them), "
-            f"got {type(p).__name__}{'' if not isinstance(p, np.ndarray) else ' of ' + str(p.dtype)}"
+            f"got {what}"
         )
     return p
 
@@ -185,8 +186,10 @@ class Optimizer:
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`; shapes must match the parameters."""
-        slots = [{k: np.array(v, dtype=p.dtype) for k, v in s.items()}
-                 for p, s in zip(self.params, sd["slots"], strict=True)]
+        slots = [
+            {k: np.array(v, dtype=p.dtype) for k, v in s.items()}
+            for p, s in zip(self.params, sd["slots"], strict=True)
+        ]
         for p, s in zip(self.params, slots, strict=True):
             for k, v in s.items():
                 if v.shape != p.shape:

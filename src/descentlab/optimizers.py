@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from . import rules
@@ -89,9 +89,7 @@ class OptimizerInfo:
                 raise TypeError(f"{self.title}: {key} must be True or False, got {value!r}")
         for key, what in _UNSUPPORTED.items():
             if hp.get(key):
-                raise ValueError(
-                    f"{self.title}: {key}=True ({what}) is not supported; use False"
-                )
+                raise ValueError(f"{self.title}: {key}=True ({what}) is not supported; use False")
         for key in _TORCH_PERF_FLAGS:
             if hp.get(key) not in (None, True, False):
                 raise TypeError(f"{self.title}: {key} must be None, True or False")
@@ -124,7 +122,7 @@ class OptimizerInfo:
         return {k: _scalar(flat[k]) for k in self.numeric}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_rule(factory: Callable[..., Rule], kwargs: tuple[tuple[str, Any], ...]) -> Rule:
     return factory(**dict(kwargs))
 

@@ -72,9 +72,7 @@ def chain(
 ) -> Rule:
     """``[maximize] -> [L2] -> core -> lr step -> [decoupled decay]``, torch.optim's order."""
     if weight_decay not in ("l2", "decoupled", None):
-        raise ValueError(
-            f"weight_decay must be 'l2', 'decoupled' or None, got {weight_decay!r}"
-        )
+        raise ValueError(f"weight_decay must be 'l2', 'decoupled' or None, got {weight_decay!r}")
     head: list[Transform] = [FlipSign()] if maximize else []
     if weight_decay == "l2":
         head.append(AddL2())
