@@ -23,12 +23,15 @@ from typing import Any, ClassVar
 import torch
 
 from . import optimizers
+from .engines import ENGINES, FlatBucket, apply_reference
 from .optimizers import OptimizerInfo
 from .rules.base import Rule
 
 __all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# "auto" re-homes a group into a flat buffer from this many tensors or elements on.
+AUTO_FLAT_TENSORS = 16
+AUTO_FLAT_NUMEL = 1 << 20
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -69,29 +72,61 @@ class Optimizer(torch.optim.Optimizer):
     * non-finite gradients propagate into the parameters, as in torch.optim; with
       ``skip_nonfinite=True`` a step whose gradients hold a NaN or an infinity is skipped
       whole (parameters and state untouched) and counted in ``skipped_steps``.
+
+    **Engines** (``engine=``), all executing the same rule:
+
+    * ``"reference"``: one tensor at a time, the ground truth;
+    * ``"flat"``: each group's parameters are re-homed as views of one contiguous buffer and
+      stepped by ONE ``torch.compile``-d pass (compiled once per rule, about 1-4 s, then
+      cached; falls back to ``"flat-eager"`` where compilation is unavailable);
+    * ``"flat-eager"``: the same flat buffers, the rule run eagerly (no compile cost);
+    * ``"auto"`` (default): ``"flat"`` for groups of at least 16 tensors or 2**20 elements
+      of one dtype and device, else ``"reference"``.
+
+    The flat engines fall back to the reference for a step where a parameter has no
+    gradient, step counts differ, or a group mixes dtypes/devices; frozen parameters
+    (``requires_grad=False``) stay out of the buffer. With them, ``zero_grad(set_to_none=
+    False)`` points every ``.grad`` at the flat gradient buffer so backward writes straight
+    into it; with the default ``set_to_none=True`` gradients are gathered by one copy.
+    Re-homing replaces ``param.data``: build the optimizer after moving the model, as with
+    torch.optim.
     """
 
     info: ClassVar[OptimizerInfo]
 
     def __init__(
-        self, params: Any, defaults: dict[str, Any], *, skip_nonfinite: bool = False
+        self,
+        params: Any,
+        defaults: dict[str, Any],
+        *,
+        skip_nonfinite: bool = False,
+        engine: str = "auto",
     ) -> None:
         params = _check_params(params, self.info.title)
         self.info.validate(defaults)
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"{self.info.title}: skip_nonfinite must be True or False")
+        if engine not in ENGINES:
+            raise ValueError(
+                f"{self.info.title}: unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}"
+            )
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
+        self.engine = engine
+        self._buckets: dict[int, FlatBucket] = {}
         super().__init__(params, defaults)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["skip_nonfinite"], state["skipped_steps"] = self.skip_nonfinite, self.skipped_steps
+        state["engine"] = self.engine
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.skip_nonfinite = state.pop("skip_nonfinite", False)
         self.skipped_steps = state.pop("skipped_steps", 0)
+        self.engine = state.pop("engine", "auto")
+        self._buckets = {}  # rebuilt (re-homing the parameters) at the next step
         super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -124,25 +159,88 @@ class Optimizer(torch.optim.Optimizer):
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
             return loss
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             rule = self.info.rule(group)
             hp = self.info.scalars(group)
-            cache: dict[int, dict[str, float]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{self.info.title} does not support sparse gradients; "
-                        "use torch.optim.SparseAdam or a dense gradient"
-                    )
-                state = self._prepare_state(p, rule)
-                state["step"] += 1
-                t = int(state["step"].item())
-                if t not in cache:
-                    cache[t] = rule.coefficients(hp, t)
-                _apply(rule, p, p.grad, state, cache[t])
+            rest = self._flat_step(index, group, rule, hp)
+            self._reference_step(rest, rule, hp)
         return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch.optim; with a flat engine ``set_to_none=False`` zeroes one buffer."""
+        if set_to_none or not self._buckets:
+            super().zero_grad(set_to_none)
+            return
+        flat = set()
+        for bucket in self._buckets.values():
+            bucket.point_grads()
+            flat.update(map(id, bucket.params))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) not in flat and p.grad is not None:
+                    p.grad = p.grad.detach() if p.grad.grad_fn is not None else p.grad
+                    p.grad.zero_()
+
+    def _reference_step(self, params: list[torch.Tensor], rule: Rule, hp: dict[str, float]) -> None:
+        cache: dict[int, dict[str, float]] = {}
+        for p in params:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{self.info.title} does not support sparse gradients; "
+                    "use torch.optim.SparseAdam or a dense gradient"
+                )
+            state = self._prepare_state(p, rule)
+            state["step"] += 1
+            t = int(state["step"].item())
+            if t not in cache:
+                cache[t] = rule.coefficients(hp, t)
+            apply_reference(rule, p, p.grad, state, cache[t])
+
+    def _flat_engine(self, params: list[torch.Tensor]) -> str | None:
+        if self.engine == "reference" or not params:
+            return None
+        first = params[0]
+        if not all(
+            p.dtype == first.dtype
+            and p.device == first.device
+            and p.layout == torch.strided
+            and p.is_contiguous()
+            and p.is_floating_point()
+            for p in params
+        ):
+            return None
+        if self.engine == "auto":
+            big = sum(p.numel() for p in params) >= AUTO_FLAT_NUMEL
+            return "flat" if big or len(params) >= AUTO_FLAT_TENSORS else None
+        return self.engine
+
+    def _flat_step(
+        self, index: int, group: dict[str, Any], rule: Rule, hp: dict[str, float]
+    ) -> list[torch.Tensor]:
+        """One fused step of the group's flat bucket; returns what the reference must step.
+
+        Frozen parameters stay out of the bucket, but torch.optim steps any parameter that
+        has a gradient, so they are handed to the reference engine like everything else
+        the bucket cannot take this step.
+        """
+        everything = group["params"]
+        params = [p for p in everything if p.requires_grad]
+        bucket = self._buckets.get(index)
+        if bucket is None or not bucket.intact(params, rule) or not bucket.state_intact(self.state):
+            engine = self._flat_engine(params)
+            if engine is None:
+                self._buckets.pop(index, None)
+                return everything
+            bucket = FlatBucket(params, self.state, rule, _scalar_dtype(), engine == "flat")
+            self._buckets[index] = bucket
+        if not bucket.gather() or not bucket.uniform_steps():
+            return everything
+        bucket.step(hp)
+        return (
+            [p for p in everything if not p.requires_grad] if len(params) < len(everything) else []
+        )
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -158,25 +256,6 @@ class Optimizer(torch.optim.Optimizer):
             if name not in state or state[name] is None:
                 state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
-
-
-def _real(x: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(x) if x.is_complex() else x
-
-
-def _apply(
-    rule: Rule, p: torch.Tensor, g: torch.Tensor, state: Mapping[str, Any], c: Mapping[str, float]
-) -> None:
-    """Reference execution: the pure rule on one tensor, results copied back in place."""
-    p_view = _real(p)
-    slots = {k: _real(state[k]) for k in rule.slots}
-    args = (p_view, _real(g), slots)
-    if p_view.dtype in _LOW_PRECISION:
-        args = (p_view.float(), args[1].float(), {k: v.float() for k, v in slots.items()})
-    new_p, new_state = rule.update(*args, c)
-    p_view.copy_(new_p)
-    for k, v in new_state.items():
-        slots[k].copy_(v)
 
 
 class SGD(Optimizer):
@@ -210,9 +289,10 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        engine: str = "auto",
     ) -> None:
         defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
 
 
 class Momentum(Optimizer):
@@ -241,9 +321,10 @@ class Momentum(Optimizer):
         *,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        engine: str = "auto",
     ) -> None:
         defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
 
 
 class RMSprop(Optimizer):
@@ -278,9 +359,10 @@ class RMSprop(Optimizer):
         differentiable: bool = False,
         *,
         skip_nonfinite: bool = False,
+        engine: str = "auto",
     ) -> None:
         defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
 
 
 class Adam(Optimizer):
@@ -317,9 +399,10 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
         bias_correction: bool = True,
         skip_nonfinite: bool = False,
+        engine: str = "auto",
     ) -> None:
         defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
 
 
 class AdamW(Optimizer):
@@ -355,7 +438,8 @@ class AdamW(Optimizer):
         fused: bool | None = None,
         bias_correction: bool = True,
         skip_nonfinite: bool = False,
+        engine: str = "auto",
     ) -> None:
         defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
         defaults["decoupled_weight_decay"] = True
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)

@@ -34,12 +34,12 @@ Coefficients = Mapping[str, Any]
 
 def sqrt(x: Array) -> Array:
     """Element-wise square root of a NumPy array or a torch tensor."""
-    return np.sqrt(x) if isinstance(x, np.ndarray | np.generic) else x.sqrt()
+    return np.sqrt(x) if isinstance(x, (np.ndarray, np.generic)) else x.sqrt()
 
 
 def maximum(a: Array, b: Array) -> Array:
     """Element-wise maximum of two NumPy arrays or two torch tensors."""
-    if isinstance(a, np.ndarray | np.generic):
+    if isinstance(a, (np.ndarray, np.generic)):
         return np.maximum(a, b)
     return a.maximum(b)
 

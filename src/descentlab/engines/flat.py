@@ -1,0 +1,159 @@
+"""The flat-buffer engine: all parameters of a group live in one contiguous buffer.
+
+Parameters are re-homed as views of one 1-D buffer per (group, dtype, device); their
+optimizer state becomes views of matching flat slot buffers, so ``state_dict`` and the
+reference engine see ordinary per-parameter tensors. A step is then ONE call of the rule
+over the whole buffer: compiled by ``torch.compile`` into a single fused pass (the
+coefficients travel in a small tensor, so schedules never recompile), or run eagerly
+(``flat-eager``, a few passes, no compile cost).
+
+Gradients: :meth:`FlatBucket.point_grads` makes every ``.grad`` a view of the flat gradient
+buffer, so autograd accumulates straight into it (what ``zero_grad(set_to_none=False)``
+does). Gradients that arrive as separate tensors (after ``zero_grad()``'s default
+``set_to_none=True``, or assigned by user code) are gathered with one copy. A parameter
+without a gradient, or whose step count differs from the others, makes the bucket fall back
+to the reference engine for that step: correct first, fast when it can be.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..rules.base import Rule
+from .reference import compute
+
+_COMPILED: dict[tuple[Rule, tuple[str, ...]], Any] = {}
+_COMPILE_FAILED: set[Rule] = set()
+
+
+def flat_update(
+    rule: Rule,
+    names: tuple[str, ...],
+    p: torch.Tensor,
+    g: torch.Tensor,
+    slots: dict[str, torch.Tensor],
+    cvec: torch.Tensor,
+) -> None:
+    """The rule over flat buffers, in place; coefficients arrive packed in ``cvec``."""
+    c = {n: cvec[i] for i, n in enumerate(names)}
+    new_p, new_state = compute(rule, p, g, slots, c)
+    p.copy_(new_p)
+    for k, v in new_state.items():
+        slots[k].copy_(v)
+
+
+def _compiled(rule: Rule, names: tuple[str, ...]) -> Any:
+    key = (rule, names)
+    if key not in _COMPILED:
+
+        def run(p, g, slots, cvec):  # type: ignore[no-untyped-def]
+            flat_update(rule, names, p, g, slots, cvec)
+
+        _COMPILED[key] = torch.compile(run, dynamic=True, fullgraph=True)
+    return _COMPILED[key]
+
+
+class FlatBucket:
+    """One flat buffer of parameters (same group, dtype and device) with its state."""
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        state: Any,
+        rule: Rule,
+        scalar_dtype: torch.dtype,
+        compiled: bool,
+    ) -> None:
+        self.params = list(params)
+        self.rule = rule
+        self.compiled = compiled
+        first = self.params[0]
+        dtype, device = first.dtype, first.device
+        sizes = [p.numel() for p in self.params]
+        total = sum(sizes)
+        self.p_flat = torch.empty(total, dtype=dtype, device=device)
+        self.g_flat = torch.zeros(total, dtype=dtype, device=device)
+        self.slots = {k: torch.zeros(total, dtype=dtype, device=device) for k in rule.slots}
+        self.steps = torch.zeros(len(self.params), dtype=scalar_dtype)
+        self.p_views: list[torch.Tensor] = []
+        self.g_views: list[torch.Tensor] = []
+        offset = 0
+        for i, (p, n) in enumerate(zip(self.params, sizes, strict=True)):
+            sl = slice(offset, offset + n)
+            offset += n
+            pv = self.p_flat[sl].view_as(p)
+            pv.copy_(p.detach())
+            p.data = pv  # re-home: the parameter is now a view of the flat buffer
+            gv = self.g_flat[sl].view_as(p)
+            if p.grad is not None:
+                gv.copy_(p.grad)
+            self.p_views.append(pv)
+            self.g_views.append(gv)
+            s = state[p]
+            if "step" in s:
+                self.steps[i] = float(s["step"])
+            elif any(s.get(k) is not None for k in rule.slots):
+                self.steps[i] = 1.0  # torch.optim.SGD state has a buffer but no step
+            s["step"] = self.steps[i]
+            for k, flat in self.slots.items():
+                view = flat[sl].view_as(p)
+                if s.get(k) is not None:
+                    view.copy_(s[k])
+                s[k] = view
+        self.ptrs = [p.data_ptr() for p in self.params]
+
+    def intact(self, params: Sequence[torch.Tensor], rule: Rule) -> bool:
+        """Still describes these parameters with this rule (nobody replaced ``.data``)?"""
+        return (
+            rule == self.rule
+            and len(params) == len(self.params)
+            and all(map(operator.is_, params, self.params))
+            and [p.data_ptr() for p in params] == self.ptrs
+        )
+
+    def state_intact(self, state: Any) -> bool:
+        """``load_state_dict`` replaces state tensors: then the bucket must be rebuilt."""
+        s = state[self.params[0]]
+        return all(
+            s.get(k) is not None and s[k].data_ptr() == self.slots[k].data_ptr() for k in self.slots
+        )
+
+    def point_grads(self) -> None:
+        """Make every existing ``.grad`` a view of the flat gradient buffer, zeroed."""
+        self.g_flat.zero_()
+        for p, gv in zip(self.params, self.g_views, strict=True):
+            if p.grad is not None:
+                p.grad = gv
+
+    def gather(self) -> bool:
+        """Bring gradients into the flat buffer; False if one is missing or sparse."""
+        grads = [p.grad for p in self.params]
+        if all(map(operator.is_, grads, self.g_views)):
+            return True
+        if any(g is None or g.is_sparse for g in grads):
+            return False  # the reference engine skips None and refuses sparse gradients
+        stray = [(gv, g) for g, gv in zip(grads, self.g_views, strict=True) if g is not gv]
+        torch._foreach_copy_([gv for gv, _ in stray], [g for _, g in stray])
+        return True
+
+    def step(self, hp: Mapping[str, float]) -> None:
+        """One fused step of every parameter in the bucket (all share the step count)."""
+        self.steps += 1
+        t = int(self.steps[0])
+        c = self.rule.coefficients(hp, t)
+        names = tuple(c)
+        cvec = torch.tensor([c[n] for n in names], dtype=torch.float64, device=self.p_flat.device)
+        if self.compiled and self.rule not in _COMPILE_FAILED:
+            try:
+                _compiled(self.rule, names)(self.p_flat, self.g_flat, self.slots, cvec)
+                return
+            except Exception:  # no C++ compiler, unsupported device...: run it eagerly
+                _COMPILE_FAILED.add(self.rule)
+        flat_update(self.rule, names, self.p_flat, self.g_flat, self.slots, cvec)
+
+    def uniform_steps(self) -> bool:
+        return bool((self.steps == self.steps[0]).all())
