@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cases import CASES, Case, ids
+from descentlab.engines import flat
 from helpers import rel_err
 
 ENGINES = ["flat-eager", "flat"]
@@ -45,6 +46,7 @@ def test_engine_equals_reference_on_params_and_state(case: Case, engine: str, dt
     ref_params, ref = _run(case, "reference", dtype)
     params, opt = _run(case, engine, dtype)
     assert opt._buckets, "the flat engine did not engage"
+    assert not flat._COMPILE_FAILED, "compilation fell back to eager"
     for p, q in zip(params, ref_params, strict=True):
         assert rel_err(p, q) <= TOL[dtype]
         if not q.requires_grad:
@@ -87,3 +89,30 @@ def test_backward_writes_straight_into_the_flat_gradient_buffer() -> None:
     assert p.grad.data_ptr() == bucket.g_flat.data_ptr()  # no gather copy needed
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         assert rel_err(p, q) <= 1e-12
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_numpy_compiled_engine_equals_numpy_reference(case: Case) -> None:
+    import numpy as np
+
+    from descentlab import numpy as dnp
+
+    cls = getattr(dnp, case.cls.__name__)
+    rng = np.random.default_rng(13)
+    runs = []
+    for engine in ("reference", "compiled"):
+        params = [np.random.default_rng(14).standard_normal(s) for s in [(7, 3), (5,)]]
+        opt = cls(params, engine=engine, **case.hp)
+        rng = np.random.default_rng(15)
+        for step in range(20):
+            grads = [rng.standard_normal(p.shape) for p in params]
+            if step == 3:
+                grads[1] = None
+            opt.step(grads)
+        runs.append((params, opt.state))
+    (ref, ref_state), (fast, fast_state) = runs
+    assert not flat._COMPILE_FAILED and flat._COMPILED
+    for p, q, s, t in zip(fast, ref, fast_state.slots, ref_state.slots, strict=True):
+        assert rel_err(torch.from_numpy(p), torch.from_numpy(q)) <= 1e-12
+        for key in t:
+            assert rel_err(torch.from_numpy(s[key]), torch.from_numpy(t[key])) <= 1e-12

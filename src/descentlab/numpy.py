@@ -149,33 +149,80 @@ def adamw(**hp: Any) -> Transformation:
     return Transformation("adamw", **hp)
 
 
+ENGINES = ("auto", "reference", "compiled")
+AUTO_COMPILED_NUMEL = 1 << 20
+
+
 class Optimizer:
     """Object API: owns its state and updates the given arrays in place.
 
     Args:
         params: a sequence of floating-point arrays; they are modified by :meth:`step`.
+        engine: ``"reference"`` evaluates the rule with NumPy operations (a temporary array
+            per operation, like the seed's ``adam_update``); ``"compiled"`` runs the same
+            rule as ONE fused in-place pass over zero-copy torch views of the arrays
+            (``torch.compile``, compiled once per rule); ``"auto"`` (default) compiles for
+            C-contiguous arrays of at least 2**20 elements.
         **hp: hyperparameters, as the torch drop-in of the same name.
     """
 
     name = ""
 
-    def __init__(self, params: Sequence[np.ndarray], **hp: Any) -> None:
+    def __init__(self, params: Sequence[np.ndarray], *, engine: str = "auto", **hp: Any) -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, Sequence):
             raise TypeError("params must be a list of numpy arrays (updated in place)")
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
         self.params = list(params)
+        self.engine = engine
         self.transformation = Transformation(self.name, **hp)
         self.state = self.transformation.init(self.params)
+
+    def _compiled(self, p: np.ndarray) -> bool:
+        if self.engine == "reference" or not p.flags.c_contiguous or not p.flags.writeable:
+            return False
+        return self.engine == "compiled" or p.size >= AUTO_COMPILED_NUMEL
 
     def step(self, grads: Sequence[np.ndarray | None]) -> None:
         """Apply one update; ``grads[i]`` is the gradient of ``params[i]`` (or None)."""
         if len(grads) != len(self.params):
             raise ValueError(f"expected {len(self.params)} gradients, got {len(grads)}")
-        new, self.state = self.transformation.update(self.params, list(grads), self.state)
-        for p, q in zip(self.params, new, strict=True):
-            if q is not p:
-                p[...] = q
+        if not any(self._compiled(p) for p in self.params):
+            new, self.state = self.transformation.update(self.params, list(grads), self.state)
+            for p, q in zip(self.params, new, strict=True):
+                if q is not p:
+                    p[...] = q
+            return
+        import torch
+
+        from .engines.flat import run_flat
+
+        step = self.state.step + 1
+        t = self.transformation
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            if g is None:
+                continue
+            slots = self.state.slots[i]
+            if self._compiled(p):
+                run_flat(
+                    t.rule,
+                    torch.from_numpy(p.reshape(-1)),
+                    torch.from_numpy(np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)),
+                    {k: torch.from_numpy(v.reshape(-1)) for k, v in slots.items()},
+                    t._scalars,
+                    step,
+                    compiled=True,
+                )
+            else:
+                new_p, new_s = t.rule.update(
+                    p, np.asarray(g, dtype=p.dtype), slots, t.rule.coefficients(t._scalars, step)
+                )
+                p[...] = new_p
+                for k, v in new_s.items():
+                    slots[k][...] = v
+        self.state = State(step, self.state.slots)
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state: ``{"step": int, "slots": [dict of arrays per param]}``."""

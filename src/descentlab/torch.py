@@ -171,7 +171,7 @@ class Optimizer(torch.optim.Optimizer):
         if set_to_none or not self._buckets:
             super().zero_grad(set_to_none)
             return
-        flat = set()
+        flat: set[int] = set()
         for bucket in self._buckets.values():
             bucket.point_grads()
             flat.update(map(id, bucket.params))

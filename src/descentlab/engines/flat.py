@@ -18,6 +18,7 @@ to the reference engine for that step: correct first, fast when it can be.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,8 +54,43 @@ def _compiled(rule: Rule, names: tuple[str, ...]) -> Any:
         def run(p, g, slots, cvec):  # type: ignore[no-untyped-def]
             flat_update(rule, names, p, g, slots, cvec)
 
+        # Dynamo keys its cache and recompile limit by code object: give each rule its own,
+        # so that many rules do not share one limit of recompilations.
+        run.__code__ = run.__code__.replace(co_name=f"{rule.name}_step_{len(_COMPILED)}")
         _COMPILED[key] = torch.compile(run, dynamic=True, fullgraph=True)
     return _COMPILED[key]
+
+
+def run_flat(
+    rule: Rule,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    slots: dict[str, torch.Tensor],
+    hp: Mapping[str, float],
+    step: int,
+    *,
+    compiled: bool,
+) -> None:
+    """Step ``step`` of ``rule`` over 1-D buffers in place: one compiled pass, or eager ops."""
+    c = rule.coefficients(hp, step)
+    names = tuple(c)
+    cvec = torch.tensor([c[n] for n in names], dtype=torch.float64, device=p.device)
+    if compiled and rule not in _COMPILE_FAILED:
+        try:
+            with warnings.catch_warnings():
+                # torch's own compiler stack emits DeprecationWarnings about itself
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _compiled(rule, names)(p, g, slots, cvec)
+            return
+        except Exception as exc:  # no C++ compiler, unsupported device...: run eagerly
+            _COMPILE_FAILED.add(rule)
+            warnings.warn(
+                f"descentlab: torch.compile failed for rule {rule.name!r} ({exc!s:.200}); "
+                "running the same rule eagerly on the flat buffers",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    flat_update(rule, names, p, g, slots, cvec)
 
 
 class FlatBucket:
@@ -137,23 +173,21 @@ class FlatBucket:
         if any(g is None or g.is_sparse for g in grads):
             return False  # the reference engine skips None and refuses sparse gradients
         stray = [(gv, g) for g, gv in zip(grads, self.g_views, strict=True) if g is not gv]
-        torch._foreach_copy_([gv for gv, _ in stray], [g for _, g in stray])
+        torch._foreach_copy_([gv for gv, _ in stray], [g for _, g in stray if g is not None])
         return True
 
     def step(self, hp: Mapping[str, float]) -> None:
         """One fused step of every parameter in the bucket (all share the step count)."""
         self.steps += 1
-        t = int(self.steps[0])
-        c = self.rule.coefficients(hp, t)
-        names = tuple(c)
-        cvec = torch.tensor([c[n] for n in names], dtype=torch.float64, device=self.p_flat.device)
-        if self.compiled and self.rule not in _COMPILE_FAILED:
-            try:
-                _compiled(self.rule, names)(self.p_flat, self.g_flat, self.slots, cvec)
-                return
-            except Exception:  # no C++ compiler, unsupported device...: run it eagerly
-                _COMPILE_FAILED.add(self.rule)
-        flat_update(self.rule, names, self.p_flat, self.g_flat, self.slots, cvec)
+        run_flat(
+            self.rule,
+            self.p_flat,
+            self.g_flat,
+            self.slots,
+            hp,
+            int(self.steps[0]),
+            compiled=self.compiled,
+        )
 
     def uniform_steps(self) -> bool:
         return bool((self.steps == self.steps[0]).all())
