@@ -53,3 +53,26 @@ def test_cli_bad_input_exits_2_with_one_line() -> None:
     )
     assert out.returncode == 2
     assert "invalid choice" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bench_runs_tiny_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    code = cli.main(["bench", "--optimizers", "adam,rmsprop", "--layouts", "5000 x 1k",
+                     "--scale", "0.002", "--reps", "2", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    variants = {r["variant"] for r in report["rows"]}
+    assert {"torch for-loop", "torch foreach", "torch fused", "descentlab flat"} <= variants
+    assert report["stream_gb_per_s"] > 0 and report["numpy"]["numel"] > 0
+    assert all(r["vs_torch_fastest"] > 0 for r in report["rows"])
+
+
+def test_bench_bad_optimizer_exits_2() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "descentlab", "bench", "--optimizers", "adamm"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2 and "unknown optimizer 'adamm'" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -30,6 +30,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(seed=args.seed)
 
 
+def _csv(choices: list[str], what: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {bad[0] if bad else text!r}; choose from: {', '.join(choices)}"
+            )
+        return items
+
+    return parse
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from . import bench
+
+    console = Console(stderr=True)
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        print(
+            f"descentlab: error: --out {out} is a directory; give a .json file path",
+            file=sys.stderr,
+        )
+        return 2
+    report = bench.run(
+        args.optimizers,
+        args.layouts,
+        scale=args.scale,
+        reps=args.reps,
+        progress=lambda s: console.log(f"timing {s}"),
+    )
+    bench.print_report(report)
+    bench.save(report, out)
+    console.log(f"saved {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="descentlab",
@@ -42,6 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the seed's nn.Linear(10, 1) with every variant")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
+    from . import bench
+
+    p = sub.add_parser("bench", help="time optimizer steps against torch.optim (ratios)")
+    p.add_argument(
+        "--optimizers",
+        type=_csv(list(bench.TORCH), "optimizer"),
+        default=None,
+        help=f"comma list from {','.join(bench.TORCH)} (default: all)",
+    )
+    p.add_argument(
+        "--layouts",
+        type=_csv(list(bench.layouts()), "layout"),
+        default=None,
+        help="comma list of layouts (default: all)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="shrink every layout by this factor for a quick run (default 1)",
+    )
+    p.add_argument("--reps", type=int, default=15, help="timed steps per variant (default 15)")
+    p.add_argument("--out", default="bench.json", help="JSON file for the results")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
