@@ -59,8 +59,21 @@ def test_bench_runs_tiny_and_writes_json(tmp_path: Path) -> None:
     import json
 
     out = tmp_path / "bench.json"
-    code = cli.main(["bench", "--optimizers", "adam,rmsprop", "--layouts", "5000 x 1k",
-                     "--scale", "0.002", "--reps", "2", "--out", str(out)])
+    code = cli.main(
+        [
+            "bench",
+            "--optimizers",
+            "adam,rmsprop",
+            "--layouts",
+            "5000 x 1k",
+            "--scale",
+            "0.002",
+            "--reps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     variants = {r["variant"] for r in report["rows"]}
@@ -72,7 +85,8 @@ def test_bench_runs_tiny_and_writes_json(tmp_path: Path) -> None:
 def test_bench_bad_optimizer_exits_2() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "descentlab", "bench", "--optimizers", "adamm"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2 and "unknown optimizer 'adamm'" in out.stderr
     assert "Traceback" not in out.stderr

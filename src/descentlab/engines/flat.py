@@ -74,7 +74,11 @@ def run_flat(
     """Step ``step`` of ``rule`` over 1-D buffers in place: one compiled pass, or eager ops."""
     c = rule.coefficients(hp, step)
     names = tuple(c)
-    cvec = torch.tensor([c[n] for n in names], dtype=torch.float64, device=p.device)
+    # Coefficients in the buffer's own precision (float32 for 16-bit buffers): torch's
+    # eager kernels round Python-float scalars the same way, and a float64 scalar would make
+    # the compiled pass compute in double precision, at half the vector width.
+    dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+    cvec = torch.tensor([c[n] for n in names], dtype=dtype, device=p.device)
     if compiled and rule not in _COMPILE_FAILED:
         try:
             with warnings.catch_warnings():

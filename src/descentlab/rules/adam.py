@@ -27,11 +27,17 @@ class ScaleByAdam(Transform):
             bc1, bc2_sqrt = 1.0 - beta1**step, (1.0 - beta2**step) ** 0.5
         else:
             bc1, bc2_sqrt = 1.0, 1.0
-        return {"beta1": beta1, "beta2": beta2, "eps": hp["eps"], "bc1": bc1, "bc2_sqrt": bc2_sqrt}
+        return {
+            "rate1": 1.0 - beta1,
+            "rate2": 1.0 - beta2,
+            "eps": hp["eps"],
+            "bc1": bc1,
+            "bc2_sqrt": bc2_sqrt,
+        }
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        m = ema(state["exp_avg"], u, c["beta1"])  # first moment: mean of gradients
-        v = ema(state["exp_avg_sq"], u * u, c["beta2"])  # second moment: mean of squares
+        m = ema(state["exp_avg"], u, c["rate1"])  # first moment: mean of gradients
+        v = ema(state["exp_avg_sq"], u * u, c["rate2"])  # second moment: mean of squares
         new = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:  # never let the denominator shrink (Reddi et al., 2018)
             v = new["max_exp_avg_sq"] = maximum(state["max_exp_avg_sq"], v)

@@ -47,10 +47,10 @@ class EmaMomentum(Transform):
     slots = ("momentum_buffer",)
 
     def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
-        return {"momentum": hp["momentum"]}
+        return {"ema_rate": 1.0 - hp["momentum"]}
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        v = ema(state["momentum_buffer"], u, c["momentum"])
+        v = ema(state["momentum_buffer"], u, c["ema_rate"])
         return v, {"momentum_buffer": v}
 
 

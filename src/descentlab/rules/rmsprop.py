@@ -25,12 +25,12 @@ class ScaleByRms(Transform):
         return ("square_avg", "grad_avg") if self.centered else ("square_avg",)
 
     def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
-        return {"alpha": hp["alpha"], "eps": hp["eps"]}
+        return {"rate": 1.0 - hp["alpha"], "eps": hp["eps"]}
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        s = ema(state["square_avg"], u * u, c["alpha"])
+        s = ema(state["square_avg"], u * u, c["rate"])
         if self.centered:
-            mean = ema(state["grad_avg"], u, c["alpha"])
+            mean = ema(state["grad_avg"], u, c["rate"])
             denom = sqrt(s - mean * mean) + c["eps"]
             return u / denom, {"square_avg": s, "grad_avg": mean}
         return u / (sqrt(s) + c["eps"]), {"square_avg": s}
