@@ -19,6 +19,7 @@ The array math only uses ``+ - * /`` and the two helpers below, so one definitio
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,7 +56,7 @@ def ema(old: Array, new: Array, rate: Any) -> Array:
 
 
 @dataclass(frozen=True)
-class Transform:
+class Transform(ABC):
     """One stage of a rule. Subclasses set ``slots`` and implement ``__call__``.
 
     ``slots`` names the state arrays the transform keeps per parameter. The names are the
@@ -70,10 +71,11 @@ class Transform:
         """Host-side scalars for step ``step`` (1-based) from hyperparameters ``hp``."""
         return {}
 
+    @abstractmethod
     def __call__(
         self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients
-    ) -> tuple[Array, dict[str, Array]]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    ) -> tuple[Array, dict[str, Array]]:
+        """Map ``u`` to the outgoing direction; return it with this transform's new slots."""
 
 
 @dataclass(frozen=True)
