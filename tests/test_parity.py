@@ -180,8 +180,15 @@ def test_state_dict_moves_between_torch_optim_and_descentlab(case: Case) -> None
         ours.step()
     for p, q in zip(a, b, strict=True):
         assert rel_err(q, p) <= TOL
-    back = case.twin([torch.nn.Parameter(p.detach().clone()) for p in b])
-    back.load_state_dict(ours.state_dict())  # and back into torch.optim
+    c = [torch.nn.Parameter(p.detach().clone()) for p in b]
+    back = case.twin(c)
+    back.load_state_dict(copy.deepcopy(ours.state_dict()))  # and back into torch.optim
+    for p, q, g in zip(b, c, grads(), strict=True):
+        p.grad, q.grad = g.clone(), g.clone()
+    ours.step()
+    back.step()
+    for p, q in zip(b, c, strict=True):
+        assert rel_err(q, p) <= TOL
 
 
 def test_complex_parameters_match_torch() -> None:

@@ -189,39 +189,26 @@ class Optimizer:
         """Apply one update; ``grads[i]`` is the gradient of ``params[i]`` (or None)."""
         if len(grads) != len(self.params):
             raise ValueError(f"expected {len(self.params)} gradients, got {len(grads)}")
-        if not any(self._compiled(p) for p in self.params):
-            new, self.state = self.transformation.update(self.params, list(grads), self.state)
-            for p, q in zip(self.params, new, strict=True):
-                if q is not p:
-                    p[...] = q
-            return
         import torch
 
         from .engines.flat import run_flat
 
         step = self.state.step + 1
-        t = self.transformation
-        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+        rule, hp = self.transformation.rule, self.transformation._scalars
+        c = rule.coefficients(hp, step)
+        for p, g, slots in zip(self.params, grads, self.state.slots, strict=True):
             if g is None:
                 continue
-            slots = self.state.slots[i]
-            if self._compiled(p):
-                run_flat(
-                    t.rule,
-                    torch.from_numpy(p.reshape(-1)),
-                    torch.from_numpy(np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)),
-                    {k: torch.from_numpy(v.reshape(-1)) for k, v in slots.items()},
-                    t._scalars,
-                    step,
-                    compiled=True,
-                )
-            else:
-                new_p, new_s = t.rule.update(
-                    p, np.asarray(g, dtype=p.dtype), slots, t.rule.coefficients(t._scalars, step)
-                )
-                p[...] = new_p
-                for k, v in new_s.items():
-                    slots[k][...] = v
+            g = np.ascontiguousarray(g, dtype=p.dtype)
+            if self._compiled(p):  # one fused in-place pass over zero-copy views
+                views = {k: torch.from_numpy(v.reshape(-1)) for k, v in slots.items()}
+                flat_p, flat_g = torch.from_numpy(p.reshape(-1)), torch.from_numpy(g.reshape(-1))
+                run_flat(rule, flat_p, flat_g, views, hp, step, compiled=True)
+                continue
+            new_p, new_slots = rule.update(p, g, slots, c)
+            p[...] = new_p
+            for k, v in new_slots.items():
+                slots[k][...] = v
         self.state = State(step, self.state.slots)
 
     def state_dict(self) -> dict[str, Any]:

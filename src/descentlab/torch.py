@@ -24,6 +24,7 @@ import torch
 
 from . import optimizers
 from .engines import ENGINES, FlatBucket, apply_reference
+from .engines.reference import steps_taken
 from .optimizers import OptimizerInfo
 from .rules.base import Rule
 
@@ -227,6 +228,7 @@ class Optimizer(torch.optim.Optimizer):
         """
         everything = group["params"]
         params = [p for p in everything if p.requires_grad]
+        frozen = [p for p in everything if not p.requires_grad]
         bucket = self._buckets.get(index)
         if bucket is None or not bucket.intact(params, rule) or not bucket.state_intact(self.state):
             engine = self._flat_engine(params)
@@ -238,9 +240,7 @@ class Optimizer(torch.optim.Optimizer):
         if not bucket.gather() or not bucket.uniform_steps():
             return everything
         bucket.step(hp)
-        return (
-            [p for p in everything if not p.requires_grad] if len(params) < len(everything) else []
-        )
+        return frozen
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -249,9 +249,7 @@ class Optimizer(torch.optim.Optimizer):
     def _prepare_state(self, p: torch.Tensor, rule: Rule) -> dict[str, Any]:
         state = self.state[p]
         if "step" not in state:
-            # A state_dict from torch.optim.SGD has no step: a buffer means it has stepped.
-            stepped = any(k in state for k in rule.slots)
-            state["step"] = torch.tensor(float(stepped), dtype=_scalar_dtype())
+            state["step"] = torch.tensor(steps_taken(state, rule), dtype=_scalar_dtype())
         for name in rule.slots:
             if name not in state or state[name] is None:
                 state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..rules.base import Rule
-from .reference import compute
+from .reference import compute, steps_taken, write_back
 
 _COMPILED: dict[tuple[Rule, tuple[str, ...]], Any] = {}
 _COMPILE_FAILED: set[Rule] = set()
@@ -41,10 +41,7 @@ def flat_update(
 ) -> None:
     """The rule over flat buffers, in place; coefficients arrive packed in ``cvec``."""
     c = {n: cvec[i] for i, n in enumerate(names)}
-    new_p, new_state = compute(rule, p, g, slots, c)
-    p.copy_(new_p)
-    for k, v in new_state.items():
-        slots[k].copy_(v)
+    write_back(p, slots, *compute(rule, p, g, slots, c))
 
 
 def _compiled(rule: Rule, names: tuple[str, ...]) -> Any:
@@ -134,10 +131,7 @@ class FlatBucket:
             self.p_views.append(pv)
             self.g_views.append(gv)
             s = state[p]
-            if "step" in s:
-                self.steps[i] = float(s["step"])
-            elif any(s.get(k) is not None for k in rule.slots):
-                self.steps[i] = 1.0  # torch.optim.SGD state has a buffer but no step
+            self.steps[i] = steps_taken(s, rule)
             s["step"] = self.steps[i]
             for k, flat in self.slots.items():
                 view = flat[sl].view_as(p)

@@ -30,6 +30,17 @@ def compute(
     return rule.update(p, g, slots, c)
 
 
+def steps_taken(state: Mapping[str, Any], rule: Rule) -> float:
+    """The step count a parameter's state records.
+
+    A state_dict from torch.optim.SGD has a momentum buffer but no ``step``: a buffer then
+    means the parameter has stepped at least once (which is all heavy-ball needs to know).
+    """
+    if "step" in state:
+        return float(state["step"])
+    return float(any(state.get(k) is not None for k in rule.slots))
+
+
 def write_back(
     p: torch.Tensor,
     slots: Mapping[str, torch.Tensor],
