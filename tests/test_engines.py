@@ -116,3 +116,30 @@ def test_numpy_compiled_engine_equals_numpy_reference(case: Case) -> None:
         assert rel_err(torch.from_numpy(p), torch.from_numpy(q)) <= 1e-12
         for key in t:
             assert rel_err(torch.from_numpy(s[key]), torch.from_numpy(t[key])) <= 1e-12
+
+
+GPU_CASES = [c for c in CASES if c.id in ("sgd-nesterov", "rmsprop-all", "adam-amsgrad", "adamw")]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", GPU_CASES, ids=ids(GPU_CASES))
+def test_engine_equals_reference_on_cuda(case: Case, engine: str) -> None:
+    def run(engine: str) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+        gen = torch.Generator().manual_seed(16)
+        params = [
+            torch.nn.Parameter(torch.randn(s, generator=gen).cuda()) for s in [(64, 32), (32,)]
+        ]
+        opt = case.cls(params, **case.hp, engine=engine)
+        for _ in range(20):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen).cuda()
+            opt.step()
+        return params, opt
+
+    (ref_params, ref), (params, opt) = run("reference"), run(engine)
+    assert opt._buckets and not flat._COMPILE_FAILED
+    for p, q in zip(params, ref_params, strict=True):
+        assert rel_err(p.cpu(), q.cpu()) <= TOL[torch.float32]
+        for key, value in ref.state[q].items():
+            assert rel_err(opt.state[p][key].cpu(), value.cpu()) <= TOL[torch.float32], key

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -29,6 +30,8 @@ from .optimizers import OptimizerInfo
 from .rules.base import Rule
 
 __all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
+
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 # "auto" re-homes a group into a flat buffer from this many tensors or elements on.
 AUTO_FLAT_TENSORS = 16
@@ -227,8 +230,11 @@ class Optimizer(torch.optim.Optimizer):
         the bucket cannot take this step.
         """
         everything = group["params"]
-        params = [p for p in everything if p.requires_grad]
-        frozen = [p for p in everything if not p.requires_grad]
+        if all(map(_REQUIRES_GRAD, everything)):
+            params, frozen = everything, []
+        else:
+            params = [p for p in everything if p.requires_grad]
+            frozen = [p for p in everything if not p.requires_grad]
         bucket = self._buckets.get(index)
         if bucket is None or not bucket.intact(params, rule) or not bucket.state_intact(self.state):
             engine = self._flat_engine(params)

@@ -27,6 +27,7 @@ import torch
 from ..rules.base import Rule
 from .reference import compute, steps_taken, write_back
 
+_GRAD = operator.attrgetter("grad")
 _COMPILED: dict[tuple[Rule, tuple[str, ...]], Any] = {}
 _COMPILE_FAILED: set[Rule] = set()
 
@@ -143,10 +144,10 @@ class FlatBucket:
     def intact(self, params: Sequence[torch.Tensor], rule: Rule) -> bool:
         """Still describes these parameters with this rule (nobody replaced ``.data``)?"""
         return (
-            rule == self.rule
+            (rule is self.rule or rule == self.rule)
             and len(params) == len(self.params)
             and all(map(operator.is_, params, self.params))
-            and [p.data_ptr() for p in params] == self.ptrs
+            and list(map(torch.Tensor.data_ptr, params)) == self.ptrs
         )
 
     def state_intact(self, state: Any) -> bool:
@@ -165,7 +166,7 @@ class FlatBucket:
 
     def gather(self) -> bool:
         """Bring gradients into the flat buffer; False if one is missing or sparse."""
-        grads = [p.grad for p in self.params]
+        grads = list(map(_GRAD, self.params))
         if all(map(operator.is_, grads, self.g_views)):
             return True
         if any(g is None or g.is_sparse for g in grads):
