@@ -15,12 +15,61 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .lab import WORKLOADS
+
+    console = Console()
     table = Table(title="optimizers")
     for column in ("name", "class", "torch.optim twin", "what it is"):
         table.add_column(column)
     for info in optimizers.REGISTRY.values():
         table.add_row(info.name, info.title, info.torch_twin or "-", info.summary)
-    Console().print(table)
+    console.print(table)
+    table = Table(title="workloads")
+    for column in ("name", "default regime", "budget", "what it is"):
+        table.add_column(column)
+    for w in WORKLOADS.values():
+        budget = f"{w.epochs:g} epochs" if w.epochs else f"{w.steps} steps"
+        table.add_row(w.name, w.regime, budget, w.summary)
+    console.print(table)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .lab import LabError, compare, report
+    from .lab.spec import parse_lrs, parse_optimizers
+
+    try:
+        result = compare(
+            workloads=[w for w in args.workload.split(",") if w.strip()],
+            optimizers=parse_optimizers(args.optimizers),
+            lrs=parse_lrs(args.lr) if args.lr else None,
+            seeds=args.seeds,
+            regimes=[r for r in args.regime.split(",") if r.strip()] if args.regime else None,
+            epochs=args.epochs,
+            steps=args.steps,
+            out=args.out,
+            progress=True,
+        )
+    except LabError as exc:
+        print(f"descentlab compare: error: {exc}", file=sys.stderr)
+        return 2
+    console = Console()
+    header, cells = report.table_rows(result.summary, only_best=True)
+    table = Table(title="best learning rate per optimizer (mean ± std over seeds)")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("workload", "regime", "optimizer") else "right")
+    for c in cells:
+        table.add_row(*c)
+    console.print(table)
+    for note in result.notes:
+        console.print(note)
+    console.print(
+        f"report: {result.files['html']}  (also {result.files['markdown'].name}, "
+        f"runs.jsonl, plots/)"
+    )
     return 0
 
 
@@ -83,6 +132,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the seed's nn.Linear(10, 1) with every variant")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
+    from .lab.compare import DEFAULT_OPTIMIZERS, DEFAULT_WORKLOADS
+
+    p = sub.add_parser("compare", help="train optimizers side by side and write a report")
+    p.add_argument(
+        "--workload",
+        default=",".join(DEFAULT_WORKLOADS),
+        help="workload(s), comma separated, options after colons "
+        "(e.g. ravine:kappa=100:noise=0.5); see `descentlab list`",
+    )
+    p.add_argument(
+        "--optimizers",
+        default=",".join(DEFAULT_OPTIMIZERS),
+        help="comma list of name[:key=value...], e.g. adam,sgd:momentum=0.9",
+    )
+    p.add_argument(
+        "--lr",
+        default=None,
+        help="comma list of learning rates for every optimizer "
+        "(default: a grid of three per optimizer and workload)",
+    )
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds (default 2)")
+    p.add_argument(
+        "--regime",
+        default=None,
+        help="comma list from full, sgd, minibatch:B (default: per workload)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="budget in epochs, equal across regimes (default: per workload)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
+    p.add_argument("--out", default="descentlab-report", help="report folder (resumes)")
+    p.set_defaults(func=_cmd_compare)
+
     from . import bench
 
     p = sub.add_parser("bench", help="time optimizer steps against torch.optim (ratios)")

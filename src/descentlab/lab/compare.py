@@ -1,0 +1,266 @@
+"""``compare``: train optimizers side by side on workloads, then write the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from . import report
+from .errors import LabError
+from .runner import RunSpec, model_build, steps_for, sweep
+from .spec import (
+    OptimizerSpec,
+    Regime,
+    parse_named,
+    parse_optimizer,
+    parse_regime,
+)
+from .workloads import _NET_LRS, WORKLOADS, Problem, Workload, get_workload, supervised_problem
+
+DEFAULT_WORKLOADS = ("ravine", "digits-mlp")
+DEFAULT_OPTIMIZERS = ("sgd", "sgd:momentum=0.9", "rmsprop", "adam", "adamw")
+
+
+@dataclass
+class Result:
+    """What :func:`compare` produced: the folder, every run, the summary, the files."""
+
+    folder: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    files: dict[str, Path]
+    notes: list[str]
+
+
+def _writable(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise LabError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from None
+    return folder
+
+
+def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """(X, y) tensors/arrays, or a DataLoader (its batch size becomes the regime)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        xs, ys = [], []
+        for batch in data:
+            if not isinstance(batch, list | tuple) or len(batch) != 2:
+                raise LabError("a DataLoader for compare must yield (inputs, targets) pairs")
+            xs.append(batch[0])
+            ys.append(batch[1])
+        return torch.cat(xs), torch.cat(ys), data.batch_size
+    if isinstance(data, list | tuple) and len(data) == 2:
+        x, y = (
+            torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d for d in data
+        )
+        if len(x) != len(y):
+            raise LabError(f"inputs and targets differ in length: {len(x)} vs {len(y)}")
+        return x, y, None
+    raise LabError("data must be (inputs, targets) or a torch DataLoader yielding such pairs")
+
+
+def _user_workload(
+    model: torch.nn.Module,
+    data: Any,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    test_data: Any,
+    name: str,
+) -> tuple[Workload, Callable[[int, dict[str, Any]], Problem], int | None]:
+    if not isinstance(model, torch.nn.Module):
+        raise LabError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x, y, batch = _as_tensors(data)
+    xt, yt = _as_tensors(test_data)[:2] if test_data is not None else (None, None)
+    classification = not torch.is_floating_point(y)
+
+    def make(m: torch.nn.Module) -> Problem:
+        return supervised_problem(m, x, y, xt, yt, loss_fn, classification)
+
+    build = model_build(model, make)
+    problem = build(0, {})  # fail now, with one clear line, on a non-scalar loss
+    problem.loss(torch.arange(min(2, len(x))))
+    workload = Workload(
+        name,
+        "your model",
+        build,
+        _NET_LRS,
+        epochs=5,
+        regime=f"minibatch:{batch}" if batch else "minibatch:32",
+    )
+    return workload, build, batch
+
+
+def compare(
+    workloads: Sequence[str] | str = DEFAULT_WORKLOADS,
+    optimizers: Sequence[str | OptimizerSpec] = DEFAULT_OPTIMIZERS,
+    lrs: Sequence[float] | None = None,
+    seeds: int = 2,
+    regimes: Sequence[str] | None = None,
+    epochs: float | None = None,
+    steps: int | None = None,
+    out: str | Path = "descentlab-report",
+    *,
+    model: torch.nn.Module | None = None,
+    data: Any = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    test_data: Any = None,
+    name: str = "model",
+    progress: bool = False,
+) -> Result:
+    """Train every optimizer x lr x seed x regime on each workload; write the report.
+
+    Args:
+        workloads: registry names, with options (``"ravine:kappa=100:noise=0.5"``).
+            Ignored when ``model`` is given.
+        optimizers: specs such as ``"adam"`` or ``"sgd:momentum=0.9"``.
+        lrs: learning rates for every optimizer; by default each workload's grid of three
+            per optimizer family.
+        seeds: number of seeds (0, 1, ...); the same seed gives the same numbers.
+        regimes: ``"full"``, ``"sgd"``, ``"minibatch:B"``; default per workload.
+        epochs: training budget in passes over the data (equal compute across regimes).
+        steps: a fixed number of steps instead (landscapes use it by default).
+        out: the report folder; finished runs found there are reused (resume).
+        model, data, loss_fn, test_data: compare optimizers on your own ``torch.nn.Module``
+            with ``data = (inputs, targets)`` or a ``DataLoader`` of such pairs.
+
+    Example:
+        >>> import torch, tempfile
+        >>> from descentlab.lab import compare
+        >>> net = torch.nn.Linear(3, 1)
+        >>> x, y = torch.randn(64, 3), torch.randn(64, 1)
+        >>> res = compare(model=net, data=(x, y), loss_fn=torch.nn.functional.mse_loss,
+        ...               optimizers=["sgd", "adam"], lrs=[1e-2], seeds=1, epochs=2,
+        ...               out=tempfile.mkdtemp())
+        >>> sorted({s["optimizer"] for s in res.summary})
+        ['adam', 'sgd']
+    """
+    folder = _writable(Path(out))
+    if seeds < 1:
+        raise LabError(f"seeds must be >= 1, got {seeds}")
+    specs_opt = [o if isinstance(o, OptimizerSpec) else parse_optimizer(o) for o in optimizers]
+    if not specs_opt:
+        raise LabError("no optimizer given")
+    if lrs is not None and (not lrs or any(not (math.isfinite(lr) and lr > 0) for lr in lrs)):
+        raise LabError(f"learning rates must be finite and > 0, got {list(lrs)}")
+    builds: dict[str, Callable[[int, dict[str, Any]], Problem]] = {}
+    chosen: list[tuple[Workload, dict[str, Any]]] = []
+    if model is not None:
+        if loss_fn is None or data is None:
+            raise LabError("comparing on your model needs model=, data= and loss_fn=")
+        workload, build, _ = _user_workload(model, data, loss_fn, test_data, name)
+        builds[name] = build
+        chosen.append((workload, {}))
+    else:
+        for text in [workloads] if isinstance(workloads, str) else workloads:
+            wname, options = parse_named(text)
+            workload = get_workload(wname)
+            builds[wname] = workload.build
+            chosen.append((workload, {**workload.options, **options}))
+
+    specs: list[RunSpec] = []
+    notes: list[str] = []
+    for workload, options in chosen:
+        probe = builds[workload.name](0, options)
+        regime_list = [parse_regime(r) for r in (regimes or [workload.regime])]
+        if probe.n_train is None and any(r.kind != "full" for r in regime_list):
+            notes.append(f"{workload.name}: no data, so every regime is the exact gradient.")
+            regime_list = [Regime("full")]
+        budget = epochs if epochs is not None else workload.epochs
+        per_regime = []
+        for regime in regime_list:
+            n_steps = steps_for(
+                workload, probe.n_train, regime.batch_size(probe.n_train), budget, steps
+            )
+            per_regime.append(f"{regime.label} = {n_steps} steps")
+            for opt in specs_opt:
+                for lr in lrs if lrs is not None else workload.lrs[opt.name]:
+                    for seed in range(seeds):
+                        specs.append(
+                            RunSpec(
+                                workload.name,
+                                opt,
+                                float(lr),
+                                seed,
+                                regime,
+                                n_steps,
+                                max(1, n_steps // 60),
+                                tuple(sorted(options.items())),
+                            )
+                        )
+        if steps is None and probe.n_train is not None and budget is not None:
+            notes.append(
+                f"{workload.name}: equal compute, {budget:g} epochs of "
+                f"{probe.n_train} samples per run ({', '.join(per_regime)})."
+            )
+        else:
+            notes.append(f"{workload.name}: equal steps ({', '.join(per_regime)}).")
+
+    config = {
+        "argv": sys.argv,
+        "workloads": [[w.name, o] for w, o in chosen],
+        "optimizers": [o.label for o in specs_opt],
+        "lrs": lrs,
+        "seeds": list(range(seeds)),
+        "regimes": regimes,
+        "epochs": epochs,
+        "steps": steps,
+        "runs": len(specs),
+        "versions": {
+            "descentlab": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+    }
+    report._atomic_write(folder / "config.json", json.dumps(config, indent=1, default=str))
+    rows = _run(specs, builds, folder, progress)
+    workload_map: dict[str, Workload | None] = {w.name: w for w, _ in chosen}
+    title = "descentlab compare: " + ", ".join(workload_map)
+    files = report.write_report(folder, title, notes, rows, workload_map)
+    summary = json.loads(files["summary_json"].read_text())
+    return Result(folder, rows, summary, files, notes)
+
+
+def _run(specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool):
+    if not progress:
+        return sweep(specs, builds, folder)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("training", total=len(specs))
+
+        def tick(spec: RunSpec, cached: bool) -> None:
+            what = "cached" if cached else "ran"
+            bar.update(
+                task,
+                advance=1,
+                description=(
+                    f"{what} {spec.workload} {spec.optimizer.label} lr={spec.lr:g} seed={spec.seed}"
+                ),
+            )
+
+        return sweep(specs, builds, folder, tick)
+
+
+def list_workloads() -> dict[str, str]:
+    return {name: w.summary for name, w in WORKLOADS.items()}
