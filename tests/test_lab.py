@@ -1,0 +1,252 @@
+"""The lab: workload gradients, determinism, resume, divergence, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from descentlab import cli
+from descentlab.lab import WORKLOADS, LabError, compare
+from descentlab.lab.runner import RunSpec, Store, run_one, sweep
+from descentlab.lab.spec import Regime, parse_optimizer, parse_regime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_workload_gradient_matches_finite_differences(name: str) -> None:
+    problem = WORKLOADS[name].build(0, dict(WORKLOADS[name].options))
+    params = problem.params
+    with torch.no_grad():  # move off any symmetric start (zeros, biases) first
+        gen = torch.Generator().manual_seed(1)
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    for p in params:
+        p.grad = None
+    idx = None if problem.n_train is None else torch.arange(min(16, problem.n_train))
+    problem.loss(idx).backward()
+    rng = np.random.default_rng(2)
+    eps = 1e-6
+    for p in params:
+        flat, grad = p.data.view(-1), p.grad.view(-1)
+        for i in rng.choice(flat.numel(), size=min(4, flat.numel()), replace=False):
+            with torch.no_grad():
+                old = flat[i].item()
+                flat[i] = old + eps
+                up = float(problem.loss(idx))
+                flat[i] = old - eps
+                down = float(problem.loss(idx))
+                flat[i] = old
+            numeric = (up - down) / (2 * eps)
+            assert grad[i].item() == pytest.approx(numeric, rel=1e-5, abs=1e-7), (name, i)
+
+
+def _spec(workload="digits-logreg", opt="adam", lr=1e-2, seed=0, regime="minibatch:32", steps=15):
+    return RunSpec(workload, parse_optimizer(opt), lr, seed, parse_regime(regime), steps, 5)
+
+
+def test_same_seed_gives_identical_numbers_and_seeds_differ() -> None:
+    build = WORKLOADS["digits-logreg"].build
+    a, b = run_one(_spec(), build), run_one(_spec(), build)
+    assert a.loss == b.loss and a.evals == b.evals and a.update_norm == b.update_norm
+    c = run_one(_spec(seed=1), build)
+    assert c.loss != a.loss
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    specs = [
+        _spec("ravine", "sgd", 10.0, regime="full", steps=200),
+        _spec("ravine", "sgd", 1e-2, regime="full", steps=20),
+    ]
+    rows = sweep(specs, {"ravine": WORKLOADS["ravine"].build}, tmp_path)
+    assert rows[0]["diverged"] and len(rows[0]["loss"]) < 200
+    assert not rows[1]["diverged"] and len(rows[1]["loss"]) == 20
+
+
+def test_interrupted_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
+    kw = dict(
+        workloads=["digits-logreg"], optimizers=["sgd", "adam"], lrs=[1e-2, 1e-1], seeds=2, epochs=1
+    )
+    full = compare(out=tmp_path / "full", **kw)
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def interrupt(spec, cached):  # kill the sweep after three finished runs
+        calls.append(spec)
+        if len(calls) == 3:
+            raise Stop
+
+    import importlib
+
+    module = importlib.import_module("descentlab.lab.compare")  # the module, not the function
+    original = module.sweep
+    module.sweep = lambda specs, builds, folder, progress=None: original(
+        specs, builds, folder, interrupt
+    )
+    try:
+        with pytest.raises(Stop):
+            compare(out=tmp_path / "resumed", **kw)
+    finally:
+        module.sweep = original
+    store = Store(tmp_path / "resumed")
+    assert len(store.load()) == 3
+    with store.path.open("a") as f:  # a torn line from a killed write is cut off, not fatal
+        f.write('{"id": "half')
+    resumed = compare(out=tmp_path / "resumed", **kw)
+    assert len(Store(tmp_path / "resumed").load()) == 8
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(resumed.summary) == strip(full.summary)
+
+
+def test_equal_compute_across_regimes(tmp_path: Path) -> None:
+    res = compare(
+        workloads=["linreg"],
+        optimizers=["sgd"],
+        lrs=[1e-2],
+        seeds=1,
+        epochs=2,
+        regimes=["full", "sgd", "minibatch:25"],
+        out=tmp_path,
+    )
+    steps = {s["regime"]: s["steps"] for s in res.summary}
+    assert steps == {"full": 2, "sgd": 200, "minibatch:25": 8}  # 100 samples, 2 epochs
+    assert any("equal compute" in n for n in res.notes)
+
+
+def test_user_model_with_a_dataloader(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 5), torch.randint(0, 3, (96,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    res = compare(
+        model=model,
+        data=loader,
+        test_data=(x[:32], y[:32]),
+        loss_fn=torch.nn.functional.cross_entropy,
+        optimizers=["adam", "sgd"],
+        lrs=[1e-2],
+        seeds=2,
+        epochs=3,
+        out=tmp_path,
+        name="mine",
+    )
+    assert {s["regime"] for s in res.summary} == {"minibatch:16"}
+    assert all("final_acc" in s for s in res.summary)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_user_model_with_a_non_scalar_loss_is_refused(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(LabError, match="loss must be a scalar"):
+        compare(
+            model=model,
+            data=(torch.randn(8, 3), torch.randn(8, 1)),
+            loss_fn=lambda out, y: (out - y) ** 2,
+            out=tmp_path,
+        )
+    assert not (tmp_path / "index.html").exists()
+
+
+def test_cli_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import matplotlib.image
+
+    out = tmp_path / "report"
+    code = cli.main(
+        [
+            "compare",
+            "--workload",
+            "ravine,digits-logreg",
+            "--optimizers",
+            "sgd:momentum=0.9,adam",
+            "--lr",
+            "1e-2,3e-2",
+            "--seeds",
+            "2",
+            "--steps",
+            "12",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "best learning rate" in printed and "index.html" in printed
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2 * 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["versions"]["torch"] == torch.__version__ and config["seeds"] == [0, 1]
+    md = (out / "summary.md").read_text()
+    assert "| ravine | full | adam |" in md and "sgd:momentum=0.9" in md
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.name for p in pngs} >= {
+        "ravine-trajectories.png",
+        "ravine-curves.png",
+        "digits-logreg-curves.png",
+        "digits-logreg-lr-sensitivity.png",
+    }
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary) == 2 * 2 * 2  # workload x optimizer x lr
+
+
+BAD = [
+    (["--workload", "ravne"], "unknown workload 'ravne'; choose one of: ravine"),
+    (["--optimizers", "adam,sdg"], "unknown optimizer 'sdg'; choose one of: sgd"),
+    (["--optimizers", "sgd:momentum=2"], "invalid momentum = 2"),
+    (["--lr", "1e-3,fast"], "malformed learning rate 'fast'"),
+    (["--lr", "-1"], "learning rate must be a finite number > 0"),
+    (["--regime", "minibatch:0"], "bad regime 'minibatch:0'; choose full, sgd or minibatch:B"),
+    (["--seeds", "0"], "seeds must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[b[1][:24] for b in BAD])
+def test_cli_bad_input_is_one_line_exit_2_and_writes_no_report(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "r"
+    proc = subprocess.run(
+        [sys.executable, "-m", "descentlab", "compare", *args, "--steps", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "index.html").exists() and not (out / "runs.jsonl").exists()
+
+
+def test_cli_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, "-m", "descentlab", "compare", "--out", str(blocker / "sub")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "cannot write to output folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_regime_parsing() -> None:
+    assert parse_regime("full") == Regime("full")
+    assert parse_regime("sgd").batch_size(100) == 1
+    assert parse_regime("minibatch:64").batch_size(10) == 10
+    assert parse_regime("full").batch_size(100) is None
