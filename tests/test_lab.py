@@ -250,3 +250,49 @@ def test_regime_parsing() -> None:
     assert parse_regime("sgd").batch_size(100) == 1
     assert parse_regime("minibatch:64").batch_size(10) == 10
     assert parse_regime("full").batch_size(100) is None
+
+
+def test_killed_cli_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    args = [
+        sys.executable,
+        "-m",
+        "descentlab",
+        "compare",
+        "--workload",
+        "digits-mlp",
+        "--optimizers",
+        "sgd,adam,rmsprop",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+    ]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    runs = killed / "runs.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if runs.exists() and len(runs.read_bytes().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    finished = len(Store(killed).load())
+    assert 3 <= finished < 24, "the sweep was not killed mid-way"
+    assert not (killed / "index.html").exists()
+    assert subprocess.run([*args, "--out", str(killed)], capture_output=True).returncode == 0
+    clean = tmp_path / "clean"
+    assert subprocess.run([*args, "--out", str(clean)], capture_output=True).returncode == 0
+
+    def table(folder: Path) -> list[dict]:
+        rows = json.loads((folder / "summary.json").read_text())
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
+    assert table(killed) == table(clean)
+    assert len(Store(killed).load()) == 24

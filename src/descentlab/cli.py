@@ -56,16 +56,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"descentlab compare: error: {exc}", file=sys.stderr)
         return 2
+    from rich.markup import escape
+
     console = Console()
     header, cells = report.table_rows(result.summary, only_best=True)
     table = Table(title="best learning rate per optimizer (mean ± std over seeds)")
     for h in header:
         table.add_column(h, justify="left" if h in ("workload", "regime", "optimizer") else "right")
     for c in cells:
-        table.add_row(*c)
+        table.add_row(*(escape(x) for x in c))
     console.print(table)
     for note in result.notes:
-        console.print(note)
+        console.print(escape(note))
     console.print(
         f"report: {result.files['html']}  (also {result.files['markdown'].name}, "
         f"runs.jsonl, plots/)"

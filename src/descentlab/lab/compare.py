@@ -31,6 +31,19 @@ DEFAULT_WORKLOADS = ("ravine", "digits-mlp")
 DEFAULT_OPTIMIZERS = ("sgd", "sgd:momentum=0.9", "rmsprop", "adam", "adamw")
 
 
+def default_lrs(workload: Workload, opt: OptimizerSpec) -> tuple[float, ...]:
+    """The workload's grid for this optimizer family.
+
+    Heavy-ball momentum multiplies the step by about ``1 / (1 - momentum)``, so the grid of
+    ``sgd:momentum=m`` is plain SGD's grid times ``1 - m``: the same effective step sizes.
+    """
+    grid = workload.lrs[opt.name]
+    mu = float(opt.kwargs().get("momentum", 0.0))
+    if opt.name == "sgd" and mu > 0:
+        grid = tuple(float(f"{lr * (1 - mu):.3g}") for lr in grid)
+    return grid
+
+
 @dataclass
 class Result:
     """What :func:`compare` produced: the folder, every run, the summary, the files."""
@@ -186,7 +199,7 @@ def compare(
             )
             per_regime.append(f"{regime.label} = {n_steps} steps")
             for opt in specs_opt:
-                for lr in lrs if lrs is not None else workload.lrs[opt.name]:
+                for lr in lrs if lrs is not None else default_lrs(workload, opt):
                     for seed in range(seeds):
                         specs.append(
                             RunSpec(
@@ -232,7 +245,7 @@ def compare(
     title = "descentlab compare: " + ", ".join(workload_map)
     files = report.write_report(folder, title, notes, rows, workload_map)
     summary = json.loads(files["summary_json"].read_text())
-    return Result(folder, rows, summary, files, notes)
+    return Result(folder, rows, summary, files, notes + report.grid_edge_notes(summary))
 
 
 def _run(specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool):

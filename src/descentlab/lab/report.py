@@ -94,6 +94,24 @@ def best_lrs(summary: list[Row]) -> dict[tuple[str, str, str], float]:
     return {k: v["lr"] for k, v in best.items()}
 
 
+def grid_edge_notes(summary: list[Row]) -> list[str]:
+    """Warn where the best lr sits at the end of the grid: the optimum may lie beyond it."""
+    notes = []
+    for (workload, optimizer, regime), lr in sorted(best_lrs(summary).items()):
+        grid = sorted(
+            s["lr"]
+            for s in summary
+            if (s["workload"], s["optimizer"], s["regime"]) == (workload, optimizer, regime)
+        )
+        if len(grid) >= 3 and lr in (grid[0], grid[-1]):
+            side = "smallest" if lr == grid[0] else "largest"
+            notes.append(
+                f"{workload} [{regime}] {optimizer}: the best lr {lr:g} is the {side} "
+                "tried; a wider grid may do better."
+            )
+    return notes
+
+
 def _fmt(ms: tuple[float, float], digits: int = 4) -> str:
     mean, std = ms
     if not math.isfinite(mean):
@@ -405,6 +423,7 @@ def write_report(
 
     targets = {name: (w.target if w is not None else None) for name, w in workloads.items()}
     summary = summarize(rows, targets)
+    notes = notes + grid_edge_notes(summary)
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
     figures: list[tuple[str, Path]] = []

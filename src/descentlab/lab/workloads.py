@@ -271,18 +271,18 @@ def _mlp(inp: int, hidden: int, out: int) -> Callable[[], torch.nn.Module]:
 
 SGD_FAMILY = ("sgd", "momentum")
 _LANDSCAPE_LRS = {
-    "sgd": (3e-3, 1e-2, 3e-2),
-    "momentum": (3e-2, 1e-1, 3e-1),
-    "rmsprop": (3e-3, 1e-2, 3e-2),
-    "adam": (3e-2, 1e-1, 3e-1),
-    "adamw": (3e-2, 1e-1, 3e-1),
+    "sgd": (3e-3, 1e-2, 3e-2, 5e-2),
+    "momentum": (3e-2, 1e-1, 3e-1, 1.0),
+    "rmsprop": (3e-3, 1e-2, 3e-2, 1e-1),
+    "adam": (3e-2, 1e-1, 3e-1, 1.0),
+    "adamw": (3e-2, 1e-1, 3e-1, 1.0),
 }
 _NET_LRS = {
-    "sgd": (3e-2, 1e-1, 3e-1),
-    "momentum": (1e-1, 3e-1, 1.0),
-    "rmsprop": (3e-4, 1e-3, 3e-3),
-    "adam": (1e-3, 3e-3, 1e-2),
-    "adamw": (1e-3, 3e-3, 1e-2),
+    "sgd": (1e-1, 3e-1, 1.0, 3.0),
+    "momentum": (1e-1, 3e-1, 1.0, 3.0),  # the EMA form's step is lr * (mean gradient)
+    "rmsprop": (1e-3, 3e-3, 1e-2, 3e-2),
+    "adam": (3e-3, 1e-2, 3e-2, 1e-1),
+    "adamw": (3e-3, 1e-2, 3e-2, 1e-1),
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -292,7 +292,7 @@ WORKLOADS: dict[str, Workload] = {
             "ravine",
             "2-D ill-conditioned quadratic 0.5(x^2 + kappa y^2); option kappa",
             _ravine_build,
-            {**_LANDSCAPE_LRS, "sgd": (3e-3, 1e-2, 3e-2)},
+            _LANDSCAPE_LRS,
             steps=300,
             target=1e-3,
             landscape=ravine(50.0),
