@@ -122,6 +122,39 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .lab import LabError
+    from .reproduce import BY_KEY, reproduce
+
+    console = Console(stderr=True)
+    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    try:
+        results = reproduce(
+            args.out,
+            quick=args.quick,
+            only=only,
+            seeds=args.seeds,
+            progress=lambda s: console.log(escape(s)),
+        )
+    except LabError as exc:
+        print(f"descentlab reproduce: error: {exc}", file=sys.stderr)
+        return 2
+    table = Table(title="the seed's claims, measured")
+    table.add_column("claim")
+    table.add_column("verdict")
+    colors = {"holds": "green", "does not hold": "red"}
+    for key, r in results.items():
+        color = colors.get(r["verdict"], "yellow")
+        table.add_row(escape(BY_KEY[key].title), f"[{color}]{escape(r['verdict'])}[/]")
+    Console().print(table)
+    Console().print(f"report: {args.out}/index.html (and report.md)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="descentlab",
@@ -169,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
     p.add_argument("--out", default="descentlab-report", help="report folder (resumes)")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("reproduce", help="test every claim of the seed document, with verdicts")
+    p.add_argument("--quick", action="store_true", help="the short version (about 2 minutes)")
+    p.add_argument("--only", default=None, help="comma list of claim keys (default: all)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds (default 1 quick, 3 full)")
+    p.add_argument("--out", default="descentlab-reproduce", help="report folder (resumes)")
+    p.set_defaults(func=_cmd_reproduce)
 
     from . import bench
 
