@@ -17,7 +17,7 @@ GRIDS = {"full": (0.3, 1.0, 3.0), "sgd": (0.01, 0.03, 0.1), "minibatch:32": (0.1
 def _gradient_noise(batch: int, draws: int = 200) -> float:
     """E|g_B - g|^2 / |g|^2 at the initial point of digits-logreg."""
     problem = WORKLOADS["digits-logreg"].build(0, {})
-    params = problem.params
+    params, n = problem.params, int(problem.n_train or 0)
 
     def grad(idx):
         for p in params:
@@ -28,9 +28,7 @@ def _gradient_noise(batch: int, draws: int = 200) -> float:
     full = grad(None)
     gen = torch.Generator().manual_seed(0)
     errs = [
-        float(
-            (grad(torch.randint(0, problem.n_train, (batch,), generator=gen)) - full).pow(2).sum()
-        )
+        float((grad(torch.randint(0, n, (batch,), generator=gen)) - full).pow(2).sum())
         for _ in range(draws)
     ]
     return float(np.mean(errs) / full.pow(2).sum())
