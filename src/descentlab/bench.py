@@ -56,41 +56,58 @@ def layouts(scale: float = 1.0) -> dict[str, list[tuple[int, ...]]]:
     return {"1 x 50M": [(big,)], "5000 x 1k": [(1000,)] * small, "transformer mix": mix}
 
 
-def _params(shapes: list[tuple[int, ...]]) -> list[torch.nn.Parameter]:
+def _params(shapes: list[tuple[int, ...]], device: str) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(0)
     out = []
     for s in shapes:
-        p = torch.nn.Parameter(torch.randn(s, generator=gen))
-        p.grad = torch.randn(s, generator=gen) * 1e-2
+        p = torch.nn.Parameter(torch.randn(s, generator=gen).to(device))
+        p.grad = (torch.randn(s, generator=gen) * 1e-2).to(device)
         out.append(p)
     return out
 
 
-def stream_bandwidth(n: int = 50_000_000, reps: int = 10) -> float:
+def _timed(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
+    """``fn`` that returns only once the device has finished (CUDA runs asynchronously)."""
+    if not device.startswith("cuda"):
+        return fn
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def stream_bandwidth(n: int = 50_000_000, reps: int = 10, device: str = "cpu") -> float:
     """GB/s of an in-place ``a += s * b`` (3 x 4 bytes per element), the step's ceiling."""
-    a, b = torch.randn(n), torch.randn(n)
+    a, b = torch.randn(n, device=device), torch.randn(n, device=device)
+    step = _timed(lambda: a.add_(b, alpha=1e-6), device)
+    step()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        a.add_(b, alpha=1e-6)
+        step()
         times.append(time.perf_counter() - t)
     return 12 * n / min(times) / 1e9
 
 
-def _variants(name: str, shapes: list[tuple[int, ...]]) -> dict[str, Callable[[], Any]]:
+def _variants(
+    name: str, shapes: list[tuple[int, ...]], device: str
+) -> dict[str, Callable[[], Any]]:
     theirs, ours, hp = TORCH[name]
     out: dict[str, Callable[[], Any]] = {}
     for label, kw in (("torch for-loop", {"foreach": False}), ("torch foreach", {"foreach": True})):
-        out[label] = theirs(_params(shapes), **hp, **kw).step
+        out[label] = theirs(_params(shapes, device), **hp, **kw).step
     if name in FUSED:
-        out["torch fused"] = theirs(_params(shapes), **hp, fused=True).step
-    opt = ours(_params(shapes), **hp, engine="flat")
+        out["torch fused"] = theirs(_params(shapes, device), **hp, fused=True).step
+    opt = ours(_params(shapes, device), **hp, engine="flat")
     opt.step()  # builds the flat buffer and compiles (cached across runs)
     opt.zero_grad(set_to_none=False)  # .grad -> views of the flat gradient buffer
     for bucket in opt._buckets.values():
         bucket.g_flat.normal_(std=1e-2)
     out["descentlab flat"] = opt.step
-    return out
+    return {k: _timed(v, device) for k, v in out.items()}
 
 
 def run(
@@ -99,20 +116,21 @@ def run(
     scale: float = 1.0,
     reps: int = 15,
     progress: Callable[[str], None] = lambda s: None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Time every variant; returns a JSON-able report (also the numpy comparison)."""
     optimizers = optimizers or list(TORCH)
     all_layouts = layouts(scale)
     layout_names = layout_names or list(all_layouts)
     load_before = os.getloadavg()
-    bandwidth = stream_bandwidth(max(1_000_000, int(50_000_000 * scale)))
+    bandwidth = stream_bandwidth(max(1_000_000, int(50_000_000 * scale)), device=device)
     rows = []
     for lname in layout_names:
         shapes = all_layouts[lname]
         numel = sum(int(np.prod(s)) for s in shapes)
         for name in optimizers:
             progress(f"{name} on {lname}")
-            variants = _variants(name, shapes)
+            variants = _variants(name, shapes, device)
             for fn in variants.values():  # warm up
                 fn()
             times: dict[str, list[float]] = {k: [] for k in variants}
@@ -140,6 +158,7 @@ def run(
             del variants
     report = {
         "machine": {
+            "device": device if device == "cpu" else torch.cuda.get_device_name(device),
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),

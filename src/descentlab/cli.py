@@ -109,12 +109,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                f"descentlab: error: --device {args.device}: no CUDA device here; use cpu",
+                file=sys.stderr,
+            )
+            return 2
     report = bench.run(
         args.optimizers,
         args.layouts,
         scale=args.scale,
         reps=args.reps,
         progress=lambda s: console.log(f"timing {s}"),
+        device=args.device,
     )
     bench.print_report(report)
     bench.save(report, out)
@@ -233,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reps", type=int, default=15, help="timed steps per variant (default 15)")
     p.add_argument("--out", default="bench.json", help="JSON file for the results")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the parameters live (default cpu)",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 
