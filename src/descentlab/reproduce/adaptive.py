@@ -8,7 +8,7 @@ import torch
 from .. import numpy as dnp
 from .. import rules
 from .base import Claim, Context, Criterion, Measurement
-from .common import best, final_loss, lab_runs, pyplot
+from .common import best, final_loss, lab_runs, pyplot, save_figure
 
 # ------------------------------------------------------------------ RMSProp and scales
 
@@ -51,10 +51,7 @@ def measure_scales(ctx: Context) -> Measurement:
     ax.set_ylabel(f"|w - w*| after {steps} steps")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    f.tight_layout()
-    path = ctx.plot_path("rmsprop-scales")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "rmsprop-scales")
     return Measurement(fig, [("Distance to the optimum per coordinate, by curvature", path)])
 
 
@@ -223,10 +220,7 @@ def measure_bias(ctx: Context) -> Measurement:
     axes[1].set_ylabel("training loss (best lr each)")
     axes[1].legend(fontsize=7)
     axes[1].grid(alpha=0.3)
-    f.tight_layout()
-    path = ctx.plot_path("bias-correction")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "bias-correction")
     return Measurement(
         fig,
         [

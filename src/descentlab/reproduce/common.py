@@ -85,3 +85,14 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(ctx: Any, figure: Any, name: str) -> Any:
+    """Lay out, save as ``plots/<name>.png`` in the report folder, close; returns the path."""
+    plt = pyplot()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
+    path = ctx.plot_path(name)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

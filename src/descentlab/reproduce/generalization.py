@@ -7,7 +7,7 @@ import torch
 
 from .. import torch as dt
 from .base import Claim, Context, Criterion, Measurement
-from .common import best, lab_runs, metric, pyplot, steps_to
+from .common import best, lab_runs, metric, pyplot, save_figure, steps_to
 
 
 def wilson_data(n: int, dim: int, rng: np.random.Generator, offset: int):
@@ -92,10 +92,7 @@ def measure(ctx: Context) -> Measurement:
         ax.grid(alpha=0.3)
         ax.legend()
     f.suptitle(f"1-D CNN on MNIST-1D, {epochs} epochs, best lr each (seed 0)", fontsize=10)
-    f.tight_layout()
-    path = ctx.plot_path("adam-vs-sgd")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "adam-vs-sgd")
     return Measurement(
         fig,
         [("Adam vs SGD with momentum on MNIST-1D", path)],

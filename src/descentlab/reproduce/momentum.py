@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import numpy as dnp
 from .base import Claim, Context, Criterion, Measurement
-from .common import pyplot
+from .common import pyplot, save_figure
 
 KAPPAS = (10, 100, 1000)
 
@@ -68,10 +68,7 @@ def measure_ravine(ctx: Context) -> Measurement:
     ax.set_ylabel("steps to f <= 1e-6 f(w0)")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    f.tight_layout()
-    path = ctx.plot_path("momentum-ravine")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "momentum-ravine")
     return Measurement(
         fig,
         [("Steps to tolerance vs condition number, each tuned", path)],
@@ -157,10 +154,7 @@ def measure_noise(ctx: Context) -> Measurement:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    f.tight_layout()
-    path = ctx.plot_path("momentum-noise")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "momentum-noise")
     ratio = fig["EMA momentum (seed's form): std of y, 2nd half"] / fig["SGD: std of y, 2nd half"]
     return Measurement(
         fig,

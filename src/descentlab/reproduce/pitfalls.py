@@ -9,7 +9,7 @@ from .. import rules
 from .. import torch as dt
 from ..lab.workloads import _digits_data
 from .base import Claim, Context, Criterion, Measurement
-from .common import lab_runs, metric, pyplot
+from .common import lab_runs, metric, pyplot, save_figure
 
 # ------------------------------------------------------------------ fine-tuning lr
 
@@ -250,10 +250,7 @@ def measure_stale(ctx: Context) -> Measurement:
     ax.set_ylabel("|w_t - w_{t-1}|")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    f.tight_layout()
-    path = ctx.plot_path("stale-momentum")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "stale-momentum")
     return Measurement(
         fig,
         [("Step sizes around a 10x lr cut, three momentum conventions", path)],
@@ -330,7 +327,7 @@ def measure_decay(ctx: Context) -> Measurement:
         ),
     }
     plt = pyplot()
-    f, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    f, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for ax, name in zip(axes, ("adam", "adamw"), strict=True):
         im = ax.imshow(grids[name], vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         ax.set_xticks(range(len(lrs)), [f"{x:g}" for x in lrs])
@@ -352,9 +349,7 @@ def measure_decay(ctx: Context) -> Measurement:
                     color="white" if grids[name][i, j] < 0.5 else "black",
                 )
     f.colorbar(im, ax=axes, shrink=0.8, label="held-out accuracy")
-    path = ctx.plot_path("adam-l2-vs-adamw")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "adam-l2-vs-adamw")
     return Measurement(fig, [("Held-out accuracy over lr x weight decay, digits MLP", path)])
 
 

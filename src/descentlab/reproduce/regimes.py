@@ -9,7 +9,7 @@ import torch
 
 from ..lab.workloads import WORKLOADS
 from .base import Claim, Context, Criterion, Measurement
-from .common import best, final_loss, pyplot
+from .common import best, final_loss, pyplot, save_figure
 
 GRIDS = {"full": (0.3, 1.0, 3.0), "sgd": (0.01, 0.03, 0.1), "minibatch:32": (0.1, 0.3, 1.0)}
 
@@ -76,10 +76,7 @@ def measure(ctx: Context) -> Measurement:
         ax.legend()
         ax.grid(alpha=0.3)
     f.suptitle("digits logistic regression, SGD at each regime's best lr (seed 0)", fontsize=10)
-    f.tight_layout()
-    path = ctx.plot_path("regimes")
-    f.savefig(path, dpi=90)
-    plt.close(f)
+    path = save_figure(ctx, f, "regimes")
     return Measurement(fig, [("Loss per epoch and per second for the three regimes", path)])
 
 
