@@ -188,6 +188,11 @@ def compare(
     for workload, options in chosen:
         probe = builds[workload.name](0, options)
         regime_list = [parse_regime(r) for r in (regimes or [workload.regime])]
+        if probe.n_train is None and not options.get("noise"):
+            notes.append(
+                f"{workload.name}: no data and no gradient noise, so every seed gives "
+                f"the same run (add noise with {workload.name}:noise=0.5)."
+            )
         if probe.n_train is None and any(r.kind != "full" for r in regime_list):
             notes.append(f"{workload.name}: no data, so every regime is the exact gradient.")
             regime_list = [Regime("full")]
