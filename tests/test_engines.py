@@ -143,3 +143,30 @@ def test_engine_equals_reference_on_cuda(case: Case, engine: str) -> None:
         assert rel_err(p.cpu(), q.cpu()) <= TOL[torch.float32]
         for key, value in ref.state[q].items():
             assert rel_err(opt.state[p][key].cpu(), value.cpu()) <= TOL[torch.float32], key
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_freezing_and_thawing_mid_run_matches_the_reference(engine: str) -> None:
+    case = next(c for c in CASES if c.id == "adam-amsgrad")
+
+    def run(engine: str) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+        params = _model(torch.float64)
+        params[5].requires_grad_(False)
+        opt = case.cls(params, **case.hp, engine=engine)
+        gen = torch.Generator().manual_seed(17)
+        for step in range(12):
+            if step == 4:
+                params[0].requires_grad_(False)  # freeze a buffered parameter
+                params[5].requires_grad_(True)  # thaw one kept outside the buffer
+            opt.zero_grad()
+            for p in params:
+                if p.requires_grad:
+                    p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        return params, opt
+
+    (ref_params, ref), (params, opt) = run("reference"), run(engine)
+    for p, q in zip(params, ref_params, strict=True):
+        assert rel_err(p, q) <= 1e-12
+        for key, value in ref.state[q].items():
+            assert rel_err(opt.state[p][key], value) <= 1e-12, key

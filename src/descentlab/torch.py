@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -30,8 +29,6 @@ from .optimizers import OptimizerInfo
 from .rules.base import Rule
 
 __all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
-
-_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 # "auto" re-homes a group into a flat buffer from this many tensors or elements on.
 AUTO_FLAT_TENSORS = 16
@@ -230,23 +227,27 @@ class Optimizer(torch.optim.Optimizer):
         the bucket cannot take this step.
         """
         everything = group["params"]
-        if all(map(_REQUIRES_GRAD, everything)):
-            params, frozen = everything, []
-        else:
-            params = [p for p in everything if p.requires_grad]
-            frozen = [p for p in everything if not p.requires_grad]
         bucket = self._buckets.get(index)
-        if bucket is None or not bucket.intact(params, rule) or not bucket.state_intact(self.state):
+        if (
+            bucket is None
+            or not bucket.intact(everything, rule)
+            or not bucket.state_intact(self.state)
+        ):
+            # Frozen parameters stay out of the buffer; the partition is kept until the
+            # group changes. A buffered parameter frozen later simply loses its gradient
+            # (the step then falls back), one thawed later is stepped by the reference.
+            params = [p for p in everything if p.requires_grad]
             engine = self._flat_engine(params)
             if engine is None:
                 self._buckets.pop(index, None)
                 return everything
             bucket = FlatBucket(params, self.state, rule, _scalar_dtype(), engine == "flat")
+            bucket.members = list(everything)
             self._buckets[index] = bucket
         if not bucket.gather() or not bucket.uniform_steps():
             return everything
         bucket.step(hp)
-        return frozen
+        return bucket.rest
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]

@@ -107,6 +107,8 @@ class FlatBucket:
         compiled: bool,
     ) -> None:
         self.params = list(params)
+        self._members: list[torch.Tensor] = list(params)
+        self.rest: list[torch.Tensor] = []
         self.rule = rule
         self.compiled = compiled
         first = self.params[0]
@@ -141,13 +143,24 @@ class FlatBucket:
                 s[k] = view
         self.ptrs = [p.data_ptr() for p in self.params]
 
-    def intact(self, params: Sequence[torch.Tensor], rule: Rule) -> bool:
-        """Still describes these parameters with this rule (nobody replaced ``.data``)?"""
+    @property
+    def members(self) -> list[torch.Tensor]:
+        """Every parameter of the group, buffered or not (``rest``: those not buffered)."""
+        return self._members
+
+    @members.setter
+    def members(self, group_params: list[torch.Tensor]) -> None:
+        self._members = group_params
+        inside = set(map(id, self.params))
+        self.rest = [p for p in group_params if id(p) not in inside]
+
+    def intact(self, group_params: Sequence[torch.Tensor], rule: Rule) -> bool:
+        """Same group, same rule, and nobody replaced a buffered parameter's ``.data``?"""
         return (
             (rule is self.rule or rule == self.rule)
-            and len(params) == len(self.params)
-            and all(map(operator.is_, params, self.params))
-            and list(map(torch.Tensor.data_ptr, params)) == self.ptrs
+            and len(group_params) == len(self._members)
+            and all(map(operator.is_, group_params, self._members))
+            and list(map(torch.Tensor.data_ptr, self.params)) == self.ptrs
         )
 
     def state_intact(self, state: Any) -> bool:
