@@ -34,13 +34,15 @@ DEFAULT_OPTIMIZERS = ("sgd", "sgd:momentum=0.9", "rmsprop", "adam", "adamw")
 def default_lrs(workload: Workload, opt: OptimizerSpec) -> tuple[float, ...]:
     """The workload's grid for this optimizer family.
 
-    Heavy-ball momentum multiplies the step by about ``1 / (1 - momentum)``, so the grid of
-    ``sgd:momentum=m`` is plain SGD's grid times ``1 - m``: the same effective step sizes.
+    Heavy-ball momentum with coefficient m moves slow directions ``1 / (1 - m)`` times
+    faster than plain SGD at the same lr, yet stays stable up to ``1 + m`` times SGD's
+    largest lr; the grid of ``sgd:momentum=m`` is plain SGD's times ``sqrt(1 - m**2)``, the
+    geometric middle of those two rescalings.
     """
     grid = workload.lrs[opt.name]
     mu = float(opt.kwargs().get("momentum", 0.0))
     if opt.name == "sgd" and mu > 0:
-        grid = tuple(float(f"{lr * (1 - mu):.3g}") for lr in grid)
+        grid = tuple(float(f"{lr * (1 - mu**2) ** 0.5:.2g}") for lr in grid)
     return grid
 
 

@@ -271,11 +271,11 @@ def _mlp(inp: int, hidden: int, out: int) -> Callable[[], torch.nn.Module]:
 
 SGD_FAMILY = ("sgd", "momentum")
 _LANDSCAPE_LRS = {
-    "sgd": (3e-3, 1e-2, 3e-2, 5e-2),
-    "momentum": (3e-2, 1e-1, 3e-1, 1.0),
-    "rmsprop": (3e-3, 1e-2, 3e-2, 1e-1),
-    "adam": (3e-2, 1e-1, 3e-1, 1.0),
-    "adamw": (3e-2, 1e-1, 3e-1, 1.0),
+    "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 5e-2),
+    "momentum": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "rmsprop": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+    "adam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "adamw": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
 }
 _NET_LRS = {
     "sgd": (1e-1, 3e-1, 1.0, 3.0),
