@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         default=None,
         help="comma list of learning rates for every optimizer "
-        "(default: a grid of three per optimizer and workload)",
+        "(default: a grid of 4-5 per optimizer and workload)",
     )
     p.add_argument("--seeds", type=int, default=2, help="number of seeds (default 2)")
     p.add_argument(

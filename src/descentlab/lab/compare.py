@@ -141,7 +141,7 @@ def compare(
         workloads: registry names, with options (``"ravine:kappa=100:noise=0.5"``).
             Ignored when ``model`` is given.
         optimizers: specs such as ``"adam"`` or ``"sgd:momentum=0.9"``.
-        lrs: learning rates for every optimizer; by default each workload's grid of three
+        lrs: learning rates for every optimizer; by default each workload's grid (4-5 values)
             per optimizer family.
         seeds: number of seeds (0, 1, ...); the same seed gives the same numbers.
         regimes: ``"full"``, ``"sgd"``, ``"minibatch:B"``; default per workload.
