@@ -128,3 +128,24 @@ def test_bad_only_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "unknown claim 'momentm'" in proc.stderr
+
+
+def test_a_relative_out_folder_resumes_when_named_absolutely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    reproduce("rel", quick=True, only=["rmsprop-scales", "key-properties"])
+    seen: list[str] = []
+    reproduce(
+        tmp_path / "rel",
+        quick=True,
+        only=["rmsprop-scales", "key-properties"],
+        progress=seen.append,
+    )
+    assert seen == ["rmsprop-scales: reused", "key-properties: reused"]
+    page = (tmp_path / "rel" / "index.html").read_text()
+    assert "data:image/png;base64," in page
+    assert (
+        "stale-momentum: holds only under the stated conditions"
+        in (tmp_path / "rel" / "report.md").read_text()
+    )  # the table cites the verdict it rests on

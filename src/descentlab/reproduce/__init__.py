@@ -104,7 +104,7 @@ def reproduce(
             "figures": m.figures,
             "met": met,
             "verdict": verdict,
-            "plots": [(c, str(p)) for c, p in m.plots],
+            "plots": [(c, Path(p).relative_to(folder).as_posix()) for c, p in m.plots],
             "table": m.table,
             "remarks": m.remarks,
             "seconds": time.perf_counter() - start,
@@ -147,7 +147,7 @@ def _write_report(
         *summary,
         "",
     ]
-    md += [section_markdown(c, results[c.key], folder) for c in claims]
+    md += [section_markdown(c, results[c.key]) for c in claims]
     (folder / "report.md.tmp").write_text("\n".join(md), encoding="utf-8")
     (folder / "report.md.tmp").replace(folder / "report.md")
     rows = "".join(
@@ -158,7 +158,9 @@ def _write_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>The seed's claims, "
         f"measured</title><style>{STYLE}</style></head><body><h1>The seed's claims, "
         f"measured</h1><p>{head}</p><table><tr><th>claim</th><th>verdict</th></tr>{rows}"
-        "</table>" + "".join(section_html(c, results[c.key]) for c in claims) + "</body></html>"
+        "</table>"
+        + "".join(section_html(c, results[c.key], folder) for c in claims)
+        + "</body></html>"
     )
     (folder / "index.html.tmp").write_text(page, encoding="utf-8")
     (folder / "index.html.tmp").replace(folder / "index.html")

@@ -96,7 +96,7 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
-def section_markdown(claim: Claim, result: dict[str, Any], folder: Path) -> str:
+def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
     lines = [
         f"## {claim.title}",
         "",
@@ -118,12 +118,12 @@ def section_markdown(claim: Claim, result: dict[str, Any], folder: Path) -> str:
     for remark in result.get("remarks", []):
         lines += ["", remark]
     for caption, path in result["plots"]:
-        lines += ["", f"![{caption}]({Path(path).relative_to(folder).as_posix()})", f"*{caption}*"]
+        lines += ["", f"![{caption}]({path})", f"*{caption}*"]  # relative to the report
     lines += ["", f"**Verdict: {result['verdict']}.**", ""]
     return "\n".join(lines)
 
 
-def section_html(claim: Claim, result: dict[str, Any]) -> str:
+def section_html(claim: Claim, result: dict[str, Any], folder: Path) -> str:
     e = html.escape
     crit = "".join(
         f"<li>{'&#9745;' if ok else '&#9744;'} {e(c.text)}</li>"
@@ -145,7 +145,7 @@ def section_html(claim: Claim, result: dict[str, Any]) -> str:
     remarks = "".join(f"<p>{e(r)}</p>" for r in result.get("remarks", []))
     imgs = "".join(
         f'<figure><img src="data:image/png;base64,'
-        f'{base64.b64encode(Path(p).read_bytes()).decode()}" alt="{e(cap)}">'
+        f'{base64.b64encode((folder / p).read_bytes()).decode()}" alt="{e(cap)}">'
         f"<figcaption>{e(cap)}</figcaption></figure>"
         for cap, p in result["plots"]
     )
