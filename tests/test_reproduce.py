@@ -146,6 +146,5 @@ def test_a_relative_out_folder_resumes_when_named_absolutely(
     page = (tmp_path / "rel" / "index.html").read_text()
     assert "data:image/png;base64," in page
     assert (
-        "stale-momentum: holds only under the stated conditions"
-        in (tmp_path / "rel" / "report.md").read_text()
+        "rmsprop-scales: holds" in (tmp_path / "rel" / "report.md").read_text()
     )  # the table cites the verdict it rests on
