@@ -116,9 +116,27 @@ def reproduce(
     return results
 
 
+def _with_evidence(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Key Properties table's "best for" cells, with the verdict of the claim they cite."""
+    table = results.get("key-properties", {}).get("table")
+    if not table:
+        return results
+    header, rows = table
+    col = header.index("best for: evidence")
+    new_rows = []
+    for row in rows:
+        key = row[col].removeprefix("see '").removesuffix("'")
+        if key in results:
+            row = [*row[:col], f"{key}: {results[key]['verdict']}", *row[col + 1 :]]
+        new_rows.append(row)
+    cited = {**results["key-properties"], "table": [header, new_rows]}
+    return {**results, "key-properties": cited}
+
+
 def _write_report(
     folder: Path, claims: list[Claim], results: dict[str, dict[str, Any]], config: dict[str, Any]
 ) -> None:
+    results = _with_evidence(results)
     versions = {
         "descentlab": __version__,
         "torch": torch.__version__,
