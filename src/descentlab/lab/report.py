@@ -163,6 +163,25 @@ def table_rows(summary: list[Row], only_best: bool) -> tuple[list[str], list[lis
 # ---------------------------------------------------------------- plots
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Lay out (unless the figure has its own layout engine), save as PNG, close."""
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    pyplot().close(figure)
+    return path
+
+
 def _curves(rows: list[Row], key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     """Eval curves of several seeds on a common grid: (x values, values[seed, point])."""
     length = min(len(r["evals"]) for r in rows)
@@ -191,11 +210,7 @@ def plot_workload(
     folder: Path,
 ) -> list[tuple[str, Path]]:
     """Every plot for one workload; returns (caption, path) pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     chosen = best_lrs(summary)
     mine = [r for r in rows if r["spec"]["workload"] == workload]
     regimes = sorted({r["spec"]["regime"] for r in mine})
@@ -257,10 +272,7 @@ def plot_workload(
             ax.set_xlabel("seconds" if x == "time" else "step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = folder / f"{workload}-curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    path = save_figure(fig, folder / f"{workload}-curves.png")
     figures.append(
         ("Loss (and accuracy) at each optimizer's best lr; band: min-max over seeds", path)
     )
@@ -298,10 +310,7 @@ def plot_workload(
         ax.set_xlabel("learning rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = folder / f"{workload}-lr-sensitivity.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    path = save_figure(fig, folder / f"{workload}-lr-sensitivity.png")
     figures.append(("Sensitivity to the learning rate: mean final training loss per lr", path))
 
     if info is not None and info.landscape is not None and info.bounds is not None:
@@ -338,10 +347,7 @@ def plot_workload(
         ax.set_ylim(y0, y1)
         ax.set_title(f"{workload}: trajectories at each optimizer's best lr (seed 0)", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
-        fig.tight_layout()
-        path = folder / f"{workload}-trajectories.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        path = save_figure(fig, folder / f"{workload}-trajectories.png")
         figures.append(("Optimizer trajectories over the landscape's contours", path))
     return figures
 

@@ -8,9 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from ..lab import report
 from ..lab.runner import RunSpec, run_one, steps_for
 from ..lab.spec import parse_optimizer, parse_regime
 from ..lab.workloads import WORKLOADS
+
+pyplot = report.pyplot  # the experiments' plots share the lab's backend set-up
 
 
 def lab_runs(
@@ -78,21 +81,6 @@ def metric(runs: list[dict[str, Any]], key: str, agg: str = "last") -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_figure(ctx: Any, figure: Any, name: str) -> Any:
-    """Lay out, save as ``plots/<name>.png`` in the report folder, close; returns the path."""
-    plt = pyplot()
-    if figure.get_layout_engine() is None:
-        figure.tight_layout()
-    path = ctx.plot_path(name)
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    """Save as ``plots/<name>.png`` in the report folder and close; returns the path."""
+    return report.save_figure(figure, ctx.plot_path(name))
