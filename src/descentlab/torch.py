@@ -17,22 +17,24 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
 
 from . import optimizers
-from .engines import ENGINES, FlatBucket, apply_reference
+from .engines import ENGINES, FlatBucket, GroupPlan, apply_reference
 from .engines.reference import steps_taken
 from .optimizers import OptimizerInfo
 from .rules.base import Rule
 
 __all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
 
-# "auto" re-homes a group into a flat buffer from this many tensors or elements on.
-AUTO_FLAT_TENSORS = 16
-AUTO_FLAT_NUMEL = 1 << 20
+# "auto" compiles a group from this many tensors or elements on (below, compiling costs more
+# than it can save).
+AUTO_TENSORS = 16
+AUTO_NUMEL = 1 << 20
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -77,20 +79,23 @@ class Optimizer(torch.optim.Optimizer):
     **Engines** (``engine=``), all executing the same rule:
 
     * ``"reference"``: one tensor at a time, the ground truth;
-    * ``"flat"``: each group's parameters are re-homed as views of one contiguous buffer and
-      stepped by ONE ``torch.compile``-d pass (compiled once per rule, about 1-4 s, then
-      cached; falls back to ``"flat-eager"`` where compilation is unavailable);
-    * ``"flat-eager"``: the same flat buffers, the rule run eagerly (no compile cost);
-    * ``"auto"`` (default): ``"flat"`` for groups of at least 16 tensors or 2**20 elements
-      of one dtype and device, else ``"reference"``.
+    * ``"compiled"``: chunks of parameters stepped by one ``torch.compile``-d call each,
+      reading every tensor where it is (no storage moves, no gradient copy); per-parameter
+      step counts; see :mod:`descentlab.engines.compiled`. Falls back to the reference, with
+      one warning, where compiling is unavailable;
+    * ``"auto"`` (default): ``"compiled"`` for groups of at least 16 tensors or 2**20
+      elements, else ``"reference"``;
+    * ``"flat"`` / ``"flat-eager"`` (opt-in): each group's parameters are **re-homed** as
+      views of one contiguous buffer and stepped by ONE compiled (or eager) pass. This
+      changes what the ecosystem sees (one shared storage: see the README before saving
+      checkpoints or using ZeRO/FSDP); it refuses, with one warning and the default engine
+      instead, tensor subclasses (DTensor), duplicate parameters and parameters that
+      share storage.
 
-    The flat engines fall back to the reference for a step where a parameter has no
-    gradient, step counts differ, or a group mixes dtypes/devices; frozen parameters
-    (``requires_grad=False``) stay out of the buffer. With them, ``zero_grad(set_to_none=
-    False)`` points every ``.grad`` at the flat gradient buffer so backward writes straight
-    into it; with the default ``set_to_none=True`` gradients are gathered by one copy.
-    Re-homing replaces ``param.data``: build the optimizer after moving the model, as with
-    torch.optim.
+    Parameters the compiled engine cannot take (complex, non-contiguous, fewer than 2
+    elements, DTensor, overlapping another parameter) and gradients or state it cannot read
+    in place are stepped by the reference engine. ``engine_counts`` counts, per engine, the
+    parameter updates it executed.
     """
 
     info: ClassVar[OptimizerInfo]
@@ -114,20 +119,36 @@ class Optimizer(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
         self.engine = engine
+        self.engine_counts: dict[str, int] = dict.fromkeys(ENGINES[1:], 0)
         self._buckets: dict[int, FlatBucket] = {}
+        self._plans: dict[int, GroupPlan] = {}
+        self._refused: set[str] = set()
         super().__init__(params, defaults)
+
+    # Settings that are not torch's: kept by pickling/copying (__getstate__) AND by
+    # load_state_dict, which ends in __setstate__ with torch's keys only.
+    _SETTINGS: ClassVar[dict[str, Any]] = {
+        "skip_nonfinite": False,
+        "skipped_steps": 0,
+        "engine": "auto",
+        "engine_counts": None,
+    }
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["skip_nonfinite"], state["skipped_steps"] = self.skip_nonfinite, self.skipped_steps
-        state["engine"] = self.engine
+        for key in self._SETTINGS:
+            state[key] = getattr(self, key)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.skip_nonfinite = state.pop("skip_nonfinite", False)
-        self.skipped_steps = state.pop("skipped_steps", 0)
-        self.engine = state.pop("engine", "auto")
-        self._buckets = {}  # rebuilt (re-homing the parameters) at the next step
+        for key, default in self._SETTINGS.items():
+            value = state.pop(key, getattr(self, key, default))
+            if key == "engine_counts":
+                value = dict(value or dict.fromkeys(ENGINES[1:], 0))
+            setattr(self, key, value)
+        self._buckets = {}  # rebuilt at the next step
+        self._plans = {}
+        self._refused = set()
         super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -163,10 +184,12 @@ class Optimizer(torch.optim.Optimizer):
         for index, group in enumerate(self.param_groups):
             rule = self.info.rule(group)
             hp = self.info.scalars(group)
-            rest = self._flat_step(index, group, rule, hp)
+            if self.engine in ("flat", "flat-eager") and self._flat_allowed(group):
+                rest = self._flat_step(index, group, rule, hp)
+            else:
+                rest = self._compiled_step(index, group, rule, hp)
             self._reference_step(rest, rule, hp)
         return loss
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch.optim; with a flat engine ``set_to_none=False`` zeroes one buffer."""
         if set_to_none or not self._buckets:
@@ -198,6 +221,56 @@ class Optimizer(torch.optim.Optimizer):
             if t not in cache:
                 cache[t] = rule.coefficients(hp, t)
             apply_reference(rule, p, p.grad, state, cache[t])
+            self.engine_counts["reference"] += 1
+
+    def _compiled_step(
+        self, index: int, group: dict[str, Any], rule: Rule, hp: dict[str, float]
+    ) -> list[torch.Tensor]:
+        """Step what the compiled engine can take; returns what the reference must step."""
+        params = group["params"]
+        if self.engine == "reference" or torch.compiler.is_compiling():
+            return params
+        plan = self._plans.get(index)
+        if plan is None or not plan.same_group(params, rule):
+            plan = self._plans[index] = GroupPlan(list(params), rule, _scalar_dtype())
+        if self.engine == "auto" and len(plan.eligible) < AUTO_TENSORS and plan.numel < AUTO_NUMEL:
+            return params
+        stepped, rest = plan.step(self.state, hp, lambda p: self._prepare_state(p, rule))
+        self.engine_counts["compiled"] += stepped
+        return rest
+
+    def _flat_allowed(self, group: dict[str, Any]) -> bool:
+        """The flat engines re-home storage: refuse (one warning) what that would break."""
+        params = group["params"]
+        owned = {b.p_flat.data_ptr() for b in self._buckets.values()}
+        reason = None
+        if any(type(p.data) is not torch.Tensor for p in params):
+            reason = "a parameter is a tensor subclass (such as FSDP's DTensor)"
+        elif len({id(p) for p in params}) != len(params):
+            reason = "a parameter is listed twice"
+        else:
+            from .engines.compiled import overlapping
+
+            all_params = [p for g in self.param_groups for p in g["params"]]
+            if overlapping(all_params):
+                reason = "two parameters share memory (tied through .data)"
+            elif any(
+                p.untyped_storage().nbytes() != p.numel() * p.element_size()
+                and p.untyped_storage().data_ptr() not in owned
+                for p in params
+            ):
+                reason = "a parameter is a view into a larger storage (ZeRO buckets, ties)"
+        if reason is None:
+            return True
+        if reason not in self._refused:
+            self._refused.add(reason)
+            warnings.warn(
+                f"descentlab: engine={self.engine!r} re-homes parameters into one buffer and "
+                f"cannot here: {reason}; using the default engine for this group instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
 
     def _flat_engine(self, params: list[torch.Tensor]) -> str | None:
         if self.engine == "reference" or not params:
@@ -212,9 +285,6 @@ class Optimizer(torch.optim.Optimizer):
             for p in params
         ):
             return None
-        if self.engine == "auto":
-            big = sum(p.numel() for p in params) >= AUTO_FLAT_NUMEL
-            return "flat" if big or len(params) >= AUTO_FLAT_TENSORS else None
         return self.engine
 
     def _flat_step(
@@ -240,13 +310,14 @@ class Optimizer(torch.optim.Optimizer):
             engine = self._flat_engine(params)
             if engine is None:
                 self._buckets.pop(index, None)
-                return everything
+                return self._compiled_step(index, group, rule, hp)
             bucket = FlatBucket(params, self.state, rule, _scalar_dtype(), engine == "flat")
             bucket.members = list(everything)
             self._buckets[index] = bucket
         if not bucket.gather() or not bucket.uniform_steps():
             return everything
         bucket.step(hp)
+        self.engine_counts[self.engine] += len(bucket.params)
         return bucket.rest
 
     def _grads_finite(self) -> bool:

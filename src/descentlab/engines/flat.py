@@ -1,4 +1,7 @@
-"""The flat-buffer engine: all parameters of a group live in one contiguous buffer.
+"""The flat-buffer engine (opt-in): all parameters of a group live in one contiguous buffer.
+
+This engine MOVES parameter storage (``param.data`` becomes a view of the buffer), which is
+what the ecosystem sees: see the README before checkpointing with it.
 
 Parameters are re-homed as views of one 1-D buffer per (group, dtype, device); their
 optimizer state becomes views of matching flat slot buffers, so ``state_dict`` and the
@@ -121,6 +124,8 @@ class FlatBucket:
         self.steps = torch.zeros(len(self.params), dtype=scalar_dtype)
         self.p_views: list[torch.Tensor] = []
         self.g_views: list[torch.Tensor] = []
+        self.steps_views: list[torch.Tensor] = []
+        self.slot_views: dict[str, list[torch.Tensor]] = {k: [] for k in rule.slots}
         offset = 0
         for i, (p, n) in enumerate(zip(self.params, sizes, strict=True)):
             sl = slice(offset, offset + n)
@@ -136,11 +141,13 @@ class FlatBucket:
             s = state[p]
             self.steps[i] = steps_taken(s, rule)
             s["step"] = self.steps[i]
+            self.steps_views.append(s["step"])
             for k, flat in self.slots.items():
                 view = flat[sl].view_as(p)
                 if s.get(k) is not None:
                     view.copy_(s[k])
                 s[k] = view
+                self.slot_views[k].append(view)
         self.ptrs = [p.data_ptr() for p in self.params]
 
     @property
@@ -165,10 +172,14 @@ class FlatBucket:
 
     def state_intact(self, state: Any) -> bool:
         """``load_state_dict`` replaces state tensors: then the bucket must be rebuilt."""
-        s = state[self.params[0]]
-        return all(
-            s.get(k) is not None and s[k].data_ptr() == self.slots[k].data_ptr() for k in self.slots
-        )
+        for i, p in enumerate(self.params):
+            s = state[p]
+            if s.get("step") is not self.steps_views[i]:
+                return False
+            for k, views in self.slot_views.items():
+                if s.get(k) is not views[i]:
+                    return False
+        return True
 
     def point_grads(self) -> None:
         """Make every existing ``.grad`` a view of the flat gradient buffer, zeroed."""

@@ -1,0 +1,424 @@
+"""The default fast engine: the rule compiled over chunks of tensors, where they already are.
+
+Nothing is moved: parameters, gradients and state stay the tensors torch and autograd made.
+Each parameter is seen through a 1-D view (``view(-1)`` shares its storage), and a chunk of
+``k`` parameters is stepped by ONE call of a ``torch.compile``-d function that applies the
+rule to each of the ``k`` tensors in turn, so Python pays one call per chunk, not one per
+tensor and operation.
+
+Why it is built this way:
+
+* **Bounded compile cost.** The compiled function takes exactly ``k`` tensors with dynamic
+  sizes, whatever the model: one graph per (rule, dtype, device, size class), compiled once
+  per process on synthetic inputs. A partly filled last chunk is padded with tiny dummy
+  tensors rather than compiled again.
+* **No guards at run time.** Dynamo's guards cost microseconds per tensor, more than the
+  math of a small tensor. They are dropped; instead the host side only ever passes tensors
+  it has checked itself: 1-D, contiguous, of the kernel's dtype and device, gradient and
+  state shaped like the parameter, at least 2 elements (sizes 0 and 1 would be specialised).
+  The synthetic inputs have pairwise different sizes, so the graph never assumes that two
+  tensors of a chunk are the same size.
+* **Per-parameter step counts.** Coefficients (lr, bias corrections...) arrive as one row
+  per tensor, so parameters that have taken different numbers of steps share a chunk.
+* **Two size classes.** Small tensors (fewer than ``SMALL`` elements) are compiled with
+  small size hints, so their loops run on one thread without a fork/join each; large ones
+  with large hints, so their loops are split across threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..rules.base import Rule
+from .reference import compute, write_back
+
+SMALL = 1 << 15  # elements: below this a tensor's loop runs on one thread
+CHUNK = {"small": 16, "large": 16}  # tensors per compiled call, by size class
+_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_KERNELS: dict[tuple[Any, ...], Callable[..., None]] = {}
+_FAILED: dict[tuple[Any, ...], str] = {}
+compiles = 0  # number of kernels compiled in this process (observable by tests)
+
+
+def coefficient_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Coefficients travel in the parameter's precision (float32 for 16-bit parameters).
+
+    torch's eager kernels round Python-float scalars the same way; a float64 coefficient
+    would make a float32 kernel compute in double precision, at half the vector width.
+    """
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def size_class(numel: int) -> str:
+    return "small" if numel < SMALL else "large"
+
+
+def _drop_guards(entries: Sequence[Any]) -> list[bool]:
+    # The host side checks every input itself (see the module docstring).
+    return [False] * len(entries)
+
+
+def _chunk_function(rule: Rule, names: tuple[str, ...], k: int, in_graph_steps: bool) -> Any:
+    slots = rule.slots
+
+    def step_chunk(ps, gs, state_lists, steps, cmat):  # type: ignore[no-untyped-def]
+        for i in range(k):
+            if in_graph_steps:
+                steps[i].add_(1)
+            c = {n: cmat[i, j] for j, n in enumerate(names)}
+            s = {name: state_lists[j][i] for j, name in enumerate(slots)}
+            write_back(ps[i], s, *compute(rule, ps[i], gs[i], s, c))
+
+    # Dynamo keys its caches by code object: one per kernel keeps them apart.
+    step_chunk.__code__ = step_chunk.__code__.replace(
+        co_name=f"{rule.name}_chunk{k}_{len(_KERNELS)}"
+    )
+    return step_chunk
+
+
+class Kernel:
+    """One compiled chunk step: ``k`` tensors of one dtype, device and size class."""
+
+    def __init__(
+        self,
+        rule: Rule,
+        names: tuple[str, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        cls: str,
+        step_dtype: torch.dtype,
+    ) -> None:
+        self.k = CHUNK[cls]
+        self.in_graph_steps = device.type == "cpu"  # step counters live on the CPU
+        fn = _chunk_function(rule, names, self.k, self.in_graph_steps)
+        self.fn = torch.compile(
+            fn,
+            dynamic=True,
+            fullgraph=True,
+            options={"guard_filter_fn": _drop_guards, "size_asserts": False},
+        )
+        self.slots = rule.slots
+        self.cdtype = coefficient_dtype(dtype)
+
+        def tensors(n: int, base: int) -> list[torch.Tensor]:
+            return [torch.zeros(base + 7 * i + 3, dtype=dtype, device=device) for i in range(n)]
+
+        # Synthetic inputs: pairwise different sizes, hints typical of the class.
+        base = 1000 if cls == "small" else 1 << 20
+        steps = [torch.zeros((), dtype=step_dtype) for _ in range(self.k)]
+        ps = tensors(self.k, base)
+        gs = [torch.ones_like(p) for p in ps]
+        state = [[torch.zeros_like(p) for p in ps] for _ in self.slots]
+        cmat = torch.full((self.k, len(names)), 0.5, dtype=self.cdtype, device=device)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
+            self.fn(ps, gs, state, steps, cmat)
+        # Padding for a partly filled chunk: two elements each, never read back.
+        pad = tensors(self.k, 2)
+        self.pad = (
+            pad,
+            [torch.zeros_like(p) for p in pad],
+            [[torch.zeros_like(p) for p in pad] for _ in self.slots],
+            [torch.zeros((), dtype=step_dtype) for _ in range(self.k)],
+        )
+
+    def __call__(
+        self,
+        ps: list[torch.Tensor],
+        gs: list[torch.Tensor],
+        state: list[list[torch.Tensor]],
+        steps: list[torch.Tensor],
+        cmat: torch.Tensor,
+    ) -> None:
+        """Step ``len(ps) <= k`` tensors; ``cmat`` has ``k`` rows (padding rows are unused)."""
+        n = len(ps)
+        if n < self.k:
+            pp, pg, pst, psteps = self.pad
+            ps, gs = ps + pp[n:], gs + pg[n:]
+            state = [s + pad[n:] for s, pad in zip(state, pst, strict=True)]
+            steps = steps + psteps[n:]
+        if not self.in_graph_steps:
+            torch._foreach_add_(steps[:n], 1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.fn(ps, gs, state, steps, cmat)
+
+
+def kernel(
+    rule: Rule,
+    names: tuple[str, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    cls: str,
+    step_dtype: torch.dtype,
+) -> Kernel | None:
+    """The compiled kernel for this combination, or None (with one warning) if compiling fails."""
+    global compiles
+    key = (rule, names, dtype, device, cls, step_dtype)
+    if key in _FAILED:
+        return None
+    if key not in _KERNELS:
+        try:
+            _KERNELS[key] = Kernel(rule, names, dtype, device, cls, step_dtype)  # type: ignore[assignment]
+            compiles += 1
+        except Exception as exc:  # no C++ compiler, unsupported device...
+            _FAILED[key] = f"{exc!s:.300}"
+            warnings.warn(
+                f"descentlab: torch.compile is unavailable for rule {rule.name!r} on "
+                f"{dtype} {device} ({exc!s:.200}); the reference engine runs the same rule "
+                "one tensor at a time instead",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return None
+    return _KERNELS[key]  # type: ignore[return-value]
+
+
+def eligible(p: torch.Tensor) -> bool:
+    """Can this parameter be stepped by the compiled engine (checked once per parameter)?"""
+    return (
+        type(p.data) is torch.Tensor  # no DTensor or other subclass
+        and p.dtype in _FLOAT
+        and p.layout == torch.strided
+        and p.is_contiguous()
+        and p.numel() >= 2
+    )
+
+
+def overlapping(params: Sequence[torch.Tensor]) -> set[int]:
+    """Indices of parameters whose memory overlaps another's (duplicates, ``.data`` ties).
+
+    torch.optim steps them one after another, each step reading what the previous wrote;
+    the reference engine does the same, so they are left to it.
+    """
+    spans = sorted(
+        (str(p.device), p.data_ptr(), p.data_ptr() + p.numel() * p.element_size(), i)
+        for i, p in enumerate(params)
+        if p.numel() > 0
+    )
+    out: set[int] = set()
+    reach: tuple[str, int, int] | None = None  # (device, furthest end so far, its index)
+    for device, start, end, i in spans:
+        if reach is not None and reach[0] == device and start < reach[1]:
+            out.update((i, reach[2]))
+        if reach is None or reach[0] != device or end > reach[1]:
+            reach = (device, end, i)
+    return out
+
+
+_GRAD = operator.attrgetter("grad")
+_DTYPE = operator.attrgetter("dtype")
+_SHAPE = operator.attrgetter("shape")
+_STEP = operator.itemgetter("step")
+_FLAT = operator.methodcaller("view", -1)
+
+
+class GroupPlan:
+    """How one param group is stepped by the compiled engine; rebuilt when the group changes.
+
+    ``eligible`` are the parameters the engine may take (see :func:`eligible`, minus any that
+    overlap another); the others always go to the reference engine. The *active* set is the
+    eligible parameters that had a usable gradient at the last step; while it stays the same
+    and no state tensor or parameter storage was replaced, a step validates everything with a
+    few ``map`` calls and reuses the cached 1-D views (the steady path).
+    """
+
+    def __init__(self, members: list[torch.Tensor], rule: Rule, scalar_dtype: torch.dtype) -> None:
+        self.members = members
+        self.rule = rule
+        self.scalar_dtype = scalar_dtype
+        ok = [i for i, p in enumerate(members) if eligible(p)]
+        clash = overlapping([members[i] for i in ok])
+        chosen = [i for j, i in enumerate(ok) if j not in clash]
+        self.eligible = [members[i] for i in chosen]
+        inside = set(chosen)
+        self.rest = [p for i, p in enumerate(members) if i not in inside]
+        self.numel = sum(p.numel() for p in self.eligible)
+        self._steady = False
+        self._mask: list[bool] = []
+
+    def same_group(self, members: list[torch.Tensor], rule: Rule) -> bool:
+        return (
+            (rule is self.rule or rule == self.rule)
+            and len(members) == len(self.members)
+            and all(map(operator.is_, members, self.members))
+        )
+
+    def step(
+        self,
+        state: Any,
+        hp: Mapping[str, float],
+        prepare: Callable[[torch.Tensor], dict[str, Any]],
+    ) -> tuple[int, list[torch.Tensor]]:
+        """Step the active parameters; returns (how many were stepped, what the reference must
+        step: parameters outside the plan, or whose gradient or state the kernel cannot take).
+        """
+        grads = list(map(_GRAD, self.eligible))
+        mask = list(map(operator.is_not, grads, itertools.repeat(None)))
+        extra: list[torch.Tensor] = []
+        if self._steady and mask == self._mask and self._still_valid(state, grads):
+            active_grads = list(itertools.compress(grads, mask))
+        else:
+            extra, active_grads = self._rebuild(grads, mask, prepare)
+        if not self.active:
+            return 0, self.rest + extra
+        if not self._run(hp, active_grads):
+            # Compiling is unavailable (one warning was given): the reference takes it all.
+            self.eligible, self.rest, self._steady = [], list(self.members), False
+            return 0, self.rest
+        return len(self.active), self.rest + extra
+
+    def _still_valid(self, state: Any, grads: list[torch.Tensor | None]) -> bool:
+        act = self.active
+        g = list(itertools.compress(grads, self._mask))
+        if (
+            list(map(torch.Tensor.data_ptr, act)) != self.ptrs
+            or list(map(_DTYPE, g)) != self.dtypes
+            or list(map(_SHAPE, g)) != self.shapes
+            or not all(map(torch.Tensor.is_contiguous, g))
+            or not all(map(operator.is_, map(type, g), itertools.repeat(torch.Tensor)))
+        ):
+            return False
+        states = list(map(state.__getitem__, act))
+        if not all(map(operator.is_, states, self.states)):
+            return False
+        try:
+            if not all(map(operator.is_, map(_STEP, states), self.steps)):
+                return False
+            for name, objs in zip(self.rule.slots, self.slot_objs, strict=True):
+                if not all(map(operator.is_, map(operator.itemgetter(name), states), objs)):
+                    return False
+        except KeyError:
+            return False
+        return True
+
+    def _rebuild(
+        self,
+        grads: list[torch.Tensor | None],
+        mask: list[bool],
+        prepare: Callable[[torch.Tensor], dict[str, Any]],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The slow path: check every active parameter one by one and cache its views."""
+        slots = self.rule.slots
+        self.active, self.ptrs, self.dtypes, self.shapes = [], [], [], []
+        self.states, self.steps, self.p_views = [], [], []
+        self.slot_objs: list[list[torch.Tensor]] = [[] for _ in slots]
+        self.slot_views: list[list[torch.Tensor]] = [[] for _ in slots]
+        extra, active_grads = [], []
+        for p, g in zip(self.eligible, grads, strict=True):
+            if g is None:
+                continue
+            if not self._grad_ok(p, g):
+                extra.append(p)
+                continue
+            s = prepare(p)
+            if not self._state_ok(p, s):
+                extra.append(p)
+                continue
+            self.active.append(p)
+            active_grads.append(g)
+            self.ptrs.append(p.data_ptr())
+            self.dtypes.append(g.dtype)
+            self.shapes.append(g.shape)
+            self.states.append(s)
+            self.steps.append(s["step"])
+            self.p_views.append(p.detach().view(-1))
+            for name, objs, views in zip(slots, self.slot_objs, self.slot_views, strict=True):
+                objs.append(s[name])
+                views.append(s[name].view(-1))
+        self._mask = mask
+        # The steady path needs every gradient to be usable: otherwise re-check each step.
+        self._steady = not extra
+        self.order: dict[tuple[torch.dtype, torch.device, str], list[int]] = {}
+        for i, p in enumerate(self.active):
+            key = (p.dtype, p.device, size_class(p.numel()))
+            self.order.setdefault(key, []).append(i)
+        return extra, active_grads
+
+    def _grad_ok(self, p: torch.Tensor, g: torch.Tensor) -> bool:
+        return (
+            type(g) is torch.Tensor
+            and g.layout == torch.strided
+            and g.dtype == p.dtype
+            and g.device == p.device
+            and g.shape == p.shape
+            and g.is_contiguous()
+        )
+
+    def _state_ok(self, p: torch.Tensor, s: Mapping[str, Any]) -> bool:
+        step = s.get("step")
+        if not (
+            type(step) is torch.Tensor
+            and step.dim() == 0
+            and step.dtype == self.scalar_dtype
+            and step.device.type == "cpu"
+        ):
+            return False
+        for name in self.rule.slots:
+            t = s.get(name)
+            if not (
+                type(t) is torch.Tensor
+                and t.dtype == p.dtype
+                and t.device == p.device
+                and t.shape == p.shape
+                and t.is_contiguous()
+            ):
+                return False
+        return True
+
+    def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor]) -> bool:
+        """Step every active parameter; False (nothing stepped) if a kernel is unavailable."""
+        before = torch.stack(self.steps).tolist() if len(self.steps) > 1 else [
+            float(self.steps[0])
+        ]
+        rows: dict[float, list[float]] = {}
+        names: tuple[str, ...] = ()
+        for t in set(before):
+            c = self.rule.coefficients(hp, int(t) + 1)
+            names = names or tuple(c)
+            rows[t] = [c[n] for n in names]
+        kernels = {
+            key: kernel(self.rule, names, key[0], key[1], key[2], self.scalar_dtype)
+            for key in self.order
+        }
+        if None in kernels.values():
+            return False
+        g_views = list(map(_FLAT, grads))
+        for key, idx in self.order.items():
+            kern = kernels[key]
+            assert kern is not None
+            k, dtype, device = kern.k, key[0], key[1]
+            padded = -(-len(idx) // k) * k
+            cdtype = coefficient_dtype(dtype)
+            if len(rows) == 1:
+                row = torch.tensor(rows[before[0]], dtype=cdtype)
+                cmat = row.expand(padded, len(names)).contiguous()
+            else:
+                table = [rows[before[i]] for i in idx]
+                table += [table[-1]] * (padded - len(idx))
+                cmat = torch.tensor(table, dtype=cdtype)
+            if device.type != "cpu":
+                cmat = cmat.to(device)
+            get = _picker(idx)
+            ps, gs, steps = get(self.p_views), get(g_views), get(self.steps)
+            sl = [get(v) for v in self.slot_views]
+            for a in range(0, len(idx), k):
+                b = a + k
+                kern(ps[a:b], gs[a:b], [v[a:b] for v in sl], steps[a:b], cmat[a:b])
+        return True
+
+
+def _picker(idx: list[int]) -> Callable[[list[Any]], list[Any]]:
+    """``xs -> [xs[i] for i in idx]``, fast when ``idx`` is everything."""
+    if idx == list(range(len(idx))):
+        n = len(idx)
+        return lambda xs: xs[:n]
+    get = operator.itemgetter(*idx)
+    return (lambda xs: list(get(xs))) if len(idx) > 1 else (lambda xs: [xs[idx[0]]])
