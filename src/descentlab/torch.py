@@ -146,9 +146,11 @@ class Optimizer(torch.optim.Optimizer):
             if key == "engine_counts":
                 value = dict(value or dict.fromkeys(ENGINES[1:], 0))
             setattr(self, key, value)
-        self._buckets = {}  # rebuilt at the next step
-        self._plans = {}
-        self._refused = set()
+        # load_state_dict lands here too: buckets and plans then check the new state tensors
+        # (and rebuild) at the next step; an unpickled copy starts without them.
+        self._buckets = getattr(self, "_buckets", {})
+        self._plans = getattr(self, "_plans", {})
+        self._refused = getattr(self, "_refused", set())
         super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -190,6 +192,7 @@ class Optimizer(torch.optim.Optimizer):
                 rest = self._compiled_step(index, group, rule, hp)
             self._reference_step(rest, rule, hp)
         return loss
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch.optim; with a flat engine ``set_to_none=False`` zeroes one buffer."""
         if set_to_none or not self._buckets:

@@ -218,6 +218,7 @@ _DTYPE = operator.attrgetter("dtype")
 _SHAPE = operator.attrgetter("shape")
 _STEP = operator.itemgetter("step")
 _FLAT = operator.methodcaller("view", -1)
+_CONTIGUOUS = operator.methodcaller("is_contiguous")
 
 
 class GroupPlan:
@@ -282,7 +283,7 @@ class GroupPlan:
             list(map(torch.Tensor.data_ptr, act)) != self.ptrs
             or list(map(_DTYPE, g)) != self.dtypes
             or list(map(_SHAPE, g)) != self.shapes
-            or not all(map(torch.Tensor.is_contiguous, g))
+            or not all(map(_CONTIGUOUS, g))
             or not all(map(operator.is_, map(type, g), itertools.repeat(torch.Tensor)))
         ):
             return False
@@ -375,9 +376,7 @@ class GroupPlan:
 
     def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor]) -> bool:
         """Step every active parameter; False (nothing stepped) if a kernel is unavailable."""
-        before = torch.stack(self.steps).tolist() if len(self.steps) > 1 else [
-            float(self.steps[0])
-        ]
+        before = torch.stack(self.steps).tolist() if len(self.steps) > 1 else [float(self.steps[0])]
         rows: dict[float, list[float]] = {}
         names: tuple[str, ...] = ()
         for t in set(before):
