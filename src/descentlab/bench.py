@@ -1,17 +1,40 @@
-"""Step-time benchmark: descentlab's engines against torch.optim, side by side in one run.
+"""Step-time and memory benchmark: descentlab against torch.optim, side by side in one run.
 
-Every variant of a case is timed round-robin (one step each, repeated), so machine load hits
-them alike; the results are ratios to torch's fastest path and effective GB/s against the
-streaming bandwidth measured in the same run (an in-place ``a += s * b``).
+**Step time** is measured on the loop users write::
+
+    loss.backward()        # autograd hands every parameter a NEW gradient tensor
+    opt.step()
+    opt.zero_grad()        # set_to_none=True, torch's default
+
+Before each timed step every parameter gets a fresh gradient tensor (a clone of a fixed
+gradient, as autograd makes a new tensor each backward; the cloning is not timed), then
+``step()`` + ``zero_grad()`` are timed. Every variant of a case is timed round-robin (one
+step each, the starting variant rotating, repeated), so machine load hits them alike. The
+first step of each variant (where descentlab's compiled engines compile) is timed apart
+and reported; a few warm-up steps follow before the timed ones. Results are medians, ratios
+to torch (``fused`` where torch has a fused CPU path, else its fastest) and effective GB/s
+against the streaming bandwidth measured in the same run (an in-place ``a += s * b``).
+
+**Peak memory** (``ru_maxrss``) is measured in a fresh process per variant and model size:
+a stack of ``nn.Linear`` layers trained a few steps with AdamW on ``model(x).sum()``, so the
+gradients come from autograd. Two sizes give the slope (MiB per million parameters) and the
+fixed cost (intercept: the interpreter, torch, and whatever the optimizer imports).
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import os
 import statistics
+import subprocess
+import sys
 import time
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,85 +52,395 @@ TORCH = {
     "rmsprop": (torch.optim.RMSprop, dt.RMSprop, {"lr": 1e-3}),
 }
 FUSED = {"adam", "adamw", "sgd-momentum"}  # torch has no fused CPU RMSprop
+TORCH_VARIANTS: dict[str, dict[str, Any]] = {
+    "torch for-loop": {"foreach": False},
+    "torch foreach": {"foreach": True},
+    "torch fused": {"fused": True},
+}
+OURS_VARIANTS: dict[str, dict[str, Any]] = {
+    "descentlab auto": {},
+    "descentlab flat": {"engine": "flat"},
+}
+VARIANTS = (*TORCH_VARIANTS, *OURS_VARIANTS)
+
+BIG = 20_000_000  # elements of the single-tensor layout at scale 1
+SMALL_TENSORS = 5000  # 1k-element tensors of the many-small layout at scale 1
+GPT_LAYERS = 12  # blocks of the transformer-like layout at scale 1
+MEMORY_SIZES = (20_000_000, 60_000_000)  # parameters of the memory models at scale 1
+MEMORY_WIDTH = 1024  # width of their Linear layers at scale 1
+MEMORY_VARIANTS = ("torch fused", "descentlab auto", "descentlab flat")
 
 
-def layouts(scale: float = 1.0) -> dict[str, list[tuple[int, ...]]]:
-    """Parameter shapes per layout; ``scale`` shrinks every layout for quick runs."""
-    big = max(1, int(50_000_000 * scale))
-    small = max(1, int(5000 * scale))
-    d, layers, vocab = 256, max(1, int(12 * scale)), 5000
+# --------------------------------------------------------------------------------- layouts
+
+
+def human(n: float) -> str:
+    """``20_000_000 -> '20M'``, ``2_500 -> '2.5k'``."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Parameter shapes of one benchmark case; ``label`` names its actual size."""
+
+    key: str
+    label: str
+    shapes: list[tuple[int, ...]]
+
+    @property
+    def numel(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    @property
+    def tensors(self) -> int:
+        return len(self.shapes)
+
+
+# Names accepted by ``--layouts``: the keys, and the labels at scale 1.
+LAYOUT_ALIASES = {
+    "big": "big",
+    "1 x 20m": "big",
+    "many-small": "many-small",
+    "5000 x 1k": "many-small",
+    "gpt": "gpt",
+    "gpt-like": "gpt",
+    "transformer mix": "gpt",
+}
+LAYOUT_NAMES = ["big", "many-small", "gpt", "1 x 20M", "5000 x 1k", "transformer mix"]
+
+
+def layout_key(name: str) -> str:
+    """The layout key for a name given on the command line (KeyError if unknown)."""
+    return LAYOUT_ALIASES[name.strip().lower()]
+
+
+def layouts(scale: float = 1.0) -> dict[str, Layout]:
+    """The layouts by key; ``scale`` shrinks every layout for quick runs."""
+    big = max(1, int(BIG * scale))
+    small = max(1, int(SMALL_TENSORS * scale))
+    d, layers, vocab = 256, max(1, int(GPT_LAYERS * scale)), 5000
     mix: list[tuple[int, ...]] = [(vocab, d), (1024, d)]
-    for _ in range(layers):
-        mix += [
-            (d,),
-            (d,),
-            (3 * d, d),
-            (3 * d,),
-            (d, d),
-            (d,),
-            (d,),
-            (d,),
-            (4 * d, d),
-            (4 * d,),
-            (d, 4 * d),
-            (d,),
-        ]
-    mix += [(d,), (d,)]
-    return {"1 x 50M": [(big,)], "5000 x 1k": [(1000,)] * small, "transformer mix": mix}
+    block: list[tuple[int, ...]] = [
+        (d,),
+        (d,),
+        (3 * d, d),
+        (3 * d,),
+        (d, d),
+        (d,),
+        (d,),
+        (d,),
+        (4 * d, d),
+        (4 * d,),
+        (d, 4 * d),
+        (d,),
+    ]
+    mix += block * layers + [(d,), (d,)]
+    numel = sum(math.prod(s) for s in mix)
+    return {
+        "big": Layout("big", f"1 x {human(big)}", [(big,)]),
+        "many-small": Layout("many-small", f"{small} x 1k", [(1000,)] * small),
+        "gpt": Layout("gpt", f"GPT-like {layers}L d{d} ({human(numel)})", mix),
+    }
 
 
-def _params(shapes: list[tuple[int, ...]], device: str) -> list[torch.nn.Parameter]:
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for s in shapes:
-        p = torch.nn.Parameter(torch.randn(s, generator=gen).to(device))
-        p.grad = (torch.randn(s, generator=gen) * 1e-2).to(device)
-        out.append(p)
-    return out
+# ------------------------------------------------------------------------------ step time
 
 
-def _timed(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
-    """``fn`` that returns only once the device has finished (CUDA runs asynchronously)."""
-    if not device.startswith("cuda"):
-        return fn
-
-    def run() -> Any:
-        out = fn()
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
-        return out
-
-    return run
 
 
 def stream_bandwidth(n: int = 50_000_000, reps: int = 10, device: str = "cpu") -> float:
     """GB/s of an in-place ``a += s * b`` (3 x 4 bytes per element), the step's ceiling."""
     a, b = torch.randn(n, device=device), torch.randn(n, device=device)
-    step = _timed(lambda: a.add_(b, alpha=1e-6), device)
-    step()
+    a.add_(b, alpha=1e-6)
     times = []
     for _ in range(reps):
+        _sync(device)
         t = time.perf_counter()
-        step()
+        a.add_(b, alpha=1e-6)
+        _sync(device)
         times.append(time.perf_counter() - t)
     return 12 * n / min(times) / 1e9
 
 
-def _variants(
-    name: str, shapes: list[tuple[int, ...]], device: str
-) -> dict[str, Callable[[], Any]]:
+def _params(shapes: list[tuple[int, ...]], device: str) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(device)) for s in shapes]
+
+
+def _grads(shapes: list[tuple[int, ...]], device: str) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(s, generator=gen) * 1e-2).to(device) for s in shapes]
+
+
+@dataclass
+class _Variant:
+    label: str
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+
+    def step(self, grads: list[torch.Tensor], device: str) -> float:
+        """Seconds of ``step()`` + ``zero_grad()`` after a backward's worth of NEW gradients."""
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = g.clone()  # a new tensor, as autograd makes each backward (not timed)
+        _sync(device)
+        t = time.perf_counter()
+        self.opt.step()
+        self.opt.zero_grad()
+        _sync(device)
+        return time.perf_counter() - t
+
+
+def _variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list[_Variant]:
     theirs, ours, hp = TORCH[name]
-    out: dict[str, Callable[[], Any]] = {}
-    for label, kw in (("torch for-loop", {"foreach": False}), ("torch foreach", {"foreach": True})):
-        out[label] = theirs(_params(shapes, device), **hp, **kw).step
-    if name in FUSED:
-        out["torch fused"] = theirs(_params(shapes, device), **hp, fused=True).step
-    opt = ours(_params(shapes, device), **hp, engine="flat")
-    opt.step()  # builds the flat buffer and compiles (cached across runs)
-    opt.zero_grad(set_to_none=False)  # .grad -> views of the flat gradient buffer
-    for bucket in opt._buckets.values():
-        bucket.g_flat.normal_(std=1e-2)
-    out["descentlab flat"] = opt.step
-    return {k: _timed(v, device) for k, v in out.items()}
+    out = []
+    for label, kw in TORCH_VARIANTS.items():
+        if "fused" in kw and name not in FUSED:
+            continue
+        params = _params(shapes, device)
+        out.append(_Variant(label, theirs(params, **hp, **kw), params))
+    for label, kw in OURS_VARIANTS.items():
+        params = _params(shapes, device)
+        out.append(_Variant(label, ours(params, **hp, **kw), params))
+    return out
+
+
+def _time_case(
+    name: str, layout: Layout, device: str, reps: int, warmup: int
+) -> list[dict[str, Any]]:
+    """Rows for one (optimizer, layout): every variant timed round-robin."""
+    grads = _grads(layout.shapes, device)
+    variants = _variants(name, layout.shapes, device)
+    caught: dict[str, list[str]] = {v.label: [] for v in variants}
+    first: dict[str, float] = {}
+    times: dict[str, list[float]] = {v.label: [] for v in variants}
+    gc.collect()
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+
+        def step(v: _Variant) -> float:
+            seconds = v.step(grads, device)
+            for w in log:
+                if str(w.message) not in caught[v.label]:
+                    caught[v.label].append(str(w.message))
+            log.clear()
+            return seconds
+
+        for v in variants:  # first step: compiling, state allocation
+            first[v.label] = step(v)
+        for _ in range(warmup):
+            for v in variants:
+                step(v)
+        for r in range(reps):
+            k = r % len(variants)  # rotate who goes first
+            for v in variants[k:] + variants[:k]:
+                times[v.label].append(step(v))
+    med = {k: statistics.median(t) for k, t in times.items()}
+    best_torch = min(t for k, t in med.items() if k.startswith("torch"))
+    baseline = (
+        "torch fused"
+        if "torch fused" in med
+        else min((k for k in med if k.startswith("torch")), key=med.__getitem__)
+    )
+    rows = []
+    for v in variants:
+        t = med[v.label]
+        row: dict[str, Any] = {
+            "layout": layout.label,
+            "layout_key": layout.key,
+            "optimizer": name,
+            "variant": v.label,
+            "tensors": layout.tensors,
+            "numel": layout.numel,
+            "ms": t * 1e3,
+            "ms_min": min(times[v.label]) * 1e3,
+            "ms_max": max(times[v.label]) * 1e3,
+            "first_step_ms": first[v.label] * 1e3,
+            "steps_per_s": 1 / t,
+            "gb_per_s": BYTES[name] * layout.numel / t / 1e9,
+            "baseline": baseline,
+            "ratio": med[baseline] / t,  # > 1: faster than torch's baseline
+            "vs_torch_fastest": best_torch / t,
+            "vs_torch_fused": med["torch fused"] / t if "torch fused" in med else None,
+        }
+        counts = getattr(v.opt, "engine_counts", None)
+        if counts is not None:
+            steps = 1 + warmup + reps
+            row["engine_updates_per_step"] = {
+                k: c / steps for k, c in counts.items() if c
+            }  # parameters stepped by each engine, per step
+        if caught[v.label]:
+            row["warnings"] = caught[v.label]
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------- memory
+
+# Run as ``python -c _MEMORY_CHILD SPEC_JSON``: the user's program and nothing else (the
+# torch.optim variant does not import descentlab). Prints one JSON line.
+_MEMORY_CHILD = r"""
+import json, resource, sys, time
+spec = json.loads(sys.argv[1])
+import torch
+if spec["variant"] != "torch fused":
+    import descentlab.torch
+
+def peak_mib(who=resource.RUSAGE_SELF):
+    kib = resource.getrusage(who).ru_maxrss
+    return kib / 2**20 if sys.platform == "darwin" else kib / 2**10  # bytes on macOS
+
+def proc_mib(field):  # Linux: VmHWM (peak) and VmRSS (now) of this process image
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        return None
+
+out_import = peak_mib()  # the interpreter, torch (and descentlab)
+torch.manual_seed(0)
+d = spec["width"]
+model = torch.nn.Sequential(*[torch.nn.Linear(d, d) for _ in range(spec["layers"])])
+x = torch.randn(spec["batch"], d)
+out = {"numel": sum(p.numel() for p in model.parameters()),
+       "tensors": len(list(model.parameters()))}
+model(x).sum().backward()
+model.zero_grad()
+out["peak_import_mib"] = out_import
+out["peak_model_mib"] = peak_mib()  # model + one backward's gradients, no optimizer
+variant = spec["variant"]
+if variant == "torch fused":
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+elif variant == "descentlab auto":
+    opt = descentlab.torch.AdamW(model.parameters(), lr=1e-4)
+else:
+    opt = descentlab.torch.AdamW(model.parameters(), lr=1e-4, engine="flat")
+times = []
+for _ in range(spec["steps"]):
+    t = time.perf_counter()
+    model(x).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    times.append(time.perf_counter() - t)
+out["peak_mib"] = peak_mib()
+out["vmhwm_mib"] = proc_mib("VmHWM")  # cross-check of peak_mib
+out["rss_end_mib"] = proc_mib("VmRSS")
+out["children_peak_mib"] = peak_mib(resource.RUSAGE_CHILDREN)  # compile workers, if any
+out["first_step_s"] = times[0]
+out["last_step_s"] = times[-1]
+out["engine_counts"] = getattr(opt, "engine_counts", None)
+print(json.dumps(out))
+"""
+
+
+def memory_models(scale: float = 1.0) -> list[dict[str, int]]:
+    """The two model sizes of the memory measurement: Linear width and depth."""
+    width = max(16, round(MEMORY_WIDTH * math.sqrt(scale)))
+    per_layer = width * width + width
+    small, large = (max(1, round(n * scale / per_layer)) for n in MEMORY_SIZES)
+    return [{"width": width, "layers": small}, {"width": width, "layers": max(small + 1, large)}]
+
+
+def _child_command(spec: dict[str, Any]) -> list[str]:
+    """The command of one memory process, started through a small shell.
+
+    Linux carries ``ru_maxrss`` across ``execve`` from the memory image being replaced:
+    a child started straight from this (large) process would report at least this process's
+    resident size. A shell that forks before running Python starts it from the shell's own
+    small image (the trailing ``exit`` keeps bash from exec-ing in place).
+    """
+    argv = [sys.executable, "-c", _MEMORY_CHILD, json.dumps(spec)]
+    if sys.platform.startswith("linux") and Path("/bin/sh").exists():
+        return ["/bin/sh", "-c", '"$0" "$@"; exit $?', *argv]
+    return argv
+
+
+def _memory_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        done = subprocess.run(
+            _child_command(spec),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**spec, "error": f"exit {done.returncode}: {tail[:300]}"}
+    return {**spec, **json.loads(lines[-1])}
+
+
+def _fit(points: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    """Slope (MiB per million parameters) and intercept (MiB) through the two sizes."""
+    (n0, m0), (n1, m1) = ((p["numel"] / 1e6, p[key]) for p in points)
+    slope = (m1 - m0) / (n1 - n0)
+    return slope, m0 - slope * n0
+
+
+def memory(
+    scale: float = 1.0,
+    steps: int = 5,
+    batch: int = 8,
+    jobs: int = 2,
+    timeout: float = 900.0,
+    progress: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Peak RSS per variant at two model sizes, each in its own process; slope and intercept."""
+    specs = [
+        {"variant": v, "steps": steps, "batch": batch, **m}
+        for m in memory_models(scale)
+        for v in MEMORY_VARIANTS
+    ]
+    progress(f"memory: {len(specs)} processes, {jobs} at a time")
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        runs = list(pool.map(lambda s: _memory_child(s, timeout), specs))
+    variants: dict[str, dict[str, Any]] = {}
+    for v in MEMORY_VARIANTS:
+        points = [r for r in runs if r["variant"] == v]
+        entry: dict[str, Any] = {"runs": points}
+        errors = [r["error"] for r in points if "error" in r]
+        if errors:
+            entry["error"] = errors[0]
+        else:
+            slope, intercept = _fit(points, "peak_mib")
+            model_slope, _ = _fit(points, "peak_model_mib")
+            entry.update(
+                {
+                    "peak_mib": [r["peak_mib"] for r in points],
+                    "numel": [r["numel"] for r in points],
+                    "mib_per_m_params": slope,
+                    "bytes_per_param": slope * 2**20 / 1e6,
+                    "fixed_mib": intercept,
+                    # what the optimizer adds on top of model + gradients, per parameter
+                    "optimizer_bytes_per_param": (slope - model_slope) * 2**20 / 1e6,
+                }
+            )
+        variants[v] = entry
+    fused = variants["torch fused"].get("mib_per_m_params")
+    for entry in variants.values():
+        if "mib_per_m_params" in entry:
+            ok = fused is not None and fused > 0
+            entry["slope_vs_fused"] = entry["mib_per_m_params"] / fused if ok else None
+    return {
+        "models": memory_models(scale),
+        "steps": steps,
+        "batch": batch,
+        "jobs": jobs,
+        "optimizer": "adamw",
+        "variants": variants,
+    }
+
+
+# ------------------------------------------------------------------------------------ run
 
 
 def run(
@@ -117,60 +450,45 @@ def run(
     reps: int = 15,
     progress: Callable[[str], None] = lambda s: None,
     device: str = "cpu",
+    warmup: int = 2,
+    measure_memory: bool = True,
+    memory_jobs: int = 2,
 ) -> dict[str, Any]:
-    """Time every variant; returns a JSON-able report (also the numpy comparison)."""
+    """Time every variant (and measure peak memory); returns a JSON-able report."""
     optimizers = optimizers or list(TORCH)
     all_layouts = layouts(scale)
-    layout_names = layout_names or list(all_layouts)
+    keys = [layout_key(n) for n in layout_names] if layout_names else list(all_layouts)
     load_before = os.getloadavg()
-    bandwidth = stream_bandwidth(max(1_000_000, int(50_000_000 * scale)), device=device)
+    bandwidth = stream_bandwidth(max(1_000_000, all_layouts["big"].numel), device=device)
     rows = []
-    for lname in layout_names:
-        shapes = all_layouts[lname]
-        numel = sum(int(np.prod(s)) for s in shapes)
+    for key in dict.fromkeys(keys):
+        layout = all_layouts[key]
         for name in optimizers:
-            progress(f"{name} on {lname}")
-            variants = _variants(name, shapes, device)
-            for fn in variants.values():  # warm up
-                fn()
-            times: dict[str, list[float]] = {k: [] for k in variants}
-            for _ in range(reps):
-                for label, fn in variants.items():
-                    t = time.perf_counter()
-                    fn()
-                    times[label].append(time.perf_counter() - t)
-            med = {k: statistics.median(v) for k, v in times.items()}
-            best_torch = min(v for k, v in med.items() if k.startswith("torch"))
-            for label, t in med.items():
-                rows.append(
-                    {
-                        "layout": lname,
-                        "optimizer": name,
-                        "variant": label,
-                        "tensors": len(shapes),
-                        "numel": numel,
-                        "ms": t * 1e3,
-                        "steps_per_s": 1 / t,
-                        "gb_per_s": BYTES[name] * numel / t / 1e9,
-                        "vs_torch_fastest": best_torch / t,
-                    }
-                )
-            del variants
-    report = {
+            progress(f"{name} on {layout.label}")
+            rows += _time_case(name, layout, device, reps, warmup)
+    load_after_timing = os.getloadavg()
+    report: dict[str, Any] = {
         "machine": {
             "device": device if device == "cpu" else torch.cuda.get_device_name(device),
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
+            "python": sys.version.split()[0],
             "threads": torch.get_num_threads(),
             "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
+            "loadavg_after_timing": load_after_timing,
         },
+        "loop": "fresh gradient tensors each step (clone, untimed); "
+        "timed: step() + zero_grad() (set_to_none=True)",
         "stream_gb_per_s": bandwidth,
         "scale": scale,
         "reps": reps,
+        "warmup": warmup,
         "rows": rows,
         "numpy": numpy_vs_seed(max(10_000, int(10_000_000 * scale)), reps),
     }
+    if measure_memory:
+        report["memory"] = memory(scale, jobs=memory_jobs, progress=progress)
+    report["machine"]["loadavg_after"] = os.getloadavg()
     return report
 
 
@@ -216,28 +534,104 @@ def numpy_vs_seed(n: int, reps: int) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------------- report
+
+
+def _cases(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    cases: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        cases.setdefault((r["layout"], r["optimizer"]), {})[r["variant"]] = r
+    return cases
+
+
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # a file or pipe: no need to wrap
+    m = report["machine"]
+    cases = _cases(report["rows"])
+    present = [v for v in VARIANTS if any(v in c for c in cases.values())]
     table = Table(
-        title=f"optimizer step, fp32, {report['machine']['cpus']} CPUs "
-        f"(stream a+=s*b: {report['stream_gb_per_s']:.1f} GB/s)"
+        title=f"step() + zero_grad() with fresh gradients, fp32, ms (median of "
+        f"{report['reps']}); ours: x = torch baseline time / ours, > 1 is faster",
+        caption=f"{m['cpus']} CPUs, {m['threads']} threads, torch {m['torch']}; "
+        f"stream a+=s*b {report['stream_gb_per_s']:.1f} GB/s; baseline: torch fused "
+        "(rmsprop: torch's fastest)",
     )
-    for col in ("layout", "optimizer", "variant", "ms/step", "GB/s", "% stream", "vs torch best"):
-        table.add_column(col, justify="right" if col[0] in "mGv%" else "left")
-    for r in report["rows"]:
-        table.add_row(
-            r["layout"],
-            r["optimizer"],
-            r["variant"],
-            f"{r['ms']:.2f}",
-            f"{r['gb_per_s']:.1f}",
-            f"{100 * r['gb_per_s'] / report['stream_gb_per_s']:.0f}",
-            f"{r['vs_torch_fastest']:.2f}x",
-        )
+    table.add_column("layout")
+    table.add_column("params", justify="right")
+    table.add_column("optimizer")
+    for v in present:
+        table.add_column(v.replace("descentlab ", "ours "), justify="right")
+    table.add_column("fastest % stream", justify="right")
+    for (layout, name), c in cases.items():
+        cells = []
+        for v in present:
+            r = c.get(v)
+            if r is None:
+                cells.append("-")
+            elif v.startswith("torch"):
+                mark = "*" if v == r["baseline"] else ""
+                cells.append(f"{r['ms']:.2f}{mark}")
+            else:
+                color = "green" if r["ratio"] >= 1 else "red"
+                cells.append(f"{r['ms']:.2f} [{color}]{r['ratio']:.2f}x[/]")
+        fastest = max(c.values(), key=lambda r: r["gb_per_s"])
+        pct = 100 * fastest["gb_per_s"] / report["stream_gb_per_s"]
+        any_row = next(iter(c.values()))
+        cells.append(f"{pct:.0f}% {fastest['variant'].split()[-1]}")
+        table.add_row(layout, human(any_row["numel"]), name, *cells)
     console.print(table)
+
+    first = Table(title="first step (ms; where descentlab compiles, once per process)")
+    first.add_column("layout")
+    first.add_column("optimizer")
+    for v in present:
+        first.add_column(v.replace("descentlab ", "ours "), justify="right")
+    for (layout, name), c in cases.items():
+        first.add_row(
+            layout, name, *(f"{c[v]['first_step_ms']:.0f}" if v in c else "-" for v in present)
+        )
+    console.print(first)
+    for r in report["rows"]:
+        for w in r.get("warnings", []):
+            console.print(f"[yellow]warning[/] {r['layout']} {r['optimizer']} {r['variant']}: {w}")
+
+    mem = report.get("memory")
+    if mem:
+        sizes = [human(m_["width"] * (m_["width"] + 1) * m_["layers"]) for m_ in mem["models"]]
+        table = Table(
+            title=f"peak RSS, AdamW, {mem['steps']} steps of model(x).sum().backward() on a "
+            f"stack of Linear layers (one process each)"
+        )
+        table.add_column("variant")
+        for s in sizes:
+            table.add_column(f"peak MiB @ ~{s}", justify="right")
+        for col in (
+            "MiB / M params",
+            "bytes / param",
+            "of which optimizer",
+            "fixed MiB",
+            "slope vs fused",
+        ):
+            table.add_column(col, justify="right")
+        for v, e in mem["variants"].items():
+            if "error" in e:
+                table.add_row(v, f"[red]{e['error']}[/]")
+                continue
+            table.add_row(
+                v,
+                *(f"{x:.0f}" for x in e["peak_mib"]),
+                f"{e['mib_per_m_params']:.1f}",
+                f"{e['bytes_per_param']:.1f}",
+                f"{e['optimizer_bytes_per_param']:.1f}",
+                f"{e['fixed_mib']:.0f}",
+                "-" if e["slope_vs_fused"] is None else f"{e['slope_vs_fused']:.2f}x",
+            )
+        console.print(table)
     npy = report["numpy"]
     console.print(
         f"NumPy Adam at {npy['numel']:,} params: "
@@ -245,8 +639,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"descentlab reference {npy['descentlab reference ms']:.1f} ms, compiled "
         f"{npy['descentlab compiled ms']:.1f} ms ({npy['compiled speed-up vs seed']:.1f}x the seed)"
     )
-    m = report["machine"]
-    console.print(f"load average before {m['loadavg_before']}, after {m['loadavg_after']}")
+    console.print(
+        f"load average before {m['loadavg_before']}, after timing {m['loadavg_after_timing']}, "
+        f"after {m['loadavg_after']}"
+    )
 
 
 def save(report: dict[str, Any], path: Path) -> None:

@@ -118,6 +118,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    if args.scale <= 0 or args.reps < 1 or args.warmup < 0 or args.memory_jobs < 1:
+        print(
+            "descentlab: error: --scale must be > 0, --reps and --memory-jobs >= 1, --warmup >= 0",
+            file=sys.stderr,
+        )
+        return 2
     report = bench.run(
         args.optimizers,
         args.layouts,
@@ -125,6 +131,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         reps=args.reps,
         progress=lambda s: console.log(f"timing {s}"),
         device=args.device,
+        warmup=args.warmup,
+        measure_memory=not args.no_memory,
+        memory_jobs=args.memory_jobs,
     )
     bench.print_report(report)
     bench.save(report, out)
@@ -222,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import bench
 
-    p = sub.add_parser("bench", help="time optimizer steps against torch.optim (ratios)")
+    p = sub.add_parser(
+        "bench",
+        help="time step() + zero_grad() with fresh gradients against torch.optim (ratios), "
+        "and peak memory per variant",
+    )
     p.add_argument(
         "--optimizers",
         type=_csv(list(bench.TORCH), "optimizer"),
@@ -231,17 +244,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--layouts",
-        type=_csv(list(bench.layouts()), "layout"),
+        type=_csv(bench.LAYOUT_NAMES, "layout"),
         default=None,
-        help="comma list of layouts (default: all)",
+        help="comma list from big (1 x 20M), many-small (5000 x 1k), gpt (transformer mix); "
+        "default: all",
     )
     p.add_argument(
         "--scale",
         type=float,
         default=1.0,
-        help="shrink every layout by this factor for a quick run (default 1)",
+        help="shrink every layout and the memory models by this factor for a quick run (default 1)",
     )
     p.add_argument("--reps", type=int, default=15, help="timed steps per variant (default 15)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed steps per variant after the first (compiling) one (default 2)",
+    )
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the peak-memory measurement (separate processes, 20M and 60M parameters "
+        "times --scale)",
+    )
+    p.add_argument(
+        "--memory-jobs",
+        type=int,
+        default=2,
+        help="memory-measuring processes run at once (default 2)",
+    )
     p.add_argument("--out", default="bench.json", help="JSON file for the results")
     p.add_argument(
         "--device",

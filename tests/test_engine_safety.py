@@ -1,0 +1,278 @@
+"""The default engine keeps the drop-in promise: nothing the ecosystem sees changes.
+
+Each test runs the loop users write (fresh gradients from backward, ``zero_grad()`` with its
+default) against ``torch.optim`` on the same setup, and asserts through ``engine_counts``
+that the fast path really ran (or really fell back) where it must.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import warnings
+
+import pytest
+import torch
+
+import descentlab.torch as dt
+from descentlab.engines import compiled
+from helpers import rel_err
+
+TOL = 1e-12
+
+
+def _net(seed: int = 0, layers: int = 9, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    mods: list[torch.nn.Module] = []
+    for _ in range(layers):
+        mods += [torch.nn.Linear(6, 6), torch.nn.Tanh()]
+    return torch.nn.Sequential(*mods, torch.nn.Linear(6, 2)).to(dtype)  # 20 tensors
+
+
+def _train(model, opt, steps: int = 8, seed: int = 1, hook=None) -> None:  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    for step in range(steps):
+        x = torch.randn(16, 6, generator=gen, dtype=torch.float64).to(dtype)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        if hook is not None:
+            hook(step, model, opt)
+        opt.step()
+
+
+def _assert_same(model, twin, opt, ref, tol: float = TOL) -> None:  # type: ignore[no-untyped-def]
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert rel_err(p, q) <= tol
+        mine, theirs = opt.state.get(p, {}), ref.state.get(q, {})
+        assert set(theirs) <= set(mine)  # descentlab's SGD also keeps a step count
+        for key, value in theirs.items():
+            assert rel_err(mine[key], value) <= tol, key
+
+
+def test_default_engine_never_moves_storage_and_equals_torch() -> None:
+    model, twin = _net(), _net()
+    ptrs = [(p.data_ptr(), p.untyped_storage().data_ptr()) for p in model.parameters()]
+    opt = dt.AdamW(model.parameters(), lr=1e-2)
+    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
+    seen: list[tuple[int, ...]] = []
+
+    def grads_in_place(step, m, o):  # type: ignore[no-untyped-def]
+        seen.append(tuple(p.grad.data_ptr() for p in m.parameters()))
+
+    _train(model, opt, hook=grads_in_place)
+    _train(twin, ref)
+    assert opt.engine_counts["compiled"] == 8 * 20  # every parameter, every step, on the fast path
+    assert opt.engine_counts["reference"] == 0
+    assert [(p.data_ptr(), p.untyped_storage().data_ptr()) for p in model.parameters()] == ptrs
+    for p in model.parameters():  # each parameter and each state tensor owns its storage
+        assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
+        for value in opt.state[p].values():
+            assert value.untyped_storage().nbytes() == value.numel() * value.element_size()
+    _assert_same(model, twin, opt, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_compiled_engine_in_low_precision_matches_the_reference(dtype: torch.dtype) -> None:
+    runs = []
+    for engine in ("reference", "compiled"):
+        model = _net(dtype=dtype)
+        opt = dt.Adam(model.parameters(), lr=1e-2, engine=engine)
+        _train(model, opt)
+        runs.append((model, opt))
+    (ref_model, ref), (model, opt) = runs
+    assert opt.engine_counts["compiled"] == 8 * 20
+    tol = 2e-6 if dtype == torch.float32 else 1e-2
+    _assert_same(model, ref_model, opt, ref, tol)
+
+
+def test_a_late_gradient_gets_its_own_step_count_and_stays_on_the_fast_path() -> None:
+    model, twin = _net(), _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2)
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+
+    def late(step, m, o):  # type: ignore[no-untyped-def]
+        if step < 3:
+            m[0].weight.grad = None  # its first gradient arrives at step 3
+        if step == 5:
+            m[2].bias.grad = None  # and another one misses a step mid-run
+
+    _train(model, opt, hook=late)
+    _train(twin, ref, hook=late)
+    assert opt.state[model[0].weight]["step"].item() == 5
+    assert opt.state[model[2].bias]["step"].item() == 7
+    assert opt.engine_counts["compiled"] == 8 * 20 - 3 - 1  # never pushed off the fast path
+    assert opt.engine_counts["reference"] == 0
+    _assert_same(model, twin, opt, ref)
+
+
+def test_state_replaced_on_any_parameter_is_seen() -> None:
+    model, twin = _net(), _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2)
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+
+    def reset(step, m, o):  # type: ignore[no-untyped-def]
+        if step == 4:  # not the first parameter: every parameter's state is checked
+            params = list(m.parameters())
+            o.state[params[7]] = {}
+            o.state[params[11]]["exp_avg"] = torch.zeros_like(params[11])
+
+    _train(model, opt, hook=reset)
+    _train(twin, ref, hook=reset)
+    _assert_same(model, twin, opt, ref)
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_duplicate_and_tied_parameters_step_as_in_torch(name: str) -> None:
+    # torch.optim.SGD gathers momentum buffers before stepping, so a parameter listed twice
+    # starts two buffers at its first step (the last one wins); every later step, and Adam
+    # always, step the parameter twice in a row, which is what descentlab does. The SGD case
+    # therefore ties parameters without listing one twice.
+    duplicate = name == "Adam"
+
+    def build(seed: int) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+        model = _net(seed)
+        params = list(model.parameters())
+        model[2].weight.data = model[0].weight.data  # tied through .data: one storage
+        return model, [*params, params[4]] if duplicate else params
+
+    hp = {"lr": 1e-2} if duplicate else {"lr": 0.1, "momentum": 0.9}
+    model, params = build(0)
+    twin, twin_params = build(0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "optimizer contains a parameter group with duplicate")
+        opt = getattr(dt, name)(params, **hp)
+        ref = getattr(torch.optim, name)(twin_params, **hp)
+    _train(model, opt)
+    _train(twin, ref)
+    assert model[2].weight.data_ptr() == model[0].weight.data_ptr()  # still tied
+    clashing = 4 if duplicate else 2  # both tied entries (and both entries of the duplicate)
+    assert opt.engine_counts["compiled"] == 8 * (len(params) - clashing)
+    assert opt.engine_counts["reference"] == 8 * clashing
+    _assert_same(model, twin, opt, ref)
+
+
+@pytest.mark.parametrize("engine", ["flat", "flat-eager"])
+def test_flat_engine_refuses_what_it_cannot_rehome(engine: str) -> None:
+    model, twin = _net(), _net()
+    model[2].weight.data = model[0].weight.data
+    twin[2].weight.data = twin[0].weight.data
+    opt = dt.Adam(model.parameters(), lr=1e-2, engine=engine)
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+    with pytest.warns(RuntimeWarning, match="share memory") as record:
+        _train(model, opt)
+    assert len(record) == 1  # one warning, not one per step
+    _train(twin, ref)
+    assert opt.engine_counts[engine] == 0 and not opt._buckets
+    assert model[2].weight.data_ptr() == model[0].weight.data_ptr()
+    _assert_same(model, twin, opt, ref)
+
+
+def test_flat_engine_is_opt_in_and_observable() -> None:
+    model, twin = _net(), _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2, engine="flat")
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+    _train(model, opt)
+    _train(twin, ref)
+    assert opt.engine_counts["flat"] == 8 * 20
+    ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(ptrs) == 1  # re-homed: what the README warns about
+    _assert_same(model, twin, opt, ref)
+
+
+@pytest.mark.parametrize(
+    "restore",
+    ["load_state_dict", "pickle", "deepcopy"],
+)
+def test_settings_survive_resume(restore: str) -> None:
+    model = _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2, skip_nonfinite=True, engine="compiled")
+    model[0].weight.grad = torch.full_like(model[0].weight, float("nan"))
+    opt.step()
+    assert opt.skipped_steps == 1
+    if restore == "load_state_dict":
+        fresh = dt.Adam(model.parameters(), lr=1e-2, skip_nonfinite=True, engine="compiled")
+        fresh.skipped_steps = 1
+        fresh.load_state_dict(opt.state_dict())  # ends in __setstate__, as in torch
+        restored = fresh
+    elif restore == "pickle":
+        restored = pickle.loads(pickle.dumps(opt))
+    else:
+        restored = copy.deepcopy(opt)
+    assert restored.engine == "compiled"
+    assert restored.skip_nonfinite is True
+    assert restored.skipped_steps == 1
+    if restore == "load_state_dict":
+        before = model[0].weight.detach().clone()
+        restored.step()  # the NaN gradient must still be refused
+        assert torch.equal(model[0].weight, before)
+        assert restored.skipped_steps == 2
+
+
+def test_safetensors_save_model_round_trip_after_default_training(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    model, twin = _net(), _net()
+    opt = dt.AdamW(model.parameters(), lr=1e-2)
+    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
+    _train(model, opt)
+    _train(twin, ref)
+    assert opt.engine_counts["compiled"] > 0
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_model(model, str(path))  # refuses shared storage
+    loaded = _net(seed=5)
+    missing, unexpected = safetensors_torch.load_model(loaded, str(path))
+    assert not missing and not unexpected
+    for p, q in zip(loaded.parameters(), twin.parameters(), strict=True):
+        assert rel_err(p, q) <= TOL
+    # one layer's state_dict holds that layer only
+    buf = io.BytesIO()
+    torch.save(model[0].state_dict(), buf)
+    assert buf.tell() < 4 * 1024  # 42 float64 weights; a shared buffer would be ~8x that
+
+
+def test_compile_unavailable_falls_back_with_one_warning(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(compiled, "_KERNELS", {})
+    monkeypatch.setattr(compiled, "_FAILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    model, twin = _net(), _net()
+    opt = dt.RMSprop(model.parameters(), lr=1e-2, engine="compiled")
+    ref = torch.optim.RMSprop(twin.parameters(), lr=1e-2)
+    with pytest.warns(RuntimeWarning, match="unavailable") as record:
+        _train(model, opt)
+    assert len(record) == 1
+    _train(twin, ref)
+    assert opt.engine_counts["compiled"] == 0
+    assert opt.engine_counts["reference"] == 8 * 20
+    _assert_same(model, twin, opt, ref)
+
+
+def test_gradients_the_kernel_cannot_read_in_place_go_to_the_reference() -> None:
+    model, twin = _net(), _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2, engine="compiled")
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+
+    def odd(step, m, o):  # type: ignore[no-untyped-def]
+        if step == 2:  # a transposed (non-contiguous) gradient, assigned by user code
+            g = m[4].weight.grad
+            m[4].weight.grad = g.t().contiguous().t()
+            assert not m[4].weight.grad.is_contiguous()
+
+    _train(model, opt, hook=odd)
+    _train(twin, ref, hook=odd)
+    assert opt.engine_counts["reference"] == 1
+    assert opt.engine_counts["compiled"] == 8 * 20 - 1
+    _assert_same(model, twin, opt, ref)
+
+
+def test_auto_leaves_small_groups_to_the_reference() -> None:
+    model = torch.nn.Linear(3, 1)
+    opt = dt.Adam(model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.ones(2, 3)).sum().backward()
+        opt.step()
+    assert opt.engine_counts == {**opt.engine_counts, "reference": 2, "compiled": 0}
