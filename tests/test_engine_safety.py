@@ -169,7 +169,8 @@ def test_flat_engine_refuses_what_it_cannot_rehome(engine: str) -> None:
     _assert_same(model, twin, opt, ref)
 
 
-def test_flat_engine_is_opt_in_and_observable() -> None:
+def test_flat_engine_is_opt_in_observable_and_unflattens_for_saving(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    safetensors_torch = pytest.importorskip("safetensors.torch")
     model, twin = _net(), _net()
     opt = dt.Adam(model.parameters(), lr=1e-2, engine="flat")
     ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
@@ -178,6 +179,14 @@ def test_flat_engine_is_opt_in_and_observable() -> None:
     assert opt.engine_counts["flat"] == 8 * 20
     ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert len(ptrs) == 1  # re-homed: what the README warns about
+    with pytest.raises(RuntimeError):
+        safetensors_torch.save_model(model, str(tmp_path / "shared.safetensors"))
+    opt.unflatten()
+    assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == 20
+    safetensors_torch.save_model(model, str(tmp_path / "model.safetensors"))
+    _train(model, opt, seed=2)  # re-homes again and goes on in lock-step
+    _train(twin, ref, seed=2)
+    assert opt.engine_counts["flat"] == 16 * 20
     _assert_same(model, twin, opt, ref)
 
 

@@ -193,6 +193,25 @@ class Optimizer(torch.optim.Optimizer):
             self._reference_step(rest, rule, hp)
         return loss
 
+    def unflatten(self) -> None:
+        """Give every parameter and state tensor its own storage back (``engine="flat"``).
+
+        The flat engines re-home a group into one buffer; call this before saving with tools
+        that refuse or drop shared storage (``safetensors.torch.save_model``, accelerate's
+        ``save_model``) or before handing the model to ZeRO/FSDP. The next flat step re-homes
+        them again (one copy). A no-op with the other engines, which never move storage.
+        """
+        for bucket in self._buckets.values():
+            for p in bucket.params:
+                p.data = p.data.clone()
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
+                state = self.state[p]
+                for key, value in list(state.items()):
+                    if isinstance(value, torch.Tensor):
+                        state[key] = value.clone()
+        self._buckets = {}
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch.optim; with a flat engine ``set_to_none=False`` zeroes one buffer."""
         if set_to_none or not self._buckets:
