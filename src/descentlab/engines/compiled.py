@@ -12,10 +12,12 @@ Why it is built this way:
   sizes, whatever the model: one graph per (rule, dtype, device, size class), compiled once
   per process on synthetic inputs. A partly filled last chunk is padded with tiny dummy
   tensors rather than compiled again.
-* **No guards at run time.** Dynamo's guards cost microseconds per tensor, more than the
-  math of a small tensor. They are dropped; instead the host side only ever passes tensors
-  it has checked itself: 1-D, contiguous, of the kernel's dtype and device, gradient and
-  state shaped like the parameter, at least 2 elements (sizes 0 and 1 would be specialised).
+* **No guards at run time.** Dynamo's per-call machinery (guards, unpacking the lists,
+  reading each dynamic size) costs microseconds per tensor, more than the math of a small
+  tensor. Dynamo traces once; the inductor-compiled graph is then called directly with its
+  inputs gathered by one generated function. The host side only ever passes tensors it
+  has checked itself: 1-D, contiguous, of the kernel's dtype and device, gradient and state
+  shaped like the parameter, at least 2 elements (sizes 0 and 1 would be specialised).
   The synthetic inputs have pairwise different sizes, so the graph never assumes that two
   tensors of a chunk are the same size.
 * **Per-parameter step counts.** Coefficients (lr, bias corrections...) arrive as one row
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -60,9 +63,8 @@ def size_class(numel: int) -> str:
     return "small" if numel < SMALL else "large"
 
 
-def _drop_guards(entries: Sequence[Any]) -> list[bool]:
-    # The host side checks every input itself (see the module docstring).
-    return [False] * len(entries)
+# What a graph input of a chunk function may be: a list element, or one of its sizes.
+_SOURCE = re.compile(r"L\['\w+'\](\[\d+\])*(\.size\(\)\[\d+\])?")
 
 
 def _chunk_function(rule: Rule, names: tuple[str, ...], k: int, in_graph_steps: bool) -> Any:
@@ -98,12 +100,8 @@ class Kernel:
         self.k = CHUNK[cls]
         self.in_graph_steps = device.type == "cpu"  # step counters live on the CPU
         fn = _chunk_function(rule, names, self.k, self.in_graph_steps)
-        self.fn = torch.compile(
-            fn,
-            dynamic=True,
-            fullgraph=True,
-            options={"guard_filter_fn": _drop_guards, "size_asserts": False},
-        )
+        self.direct: Callable[..., Any] | None = None
+        self.fn = torch.compile(fn, dynamic=True, fullgraph=True, backend=self._capture)
         self.slots = rule.slots
         self.cdtype = coefficient_dtype(dtype)
 
@@ -120,9 +118,11 @@ class Kernel:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
             self.fn(ps, gs, state, steps, cmat)
+        if self.direct is None:
+            raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
         # Padding for a partly filled chunk: two elements each, never read back.
         pad = tensors(self.k, 2)
-        self.pad = (
+        self.pad: tuple[Any, ...] = (
             pad,
             [torch.zeros_like(p) for p in pad],
             [[torch.zeros_like(p) for p in pad] for _ in self.slots],
@@ -142,13 +142,36 @@ class Kernel:
         if n < self.k:
             pp, pg, pst, psteps = self.pad
             ps, gs = ps + pp[n:], gs + pg[n:]
-            state = [s + pad[n:] for s, pad in zip(state, pst, strict=True)]
+            state = [s + extra[n:] for s, extra in zip(state, pst, strict=True)]
             steps = steps + psteps[n:]
         if not self.in_graph_steps:
             torch._foreach_add_(steps[:n], 1.0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.fn(ps, gs, state, steps, cmat)
+        assert self.direct is not None
+        self.direct({"ps": ps, "gs": gs, "state_lists": state, "steps": steps, "cmat": cmat})
+
+    def _capture(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        """Backend: compile the graph with inductor and keep a direct way to call it.
+
+        Dynamo's per-call machinery (frame evaluation, unpacking the lists, reading every
+        dynamic size through a wrapped call) costs more than the math of a small tensor. The
+        graph's inputs are known by their sources (``L['ps'][3]``, ``L['ps'][3].size()[0]``),
+        so one generated function gathers them straight from the arguments.
+        """
+        from torch._inductor.compile_fx import compile_fx
+
+        compiled: Any = compile_fx(gm, example_inputs, config_patches={"size_asserts": False})
+        sources = [
+            node.meta["grapharg"].source.name for node in gm.graph.nodes if node.op == "placeholder"
+        ]
+        if not all(map(_SOURCE.fullmatch, sources)):
+            raise RuntimeError(f"unexpected graph inputs {sources}")
+        gather = eval(f"lambda L: ({', '.join(sources)},)")  # only the names matched above
+
+        def direct(local: dict[str, Any]) -> None:
+            compiled(*gather(local))
+
+        self.direct = direct
+        return compiled
 
 
 def kernel(
