@@ -192,14 +192,16 @@ def kernel(
             _KERNELS[key] = Kernel(rule, names, dtype, device, cls, step_dtype)  # type: ignore[assignment]
             compiles += 1
         except Exception as exc:  # no C++ compiler, unsupported device...
+            first = not _FAILED
             _FAILED[key] = f"{exc!s:.300}"
-            warnings.warn(
-                f"descentlab: torch.compile is unavailable for rule {rule.name!r} on "
-                f"{dtype} {device} ({exc!s:.200}); the reference engine runs the same rule "
-                "one tensor at a time instead",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            if first:  # one warning per process; _FAILED keeps every reason
+                warnings.warn(
+                    f"descentlab: torch.compile is unavailable for rule {rule.name!r} on "
+                    f"{dtype} {device} ({exc!s:.200}); the reference engine runs the same "
+                    "rule one tensor at a time instead",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             return None
     return _KERNELS[key]  # type: ignore[return-value]
 
