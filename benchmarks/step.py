@@ -1,6 +1,10 @@
-"""Optimizer step benchmark (same as ``descentlab bench``); never collected by pytest.
+"""Optimizer benchmark (same as ``descentlab bench``); never collected by pytest.
 
-Run: python benchmarks/step.py [--scale 0.1] [--out bench.json]
+Times ``step()`` + ``zero_grad()`` with fresh gradient tensors each step, torch.optim's
+for-loop/foreach/fused against descentlab's default and flat engines, round-robin in one
+run, then measures peak RSS per variant in separate processes.
+
+Run: python benchmarks/step.py [--scale 0.05] [--no-memory] [--out bench.json]
 """
 
 import sys

@@ -291,8 +291,8 @@ import torch
 if spec["variant"] != "torch fused":
     import descentlab.torch
 
-def peak_mib(who=resource.RUSAGE_SELF):
-    kib = resource.getrusage(who).ru_maxrss
+def peak_mib():
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 2**20 if sys.platform == "darwin" else kib / 2**10  # bytes on macOS
 
 def proc_mib(field):  # Linux: VmHWM (peak) and VmRSS (now) of this process image
@@ -332,7 +332,6 @@ for _ in range(spec["steps"]):
 out["peak_mib"] = peak_mib()
 out["vmhwm_mib"] = proc_mib("VmHWM")  # cross-check of peak_mib
 out["rss_end_mib"] = proc_mib("VmRSS")
-out["children_peak_mib"] = peak_mib(resource.RUSAGE_CHILDREN)  # compile workers, if any
 out["first_step_s"] = times[0]
 out["last_step_s"] = times[-1]
 out["engine_counts"] = getattr(opt, "engine_counts", None)
@@ -459,6 +458,7 @@ def run(
     all_layouts = layouts(scale)
     keys = [layout_key(n) for n in layout_names] if layout_names else list(all_layouts)
     load_before = os.getloadavg()
+    cache = _inductor_cache()
     bandwidth = stream_bandwidth(max(1_000_000, all_layouts["big"].numel), device=device)
     rows = []
     for key in dict.fromkeys(keys):
@@ -473,9 +473,12 @@ def run(
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
             "python": sys.version.split()[0],
+            "descentlab": _source(),
             "threads": torch.get_num_threads(),
             "loadavg_before": load_before,
             "loadavg_after_timing": load_after_timing,
+            # compile times are shorter when torch.compile's on-disk cache is warm
+            "inductor_cache": cache,
         },
         "loop": "fresh gradient tensors each step (clone, untimed); "
         "timed: step() + zero_grad() (set_to_none=True)",
@@ -486,10 +489,40 @@ def run(
         "rows": rows,
         "numpy": numpy_vs_seed(max(10_000, int(10_000_000 * scale)), reps),
     }
-    if measure_memory:
+    if measure_memory and device == "cpu":  # host RSS says nothing about device memory
         report["memory"] = memory(scale, jobs=memory_jobs, progress=progress)
     report["machine"]["loadavg_after"] = os.getloadavg()
     return report
+
+
+def _source() -> dict[str, Any]:
+    """descentlab's version, and the git commit it runs from (with uncommitted edits?)."""
+    from . import __version__
+
+    here = Path(__file__).resolve().parent
+    out: dict[str, Any] = {"version": __version__, "commit": None, "dirty": None}
+    try:
+        git = ["git", "-C", str(here)]
+        rev = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        if rev.returncode == 0:
+            out["commit"] = rev.stdout.strip()
+            diff = subprocess.run(
+                [*git, "status", "--porcelain", "--", str(here)], capture_output=True, text=True
+            )
+            out["dirty"] = bool(diff.stdout.strip())
+    except OSError:  # no git: the version says enough
+        pass
+    return out
+
+
+def _inductor_cache() -> dict[str, Any]:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        path = cache_dir()
+    except Exception:  # a private API: only context for the compile times
+        return {"dir": None, "existed": None}
+    return {"dir": path, "existed": os.path.isdir(path)}
 
 
 def _seed_adam_update(w, grad, m, v, t, alpha=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):  # type: ignore[no-untyped-def]
@@ -605,7 +638,7 @@ def print_report(report: dict[str, Any]) -> None:
         sizes = [human(m_["width"] * (m_["width"] + 1) * m_["layers"]) for m_ in mem["models"]]
         table = Table(
             title=f"peak RSS, AdamW, {mem['steps']} steps of model(x).sum().backward() on a "
-            f"stack of Linear layers (one process each)"
+            f"stack of Linear layers (a fresh process each; 1st step includes compiling)"
         )
         table.add_column("variant")
         for s in sizes:
@@ -616,6 +649,7 @@ def print_report(report: dict[str, Any]) -> None:
             "of which optimizer",
             "fixed MiB",
             "slope vs fused",
+            "1st step s",
         ):
             table.add_column(col, justify="right")
         for v, e in mem["variants"].items():
@@ -630,6 +664,7 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{e['optimizer_bytes_per_param']:.1f}",
                 f"{e['fixed_mib']:.0f}",
                 "-" if e["slope_vs_fused"] is None else f"{e['slope_vs_fused']:.2f}x",
+                " / ".join(f"{r['first_step_s']:.1f}" for r in e["runs"]),
             )
         console.print(table)
     npy = report["numpy"]

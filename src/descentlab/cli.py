@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-memory",
         action="store_true",
-        help="skip the peak-memory measurement (separate processes, 20M and 60M parameters "
-        "times --scale)",
+        help="skip the peak-memory measurement (CPU only: a process per variant and size, "
+        "20M and 60M parameters times --scale)",
     )
     p.add_argument(
         "--memory-jobs",
