@@ -42,7 +42,7 @@ from ..rules.base import Rule
 from .reference import compute, write_back
 
 SMALL = 1 << 15  # elements: below this a tensor's loop runs on one thread
-CHUNK = {"small": 16, "large": 16}  # tensors per compiled call, by size class
+CHUNK = {"small": 16, "large": 4}  # tensors per compiled call, by size class
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _KERNELS: dict[tuple[Any, ...], Callable[..., None]] = {}
