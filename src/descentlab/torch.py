@@ -34,7 +34,7 @@ __all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
 # "auto" compiles a group from this many tensors or elements on (below, compiling costs more
 # than it can save).
 AUTO_TENSORS = 16
-AUTO_NUMEL = 1 << 20
+AUTO_NUMEL = 1 << 16
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -83,7 +83,7 @@ class Optimizer(torch.optim.Optimizer):
       reading every tensor where it is (no storage moves, no gradient copy); per-parameter
       step counts; see :mod:`descentlab.engines.compiled`. Falls back to the reference, with
       one warning, where compiling is unavailable;
-    * ``"auto"`` (default): ``"compiled"`` for groups of at least 16 tensors or 2**20
+    * ``"auto"`` (default): ``"compiled"`` for groups of at least 16 tensors or 2**16
       elements, else ``"reference"``;
     * ``"flat"`` / ``"flat-eager"`` (opt-in): each group's parameters are **re-homed** as
       views of one contiguous buffer and stepped by ONE compiled (or eager) pass. This
