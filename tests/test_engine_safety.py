@@ -285,3 +285,21 @@ def test_auto_leaves_small_groups_to_the_reference() -> None:
         model(torch.ones(2, 3)).sum().backward()
         opt.step()
     assert opt.engine_counts == {**opt.engine_counts, "reference": 2, "compiled": 0}
+
+
+def test_parameters_tied_mid_run_leave_the_fast_path_together() -> None:
+    model, twin = _net(), _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2, engine="compiled")
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+
+    def tie(step, m, o):  # type: ignore[no-untyped-def]
+        if step == 3:  # tied after the optimizer was built: the overlap is found then
+            with torch.no_grad():
+                m[2].weight.data = m[0].weight.data
+
+    _train(model, opt, hook=tie)
+    _train(twin, ref, hook=tie)
+    assert model[2].weight.data_ptr() == model[0].weight.data_ptr()
+    assert opt.engine_counts["reference"] == 5 * 2  # both tied ones, from step 3 on
+    assert opt.engine_counts["compiled"] == 8 * 20 - 5 * 2
+    _assert_same(model, twin, opt, ref)

@@ -239,8 +239,7 @@ def overlapping(params: Sequence[torch.Tensor]) -> set[int]:
 
 
 _GRAD = operator.attrgetter("grad")
-_DTYPE = operator.attrgetter("dtype")
-_SHAPE = operator.attrgetter("shape")
+_META = operator.attrgetter("layout", "dtype", "device", "shape")
 _STEP = operator.itemgetter("step")
 _FLAT = operator.methodcaller("view", -1)
 _CONTIGUOUS = operator.methodcaller("is_contiguous")
@@ -260,15 +259,14 @@ class GroupPlan:
         self.members = members
         self.rule = rule
         self.scalar_dtype = scalar_dtype
-        ok = [i for i, p in enumerate(members) if eligible(p)]
-        clash = overlapping([members[i] for i in ok])
-        chosen = [i for j, i in enumerate(ok) if j not in clash]
-        self.eligible = [members[i] for i in chosen]
-        inside = set(chosen)
-        self.rest = [p for i, p in enumerate(members) if i not in inside]
+        chosen = {i for i, p in enumerate(members) if eligible(p)}
+        self.eligible = [p for i, p in enumerate(members) if i in chosen]
+        self.rest = [p for i, p in enumerate(members) if i not in chosen]
         self.numel = sum(p.numel() for p in self.eligible)
         self._steady = False
         self._mask: list[bool] = []
+        self.extra: list[torch.Tensor] = []
+        self.retry: list[torch.Tensor] = []
 
     def same_group(self, members: list[torch.Tensor], rule: Rule) -> bool:
         return (
@@ -288,11 +286,20 @@ class GroupPlan:
         """
         grads = list(map(_GRAD, self.eligible))
         mask = list(map(operator.is_not, grads, itertools.repeat(None)))
-        extra: list[torch.Tensor] = []
-        if self._steady and mask == self._mask and self._still_valid(state, grads):
-            active_grads = list(itertools.compress(grads, mask))
+        if (
+            self._steady
+            and mask == self._mask
+            and not self._retry_now()
+            and self._still_valid(state, grads)
+        ):
+            active_grads = (
+                list(map(_GRAD, self.active))  # some go to the reference
+                if self.extra
+                else list(itertools.compress(grads, mask))
+            )
         else:
-            extra, active_grads = self._rebuild(grads, mask, prepare)
+            active_grads = self._rebuild(grads, mask, prepare)
+        extra = self.extra
         if not self.active:
             return 0, self.rest + extra
         if not self._run(hp, active_grads):
@@ -301,13 +308,16 @@ class GroupPlan:
             return 0, self.rest
         return len(self.active), self.rest + extra
 
+    def _retry_now(self) -> bool:
+        """Has a parameter left to the reference for its gradient got a usable one again?"""
+        return any(p.grad is not None and self._grad_ok(p, p.grad) for p in self.retry)
+
     def _still_valid(self, state: Any, grads: list[torch.Tensor | None]) -> bool:
         act = self.active
-        g = list(itertools.compress(grads, self._mask))
+        g = list(map(_GRAD, act)) if self.extra else list(itertools.compress(grads, self._mask))
         if (
             list(map(torch.Tensor.data_ptr, act)) != self.ptrs
-            or list(map(_DTYPE, g)) != self.dtypes
-            or list(map(_SHAPE, g)) != self.shapes
+            or list(map(_META, g)) != self.metas
             or not all(map(_CONTIGUOUS, g))
             or not all(map(operator.is_, map(type, g), itertools.repeat(torch.Tensor)))
         ):
@@ -330,19 +340,31 @@ class GroupPlan:
         grads: list[torch.Tensor | None],
         mask: list[bool],
         prepare: Callable[[torch.Tensor], dict[str, Any]],
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The slow path: check every active parameter one by one and cache its views."""
+    ) -> list[torch.Tensor]:
+        """The slow path: check every parameter with a gradient and cache its views.
+
+        Sets ``active`` (stepped here) and ``extra`` (left to the reference, for as long as
+        the steady path holds); returns the active parameters' gradients.
+        """
         slots = self.rule.slots
-        self.active, self.ptrs, self.dtypes, self.shapes = [], [], [], []
+        self.active, self.ptrs, self.metas = [], [], []
         self.states, self.steps, self.p_views = [], [], []
         self.slot_objs: list[list[torch.Tensor]] = [[] for _ in slots]
         self.slot_views: list[list[torch.Tensor]] = [[] for _ in slots]
-        extra, active_grads = [], []
+        extra, retry, active_grads = [], [], []
+        # Memory shared by two parameters (listed twice, tied through .data, now or since
+        # the last step): torch steps them one after the other; so does the reference.
+        present = [p for p, g in zip(self.eligible, grads, strict=True) if g is not None]
+        shared = {id(present[i]) for i in overlapping(present)}
         for p, g in zip(self.eligible, grads, strict=True):
             if g is None:
                 continue
+            if id(p) in shared or not eligible(p):
+                extra.append(p)
+                continue
             if not self._grad_ok(p, g):
                 extra.append(p)
+                retry.append(p)  # checked again at every step: back as soon as it can
                 continue
             s = prepare(p)
             if not self._state_ok(p, s):
@@ -351,8 +373,7 @@ class GroupPlan:
             self.active.append(p)
             active_grads.append(g)
             self.ptrs.append(p.data_ptr())
-            self.dtypes.append(g.dtype)
-            self.shapes.append(g.shape)
+            self.metas.append(_META(g))
             self.states.append(s)
             self.steps.append(s["step"])
             self.p_views.append(p.detach().view(-1))
@@ -360,13 +381,13 @@ class GroupPlan:
                 objs.append(s[name])
                 views.append(s[name].view(-1))
         self._mask = mask
-        # The steady path needs every gradient to be usable: otherwise re-check each step.
-        self._steady = not extra
+        self.extra, self.retry = extra, retry
+        self._steady = True
         self.order: dict[tuple[torch.dtype, torch.device, str], list[int]] = {}
         for i, p in enumerate(self.active):
             key = (p.dtype, p.device, size_class(p.numel()))
             self.order.setdefault(key, []).append(i)
-        return extra, active_grads
+        return active_grads
 
     def _grad_ok(self, p: torch.Tensor, g: torch.Tensor) -> bool:
         return (

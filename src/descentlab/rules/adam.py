@@ -27,12 +27,14 @@ class ScaleByAdam(Transform):
             bc1, bc2_sqrt = 1.0 - beta1**step, (1.0 - beta2**step) ** 0.5
         else:
             bc1, bc2_sqrt = 1.0, 1.0
+        # Reciprocals on the host: a division per element costs several multiplications
+        # (on a 2-core CPU, Adam's step is bound by its divisions, not by memory).
         return {
             "rate1": 1.0 - beta1,
             "rate2": 1.0 - beta2,
             "eps": hp["eps"],
-            "bc1": bc1,
-            "bc2_sqrt": bc2_sqrt,
+            "inv_bc1": 1.0 / bc1,
+            "inv_bc2_sqrt": 1.0 / bc2_sqrt,
         }
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
@@ -42,8 +44,8 @@ class ScaleByAdam(Transform):
         if self.amsgrad:  # never let the denominator shrink (Reddi et al., 2018)
             v = new["max_exp_avg_sq"] = maximum(state["max_exp_avg_sq"], v)
         # Bias correction: m and v start at 0, so early averages are biased toward 0.
-        m_hat = m / c["bc1"]
-        denom = sqrt(v) / c["bc2_sqrt"] + c["eps"]  # sqrt(v_hat) + eps
+        m_hat = m * c["inv_bc1"]
+        denom = sqrt(v) * c["inv_bc2_sqrt"] + c["eps"]  # sqrt(v_hat) + eps
         return m_hat / denom, new
 
 
