@@ -117,6 +117,8 @@ def test_state_replaced_on_any_parameter_is_seen() -> None:
             params = list(m.parameters())
             o.state[params[7]] = {}
             o.state[params[11]]["exp_avg"] = torch.zeros_like(params[11])
+        if step == 6:  # written in place: the host's mirror of the step counts must see it
+            o.state[list(m.parameters())[13]]["step"].fill_(1.0)
 
     _train(model, opt, hook=reset)
     _train(twin, ref, hook=reset)

@@ -64,7 +64,7 @@ def size_class(numel: int) -> str:
 
 
 # What a graph input of a chunk function may be: a list element, or one of its sizes.
-_SOURCE = re.compile(r"L\['\w+'\](\[\d+\])*(\.size\(\)\[\d+\])?")
+_SOURCE = re.compile(r"L\['cmat'\](\.size\(\)\[[01]\])?|L\['\w+'\](\[\d+\])+(\.size\(\)\[0\])?")
 
 
 def _chunk_function(rule: Rule, names: tuple[str, ...], k: int, in_graph_steps: bool) -> Any:
@@ -165,7 +165,13 @@ class Kernel:
         ]
         if not all(map(_SOURCE.fullmatch, sources)):
             raise RuntimeError(f"unexpected graph inputs {sources}")
-        gather = eval(f"lambda L: ({', '.join(sources)},)")  # only the names matched above
+        # numel() for size()[0]: the same for the 1-D inputs the graph was traced with, and
+        # the flat length of an N-d contiguous gradient passed as it is.
+        exprs = [
+            src if src.startswith("L['cmat']") else src.replace(".size()[0]", ".numel()")
+            for src in sources
+        ]
+        gather = eval(f"lambda L: ({', '.join(exprs)},)")  # only the names matched above
 
         def direct(local: dict[str, Any]) -> None:
             compiled(*gather(local))
@@ -239,9 +245,11 @@ def overlapping(params: Sequence[torch.Tensor]) -> set[int]:
 
 
 _GRAD = operator.attrgetter("grad")
-_META = operator.attrgetter("layout", "dtype", "device", "shape")
+_DTYPE = operator.attrgetter("dtype")
+_DEVICE = operator.attrgetter("device")
+_VERSION = operator.attrgetter("_version")
+_NUMEL = operator.methodcaller("numel")
 _STEP = operator.itemgetter("step")
-_FLAT = operator.methodcaller("view", -1)
 _CONTIGUOUS = operator.methodcaller("is_contiguous")
 
 
@@ -298,7 +306,7 @@ class GroupPlan:
                 else list(itertools.compress(grads, mask))
             )
         else:
-            active_grads = self._rebuild(grads, mask, prepare)
+            active_grads = self._rebuild(state, grads, mask, prepare)
         extra = self.extra
         if not self.active:
             return 0, self.rest + extra
@@ -313,18 +321,28 @@ class GroupPlan:
         return any(p.grad is not None and self._grad_ok(p, p.grad) for p in self.retry)
 
     def _still_valid(self, state: Any, grads: list[torch.Tensor | None]) -> bool:
+        """Nothing the kernel relies on changed since the last step (a few ``map`` calls).
+
+        A gradient's dtype, size and device are those of its parameter unless someone
+        swapped ``grad.data``; they are compared anyway, as the kernel trusts them.
+        """
         act = self.active
         g = list(map(_GRAD, act)) if self.extra else list(itertools.compress(grads, self._mask))
         if (
             list(map(torch.Tensor.data_ptr, act)) != self.ptrs
-            or list(map(_META, g)) != self.metas
+            or list(map(_DTYPE, g)) != self.dtypes
+            or list(map(_DEVICE, g)) != self.devices
+            or list(map(_NUMEL, g)) != self.numels
             or not all(map(_CONTIGUOUS, g))
             or not all(map(operator.is_, map(type, g), itertools.repeat(torch.Tensor)))
         ):
             return False
-        states = list(map(state.__getitem__, act))
-        if not all(map(operator.is_, states, self.states)):
+        # Every state dict, in order (load_state_dict, ``opt.state[p] = {}``): no hashing.
+        if len(state) != len(self.state_values) or not all(
+            map(operator.is_, state.values(), self.state_values)
+        ):
             return False
+        states = self.states
         try:
             if not all(map(operator.is_, map(_STEP, states), self.steps)):
                 return False
@@ -337,6 +355,7 @@ class GroupPlan:
 
     def _rebuild(
         self,
+        state: Any,
         grads: list[torch.Tensor | None],
         mask: list[bool],
         prepare: Callable[[torch.Tensor], dict[str, Any]],
@@ -347,7 +366,7 @@ class GroupPlan:
         the steady path holds); returns the active parameters' gradients.
         """
         slots = self.rule.slots
-        self.active, self.ptrs, self.metas = [], [], []
+        self.active, self.ptrs, self.dtypes, self.devices, self.numels = [], [], [], [], []
         self.states, self.steps, self.p_views = [], [], []
         self.slot_objs: list[list[torch.Tensor]] = [[] for _ in slots]
         self.slot_views: list[list[torch.Tensor]] = [[] for _ in slots]
@@ -373,7 +392,9 @@ class GroupPlan:
             self.active.append(p)
             active_grads.append(g)
             self.ptrs.append(p.data_ptr())
-            self.metas.append(_META(g))
+            self.dtypes.append(g.dtype)
+            self.devices.append(g.device)
+            self.numels.append(g.numel())
             self.states.append(s)
             self.steps.append(s["step"])
             self.p_views.append(p.detach().view(-1))
@@ -382,6 +403,8 @@ class GroupPlan:
                 views.append(s[name].view(-1))
         self._mask = mask
         self.extra, self.retry = extra, retry
+        self.state_values = list(state.values())
+        self._counted: tuple[list[int], list[float]] | None = None  # see _step_counts
         self._steady = True
         self.order: dict[tuple[torch.dtype, torch.device, str], list[int]] = {}
         for i, p in enumerate(self.active):
@@ -420,9 +443,22 @@ class GroupPlan:
                 return False
         return True
 
+    def _step_counts(self) -> list[float]:
+        """Every active parameter's step count before this step.
+
+        Read from the step tensors once (``torch.stack``), then mirrored on the host: the
+        kernel adds 1 to each, and a tensor whose version counter moved otherwise (someone
+        wrote to it) makes the next step read them all again.
+        """
+        if self._counted is not None and list(map(_VERSION, self.steps)) == self._counted[0]:
+            return self._counted[1]
+        if len(self.steps) > 1:
+            return torch.stack(self.steps).tolist()  # type: ignore[no-any-return]
+        return [float(self.steps[0])]
+
     def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor]) -> bool:
         """Step every active parameter; False (nothing stepped) if a kernel is unavailable."""
-        before = torch.stack(self.steps).tolist() if len(self.steps) > 1 else [float(self.steps[0])]
+        before = self._step_counts()
         rows: dict[float, list[float]] = {}
         names: tuple[str, ...] = ()
         for t in set(before):
@@ -435,7 +471,6 @@ class GroupPlan:
         }
         if None in kernels.values():
             return False
-        g_views = list(map(_FLAT, grads))
         for key, idx in self.order.items():
             kern = kernels[key]
             assert kern is not None
@@ -452,11 +487,14 @@ class GroupPlan:
             if device.type != "cpu":
                 cmat = cmat.to(device)
             get = _picker(idx)
-            ps, gs, steps = get(self.p_views), get(g_views), get(self.steps)
+            # Gradients go in as autograd made them (contiguous, checked): the kernel reads
+            # numel() elements from their data, so no 1-D view is needed.
+            ps, gs, steps = get(self.p_views), get(grads), get(self.steps)
             sl = [get(v) for v in self.slot_views]
             for a in range(0, len(idx), k):
                 b = a + k
                 kern(ps[a:b], gs[a:b], [v[a:b] for v in sl], steps[a:b], cmat[a:b])
+        self._counted = (list(map(_VERSION, self.steps)), [t + 1.0 for t in before])
         return True
 
 
