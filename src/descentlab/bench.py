@@ -361,6 +361,13 @@ def memory_models(scale: float = 1.0) -> list[dict[str, int]]:
     return [{"width": width, "layers": small}, {"width": width, "layers": max(small + 1, large)}]
 
 
+# glibc raises its mmap threshold each time a large block is freed, so whether a later
+# tensor is mapped (and unmapped when freed) or carved from the heap depends on the
+# history of the process: one variant's compile step then moved the 60M peak by ~190 MiB
+# between identical runs. A fixed threshold, the same for every variant, removes that.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+
+
 def _child_command(spec: dict[str, Any]) -> list[str]:
     """The command of one memory process, started through a small shell.
 
@@ -382,6 +389,7 @@ def _memory_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
             capture_output=True,
             text=True,
             timeout=timeout,
+            env={**os.environ, **MALLOC_ENV},
         )
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout:.0f} s"}
