@@ -186,7 +186,11 @@ class Optimizer(torch.optim.Optimizer):
         for index, group in enumerate(self.param_groups):
             rule = self.info.rule(group)
             hp = self.info.scalars(group)
-            if self.engine in ("flat", "flat-eager") and self._flat_allowed(group):
+            bucket = self._buckets.get(index)
+            if self.engine in ("flat", "flat-eager") and (
+                (bucket is not None and bucket.intact(group["params"], rule))
+                or self._flat_allowed(group)
+            ):
                 rest = self._flat_step(index, group, rule, hp)
             else:
                 rest = self._compiled_step(index, group, rule, hp)

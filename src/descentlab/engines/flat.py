@@ -31,6 +31,7 @@ from ..rules.base import Rule
 from .reference import compute, steps_taken, write_back
 
 _GRAD = operator.attrgetter("grad")
+_STEP = operator.itemgetter("step")
 _COMPILED: dict[tuple[Rule, tuple[str, ...]], Any] = {}
 _COMPILE_FAILED: set[Rule] = set()
 
@@ -172,20 +173,23 @@ class FlatBucket:
 
     def state_intact(self, state: Any) -> bool:
         """``load_state_dict`` replaces state tensors: then the bucket must be rebuilt."""
-        for i, p in enumerate(self.params):
-            s = state[p]
-            if s.get("step") is not self.steps_views[i]:
+        states = list(map(state.__getitem__, self.params))
+        try:
+            if not all(map(operator.is_, map(_STEP, states), self.steps_views)):
                 return False
             for k, views in self.slot_views.items():
-                if s.get(k) is not views[i]:
+                if not all(map(operator.is_, map(operator.itemgetter(k), states), views)):
                     return False
+        except KeyError:
+            return False
         return True
 
     def point_grads(self) -> None:
         """Make every existing ``.grad`` a view of the flat gradient buffer, zeroed."""
         self.g_flat.zero_()
         for p, gv in zip(self.params, self.g_views, strict=True):
-            if p.grad is not None:
+            g = p.grad
+            if g is not None and g is not gv:  # the setter's checks cost microseconds
                 p.grad = gv
 
     def gather(self) -> bool:
