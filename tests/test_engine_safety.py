@@ -305,3 +305,40 @@ def test_parameters_tied_mid_run_leave_the_fast_path_together() -> None:
     assert opt.engine_counts["reference"] == 5 * 2  # both tied ones, from step 3 on
     assert opt.engine_counts["compiled"] == 8 * 20 - 5 * 2
     _assert_same(model, twin, opt, ref)
+
+
+def test_accelerate_save_model_and_save_state_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    accelerate = pytest.importorskip("accelerate")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    hp = {"lr": 1e-2, "weight_decay": 0.05}
+    model, twin = _net(), _net()
+    ref = torch.optim.AdamW(twin.parameters(), **hp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # accelerate's own deprecations, not ours
+        accelerator = accelerate.Accelerator(cpu=True)
+        model, opt = accelerator.prepare(
+            model, dt.AdamW(model.parameters(), **hp, skip_nonfinite=True)
+        )
+    inner = opt.optimizer  # accelerate wraps the optimizer
+    _train(model, opt)
+    _train(twin, ref)
+    assert inner.engine_counts["compiled"] == 8 * 20
+    accelerator.save_model(model, str(tmp_path / "model"))  # drops storage it sees as shared
+    saved = safetensors_torch.load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert len(saved) == 20
+    for (name, _p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert rel_err(saved[name], q) <= TOL
+    accelerator.save_state(str(tmp_path / "state"))
+
+    resumed_model = _net(seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = accelerate.Accelerator(cpu=True)  # a new run resuming
+        resumed_model, resumed = again.prepare(
+            resumed_model, dt.AdamW(resumed_model.parameters(), **hp, skip_nonfinite=True)
+        )
+        again.load_state(str(tmp_path / "state"))
+    assert resumed.optimizer.skip_nonfinite is True  # survives load_state_dict
+    _train(resumed_model, resumed, seed=3)
+    _train(twin, ref, seed=3)
+    _assert_same(resumed_model, twin, resumed.optimizer, ref)
