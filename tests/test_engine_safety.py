@@ -342,3 +342,37 @@ def test_accelerate_save_model_and_save_state_round_trip(tmp_path) -> None:  # t
     _train(resumed_model, resumed, seed=3)
     _train(twin, ref, seed=3)
     _assert_same(resumed_model, twin, resumed.optimizer, ref)
+
+
+def test_a_mixed_group_splits_between_engines_and_equals_the_reference() -> None:
+    def build() -> list[torch.nn.Parameter]:
+        gen = torch.Generator().manual_seed(21)
+        make = [
+            lambda: torch.randn(6, 5, generator=gen),  # float32
+            lambda: torch.randn(40000, generator=gen),  # float32, the large kernel
+            lambda: torch.randn(7, generator=gen).to(torch.bfloat16),
+            lambda: torch.randn(4, 3, generator=gen, dtype=torch.float64),
+            lambda: torch.randn(3, 4, generator=gen).t(),  # non-contiguous: reference
+            lambda: torch.randn((), generator=gen),  # 0-dim: reference
+            lambda: torch.randn(5, generator=gen, dtype=torch.complex64),  # complex: reference
+        ]
+        return [torch.nn.Parameter(f()) for f in make]
+
+    runs = []
+    for engine in ("reference", "compiled"):
+        params = build()
+        opt = dt.AdamW(params, lr=1e-2, engine=engine)
+        gen = torch.Generator().manual_seed(22)
+        for _ in range(6):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        runs.append((params, opt))
+    (ref_params, ref), (params, opt) = runs
+    assert opt.engine_counts["compiled"] == 6 * 4
+    assert opt.engine_counts["reference"] == 6 * 3
+    for p, q in zip(params, ref_params, strict=True):
+        tol = 1e-2 if p.dtype == torch.bfloat16 else 2e-6
+        assert rel_err(p, q) <= tol
+        for key, value in ref.state[q].items():
+            assert rel_err(opt.state[p][key], value) <= tol, key
