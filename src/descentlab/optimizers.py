@@ -46,7 +46,11 @@ _UNSUPPORTED = {
 
 
 def _scalar(value: Any) -> float:
-    """A hyperparameter as a float (torch allows 0-dim tensors for lr)."""
+    """A hyperparameter as a float (torch allows 1-element tensors for lr)."""
+    if isinstance(value, str | bytes):
+        raise TypeError(f"expected a number, got the string {value!r}")
+    if hasattr(value, "numel") and value.numel() != 1:
+        raise ValueError(f"a tensor hyperparameter must have 1 element, got {value.numel()}")
     return float(value.item()) if hasattr(value, "item") else float(value)
 
 
@@ -78,7 +82,9 @@ class OptimizerInfo:
             if key in _RANGES:
                 try:
                     x = _scalar(value)
-                except (TypeError, ValueError):
+                except ValueError as exc:  # torch: "Tensor lr must be 1-element"
+                    raise ValueError(f"{self.title}: {key}: {exc}") from None
+                except TypeError:
                     raise TypeError(
                         f"{self.title}: {key} must be a number, got {value!r}"
                     ) from None
@@ -93,6 +99,8 @@ class OptimizerInfo:
         for key in _TORCH_PERF_FLAGS:
             if hp.get(key) not in (None, True, False):
                 raise TypeError(f"{self.title}: {key} must be None, True or False")
+        if hp.get("foreach") and hp.get("fused"):
+            raise RuntimeError(f"{self.title}: `fused` and `foreach` cannot be `True` together.")
         if hp.get("nesterov") and (_scalar(hp["momentum"]) <= 0 or _scalar(hp["dampening"]) != 0):
             raise ValueError(
                 f"{self.title}: nesterov=True requires momentum > 0 and dampening = 0, "

@@ -354,6 +354,8 @@ class Optimizer(torch.optim.Optimizer):
         state = self.state[p]
         if "step" not in state:
             state["step"] = torch.tensor(steps_taken(state, rule), dtype=_scalar_dtype())
+        elif not isinstance(state["step"], torch.Tensor):  # older torch checkpoints
+            state["step"] = torch.tensor(float(state["step"]), dtype=_scalar_dtype())
         for name in rule.slots:
             if name not in state or state[name] is None:
                 state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
