@@ -63,3 +63,29 @@ def test_bad_arguments_raise_torchs_error_type(name: str, kwargs: dict, error: t
     for module in (torch.optim, dt):  # the error type is torch's own
         with pytest.raises(error):
             getattr(module, name)(random_params(0), **kwargs)
+
+
+@pytest.mark.parametrize("engine", ["reference", "compiled"])
+def test_sgd_momentum_switched_on_mid_run_starts_its_buffer_at_the_gradient(engine: str) -> None:
+    import descentlab.torch as dt
+
+    def run(make):  # type: ignore[no-untyped-def]
+        params = random_params(3)
+        opt = make(params)
+        gen = torch.Generator().manual_seed(4)
+        for step in range(8):
+            if step == 3:
+                opt.param_groups[0]["momentum"] = 0.9
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        return params, opt
+
+    hp = {"lr": 0.1, "momentum": 0.0, "dampening": 0.5}
+    ours, opt = run(lambda ps: dt.SGD(ps, **hp, engine=engine))
+    theirs, ref = run(lambda ps: torch.optim.SGD(ps, **hp))
+    for a, b in zip(ours, theirs, strict=True):
+        assert rel_err(a, b) <= 1e-12
+        assert rel_err(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]) <= 1e-12
+    if engine == "compiled":
+        assert opt.engine_counts["compiled"] == 8 * 3

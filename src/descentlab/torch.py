@@ -359,6 +359,10 @@ class Optimizer(torch.optim.Optimizer):
         for name in rule.slots:
             if name not in state or state[name] is None:
                 state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if name == "momentum_buffer" and self.info.name == "sgd":
+                    # torch.optim.SGD starts a buffer at the gradient whenever it has none
+                    # (momentum switched on mid-run too); SGD's step counts buffer steps.
+                    state["step"] = torch.zeros_like(state["step"])
         return state
 
 
