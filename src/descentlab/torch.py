@@ -25,6 +25,7 @@ import torch
 
 from . import optimizers
 from .engines import ENGINES, FlatBucket, GroupPlan, apply_reference
+from .engines.compiled import overlapping
 from .engines.reference import steps_taken
 from .optimizers import OptimizerInfo
 from .rules.base import Rule
@@ -275,8 +276,6 @@ class Optimizer(torch.optim.Optimizer):
         elif len({id(p) for p in params}) != len(params):
             reason = "a parameter is listed twice"
         else:
-            from .engines.compiled import overlapping
-
             all_params = [p for g in self.param_groups for p in g["params"]]
             if overlapping(all_params):
                 reason = "two parameters share memory (tied through .data)"
@@ -299,7 +298,7 @@ class Optimizer(torch.optim.Optimizer):
         return False
 
     def _flat_engine(self, params: list[torch.Tensor]) -> str | None:
-        if self.engine == "reference" or not params:
+        if not params:
             return None
         first = params[0]
         if not all(

@@ -34,7 +34,7 @@ import operator
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -45,8 +45,20 @@ SMALL = 1 << 15  # elements: below this a tensor's loop runs on one thread
 CHUNK = {"small": 16, "large": 4}  # tensors per compiled call, by size class
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-_KERNELS: dict[tuple[Any, ...], Callable[..., None]] = {}
-_FAILED: dict[tuple[Any, ...], str] = {}
+
+class KernelKey(NamedTuple):
+    """What one compiled kernel is specialised to."""
+
+    rule: Rule
+    names: tuple[str, ...]  # coefficient names, in the order of the rows of ``cmat``
+    dtype: torch.dtype
+    device: torch.device
+    cls: str  # size class: "small" or "large"
+    step_dtype: torch.dtype
+
+
+_KERNELS: dict[KernelKey, Kernel] = {}
+_FAILED: dict[KernelKey, str] = {}
 compiles = 0  # number of kernels compiled in this process (observable by tests)
 
 
@@ -88,22 +100,18 @@ def _chunk_function(rule: Rule, names: tuple[str, ...], k: int, in_graph_steps: 
 class Kernel:
     """One compiled chunk step: ``k`` tensors of one dtype, device and size class."""
 
-    def __init__(
-        self,
-        rule: Rule,
-        names: tuple[str, ...],
-        dtype: torch.dtype,
-        device: torch.device,
-        cls: str,
-        step_dtype: torch.dtype,
-    ) -> None:
+    def __init__(self, key: KernelKey) -> None:
+        rule, names, dtype, device, cls, step_dtype = key
         self.k = CHUNK[cls]
         self.in_graph_steps = device.type == "cpu"  # step counters live on the CPU
-        fn = _chunk_function(rule, names, self.k, self.in_graph_steps)
         self.direct: Callable[..., Any] | None = None
-        self.fn = torch.compile(fn, dynamic=True, fullgraph=True, backend=self._capture)
-        self.slots = rule.slots
-        self.cdtype = coefficient_dtype(dtype)
+        fn = torch.compile(
+            _chunk_function(rule, names, self.k, self.in_graph_steps),
+            dynamic=True,
+            fullgraph=True,
+            backend=self._capture,
+        )
+        slots = rule.slots
 
         def tensors(n: int, base: int) -> list[torch.Tensor]:
             return [torch.zeros(base + 7 * i + 3, dtype=dtype, device=device) for i in range(n)]
@@ -113,11 +121,11 @@ class Kernel:
         steps = [torch.zeros((), dtype=step_dtype) for _ in range(self.k)]
         ps = tensors(self.k, base)
         gs = [torch.ones_like(p) for p in ps]
-        state = [[torch.zeros_like(p) for p in ps] for _ in self.slots]
-        cmat = torch.full((self.k, len(names)), 0.5, dtype=self.cdtype, device=device)
+        state = [[torch.zeros_like(p) for p in ps] for _ in slots]
+        cmat = torch.full((self.k, len(names)), 0.5, dtype=coefficient_dtype(dtype), device=device)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
-            self.fn(ps, gs, state, steps, cmat)
+            fn(ps, gs, state, steps, cmat)
         if self.direct is None:
             raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
         # Padding for a partly filled chunk: two elements each, never read back.
@@ -125,7 +133,7 @@ class Kernel:
         self.pad: tuple[Any, ...] = (
             pad,
             [torch.zeros_like(p) for p in pad],
-            [[torch.zeros_like(p) for p in pad] for _ in self.slots],
+            [[torch.zeros_like(p) for p in pad] for _ in slots],
             [torch.zeros((), dtype=step_dtype) for _ in range(self.k)],
         )
 
@@ -180,36 +188,28 @@ class Kernel:
         return compiled
 
 
-def kernel(
-    rule: Rule,
-    names: tuple[str, ...],
-    dtype: torch.dtype,
-    device: torch.device,
-    cls: str,
-    step_dtype: torch.dtype,
-) -> Kernel | None:
-    """The compiled kernel for this combination, or None (with one warning) if compiling fails."""
+def kernel(key: KernelKey) -> Kernel | None:
+    """The compiled kernel for ``key``, or None (one warning per process) if compiling fails."""
     global compiles
-    key = (rule, names, dtype, device, cls, step_dtype)
     if key in _FAILED:
         return None
     if key not in _KERNELS:
         try:
-            _KERNELS[key] = Kernel(rule, names, dtype, device, cls, step_dtype)  # type: ignore[assignment]
+            _KERNELS[key] = Kernel(key)
             compiles += 1
         except Exception as exc:  # no C++ compiler, unsupported device...
             first = not _FAILED
             _FAILED[key] = f"{exc!s:.300}"
             if first:  # one warning per process; _FAILED keeps every reason
                 warnings.warn(
-                    f"descentlab: torch.compile is unavailable for rule {rule.name!r} on "
-                    f"{dtype} {device} ({exc!s:.200}); the reference engine runs the same "
-                    "rule one tensor at a time instead",
+                    f"descentlab: torch.compile is unavailable for rule {key.rule.name!r} on "
+                    f"{key.dtype} {key.device} ({exc!s:.200}); the reference engine runs the "
+                    "same rule one tensor at a time instead",
                     RuntimeWarning,
                     stacklevel=4,
                 )
             return None
-    return _KERNELS[key]  # type: ignore[return-value]
+    return _KERNELS[key]
 
 
 def eligible(p: torch.Tensor) -> bool:
@@ -466,8 +466,7 @@ class GroupPlan:
             names = names or tuple(c)
             rows[t] = [c[n] for n in names]
         kernels = {
-            key: kernel(self.rule, names, key[0], key[1], key[2], self.scalar_dtype)
-            for key in self.order
+            key: kernel(KernelKey(self.rule, names, *key, self.scalar_dtype)) for key in self.order
         }
         if None in kernels.values():
             return False
