@@ -114,8 +114,9 @@ def test_state_replaced_on_any_parameter_is_seen() -> None:
 
     def reset(step, m, o):  # type: ignore[no-untyped-def]
         if step == 4:  # not the first parameter: every parameter's state is checked
+            o.state[list(m.parameters())[7]] = {}
+        if step == 5:  # each change on a step of its own, so each check must see its own
             params = list(m.parameters())
-            o.state[params[7]] = {}
             o.state[params[11]]["exp_avg"] = torch.zeros_like(params[11])
         if step == 6:  # written in place: the host's mirror of the step counts must see it
             o.state[list(m.parameters())[13]]["step"].fill_(1.0)
