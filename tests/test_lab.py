@@ -206,7 +206,7 @@ def test_cli_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
 BAD = [
     (["--workload", "ravne"], "unknown workload 'ravne'; choose one of: ravine"),
     (["--optimizers", "adam,sdg"], "unknown optimizer 'sdg'; choose one of: sgd"),
-    (["--optimizers", "sgd:momentum=2"], "invalid momentum = 2"),
+    (["--optimizers", "sgd:momentum=-1"], "Invalid momentum value: -1"),
     (["--lr", "1e-3,fast"], "malformed learning rate 'fast'"),
     (["--lr", "-1"], "learning rate must be a finite number > 0"),
     (["--regime", "minibatch:0"], "bad regime 'minibatch:0'; choose full, sgd or minibatch:B"),

@@ -21,8 +21,11 @@ TOL = 1e-12
 def _compare_state(case: Case, ours: dt.Optimizer, theirs: torch.optim.Optimizer, pairs) -> float:
     worst = 0.0
     for p, q in pairs:
-        s_ours, s_theirs = ours.state[p], theirs.state[q]
-        assert float(s_ours["step"]) == float(s_theirs.get("step", s_ours["step"]))
+        s_ours, s_theirs = ours.state.get(p, {}), theirs.state.get(q, {})
+        assert sorted(s_ours) == sorted(s_theirs)  # torch's state keys, no more
+        if "step" in s_theirs:
+            assert float(s_ours["step"]) == float(s_theirs["step"])
+            assert s_ours["step"].dtype == s_theirs["step"].dtype
         for key, value in s_theirs.items():
             if key == "step" or value is None:
                 continue

@@ -8,25 +8,37 @@ nothing but the import.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
+from functools import cache, cached_property
+from numbers import Real
+from typing import Any, SupportsFloat
 
 from . import rules
 from .rules.base import Rule
 
-# One glossary of hyperparameters: name -> (is it valid?, the valid range in words).
+# One glossary of hyperparameters: name -> (is it valid?, the valid range in words). The
+# ranges are torch.optim's (a drop-in accepts what torch accepts), except that non-finite
+# values are refused everywhere; an optimizer without a torch twin may narrow them
+# (``OptimizerInfo.ranges``).
 _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "lr": (lambda x: x >= 0, "lr >= 0"),
-    "momentum": (lambda x: 0 <= x < 1, "0 <= momentum < 1"),
-    "dampening": (lambda x: 0 <= x <= 1, "0 <= dampening <= 1"),
+    "momentum": (lambda x: x >= 0, "momentum >= 0"),
+    "dampening": (lambda x: True, "any finite number"),
     "weight_decay": (lambda x: x >= 0, "weight_decay >= 0"),
-    "eps": (lambda x: x > 0, "eps > 0"),
-    "alpha": (lambda x: 0 <= x < 1, "0 <= alpha < 1"),
-    "beta1": (lambda x: 0 <= x < 1, "0 <= beta1 < 1"),
-    "beta2": (lambda x: 0 <= x < 1, "0 <= beta2 < 1"),
+    "eps": (lambda x: x >= 0, "eps >= 0"),
+    "alpha": (lambda x: x >= 0, "alpha >= 0"),
+    "beta1": (lambda x: 0 <= x < 1, "0 <= betas[0] < 1"),
+    "beta2": (lambda x: 0 <= x < 1, "0 <= betas[1] < 1"),
+}
+# How torch words "invalid <name>" (kept, so code matching torch's messages still matches).
+_LABELS = {
+    "lr": "learning rate",
+    "eps": "epsilon value",
+    "beta1": "beta parameter at index 0",
+    "beta2": "beta parameter at index 1",
 }
 _FLAGS = (
     "nesterov",
@@ -39,6 +51,11 @@ _FLAGS = (
 # Accepted so that torch.optim call sites keep working; they choose torch's kernels, and
 # descentlab chooses its own execution, so they do not change the result.
 _TORCH_PERF_FLAGS = ("foreach", "fused")
+# Keys any optimizer may have (or torch added late): they do not tell optimizers apart.
+_GENERIC = frozenset(
+    {"lr", "weight_decay", "maximize", "foreach", "fused", "differentiable", "capturable"}
+    | {"decoupled_weight_decay", "bias_correction"}
+)
 _UNSUPPORTED = {
     "differentiable": "differentiating through the optimizer step",
     "capturable": "CUDA-graph capture of the step",
@@ -46,11 +63,11 @@ _UNSUPPORTED = {
 
 
 def _scalar(value: Any) -> float:
-    """A hyperparameter as a float (torch allows 1-element tensors for lr)."""
-    if isinstance(value, str | bytes):
-        raise TypeError(f"expected a number, got the string {value!r}")
+    """A hyperparameter as a float (torch allows 1-element tensors for lr and betas)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Real | SupportsFloat):
+        raise TypeError(f"expected a number, got {value!r}")
     if hasattr(value, "numel") and value.numel() != 1:
-        raise ValueError(f"a tensor hyperparameter must have 1 element, got {value.numel()}")
+        raise ValueError(f"must be 1-element, got {value.numel()} elements")
     return float(value.item()) if hasattr(value, "item") else float(value)
 
 
@@ -66,6 +83,10 @@ class OptimizerInfo:
         structure: maps hyperparameters to the rule; only booleans and "is it zero" decide.
         torch_twin: the torch.optim class with the same convention, if any.
         numeric: hyperparameters read every step (the rest only shape the rule).
+        ranges: valid ranges narrower than torch's, for an optimizer without a torch twin.
+        stores_step: whether the state keeps a ``step`` count. torch.optim.SGD keeps none
+            (its rule only needs to know whether a momentum buffer exists yet); the
+            drop-ins keep exactly torch's state keys.
     """
 
     name: str
@@ -75,22 +96,30 @@ class OptimizerInfo:
     structure: Callable[[Mapping[str, Any]], tuple[Callable[..., Rule], dict[str, Any]]]
     torch_twin: str | None = None
     numeric: tuple[str, ...] = field(default=())
+    ranges: Mapping[str, tuple[Callable[[float], bool], str]] = field(default_factory=dict)
+    stores_step: bool = True
 
     def validate(self, hp: Mapping[str, Any]) -> None:
-        """Raise ``ValueError``/``TypeError`` naming the first invalid hyperparameter."""
+        """Raise ``ValueError``/``TypeError`` naming the first invalid hyperparameter.
+
+        The error types are torch.optim's, and so is the wording of "Invalid ...: value".
+        """
+        _check_betas(self.title, hp)
         for key, value in _flat(hp).items():
             if key in _RANGES:
+                name = _ARGUMENT.get(key, key)
                 try:
                     x = _scalar(value)
                 except ValueError as exc:  # torch: "Tensor lr must be 1-element"
-                    raise ValueError(f"{self.title}: {key}: {exc}") from None
+                    raise ValueError(f"{self.title}: Tensor {name} {exc}") from None
                 except TypeError:
                     raise TypeError(
-                        f"{self.title}: {key} must be a number, got {value!r}"
+                        f"{self.title}: {name} must be a number, got {value!r}"
                     ) from None
-                ok, valid = _RANGES[key]
+                ok, valid = self.ranges.get(key, _RANGES[key])
                 if not math.isfinite(x) or not ok(x):
-                    raise ValueError(f"{self.title}: invalid {key} = {value!r} (valid: {valid})")
+                    label = _LABELS.get(key, f"{key} value")
+                    raise ValueError(f"{self.title}: Invalid {label}: {value} (valid: {valid})")
             elif key in _FLAGS and not isinstance(value, bool):
                 raise TypeError(f"{self.title}: {key} must be True or False, got {value!r}")
         for key, what in _UNSUPPORTED.items():
@@ -103,9 +132,59 @@ class OptimizerInfo:
             raise RuntimeError(f"{self.title}: `fused` and `foreach` cannot be `True` together.")
         if hp.get("nesterov") and (_scalar(hp["momentum"]) <= 0 or _scalar(hp["dampening"]) != 0):
             raise ValueError(
-                f"{self.title}: nesterov=True requires momentum > 0 and dampening = 0, "
-                f"got momentum={hp['momentum']!r}, dampening={hp['dampening']!r}"
+                f"{self.title}: Nesterov momentum requires a momentum and zero dampening "
+                f"(nesterov=True needs momentum > 0 and dampening = 0, "
+                f"got momentum={hp['momentum']!r}, dampening={hp['dampening']!r})"
             )
+
+    @cached_property
+    def signature(self) -> frozenset[str]:
+        """The hyperparameters that say which optimizer a param group belongs to: every
+        version of torch.optim writes them (``betas``, ``eps`` and ``amsgrad`` for Adam)."""
+        return frozenset(self.defaults) - _GENERIC
+
+    @cached_property
+    def state_keys(self) -> frozenset[str]:
+        """Every per-parameter state key this optimizer may keep, whatever its settings."""
+        keys = {"step"}
+        flags = [k for k in _FLAGS if k in self.defaults]
+        for on in itertools.product((False, True), repeat=len(flags) + 2):
+            hp = {**self.defaults, **dict(zip(flags, on, strict=False))}
+            hp["momentum"], hp["weight_decay"] = (0.9 if on[-2] else 0), (0.1 if on[-1] else 0)
+            try:
+                keys.update(self.rule(hp).slots)
+            except (ValueError, KeyError):  # nesterov without momentum...
+                continue
+        return frozenset(keys)
+
+    def check_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Refuse, with a ``ValueError``, a checkpoint saved by another optimizer.
+
+        torch.optim takes one and fails at the first step (``KeyError: 'momentum'`` for an
+        Adam checkpoint in SGD) or, where the keys happen to fit, runs on the other
+        optimizer's hyperparameters and state.
+        """
+        for group in state_dict.get("param_groups", ()):
+            missing = sorted(self.signature - set(group))
+            foreign = sorted(
+                {k for info in REGISTRY.values() for k in info.signature}
+                & set(group) - set(self.defaults)
+            )
+            if missing or foreign:
+                what = f"has {', '.join(foreign)}" if foreign else f"lacks {', '.join(missing)}"
+                raise ValueError(
+                    f"{self.title}: this state_dict was saved by another optimizer (a param "
+                    f"group {what}; {self.title}'s have {', '.join(sorted(self.signature))}): "
+                    "load it into the optimizer that saved it"
+                )
+        for saved in state_dict.get("state", {}).values():
+            extra = sorted(set(saved) - self.state_keys)
+            if extra:
+                raise ValueError(
+                    f"{self.title}: this state_dict holds state {', '.join(extra)}, which "
+                    f"{self.title} never keeps (valid: {', '.join(sorted(self.state_keys))}): "
+                    "it was saved by another optimizer"
+                )
 
     def with_defaults(self, **hp: Any) -> dict[str, Any]:
         """``defaults`` updated with ``hp``, validated; unknown names raise ``TypeError``."""
@@ -145,6 +224,18 @@ def _flat(hp: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The argument a flattened name came from, for messages.
+_ARGUMENT = {"beta1": "betas[0]", "beta2": "betas[1]"}
+
+
+def _check_betas(title: str, hp: Mapping[str, Any]) -> None:
+    betas = hp.get("betas")
+    if isinstance(betas, tuple | list) and len(betas) == 2:
+        tensors = [hasattr(b, "numel") for b in betas]
+        if tensors[0] != tensors[1]:  # as torch.optim.Adam
+            raise ValueError(f"{title}: betas must be either both floats or both Tensors")
+
+
 def _l2(hp: Mapping[str, Any]) -> str | None:
     return "l2" if _scalar(hp["weight_decay"]) != 0 else None
 
@@ -178,7 +269,7 @@ def _adam(hp: Mapping[str, Any]):
         decay = "decoupled" if hp["decoupled_weight_decay"] else "l2"
     return rules.adam, {
         "amsgrad": hp["amsgrad"],
-        "bias_correction": hp["bias_correction"],
+        "bias_correction": hp.get("bias_correction", True),
         "weight_decay": decay,
         "maximize": hp["maximize"],
     }
@@ -220,6 +311,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             structure=_sgd,
             torch_twin="torch.optim.SGD",
             numeric=("lr", "momentum", "dampening", "weight_decay"),
+            stores_step=False,
         ),
         OptimizerInfo(
             name="momentum",
@@ -229,6 +321,8 @@ REGISTRY: dict[str, OptimizerInfo] = {
             structure=_momentum,
             torch_twin=None,
             numeric=("lr", "momentum", "weight_decay"),
+            ranges={"momentum": (lambda x: 0 <= x < 1, "0 <= momentum < 1")},
+            stores_step=False,
         ),
         OptimizerInfo(
             name="rmsprop",

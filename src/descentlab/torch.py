@@ -38,8 +38,11 @@ AUTO_TENSORS = 16
 AUTO_NUMEL = 1 << 16
 
 
-def _scalar_dtype() -> torch.dtype:
-    # torch.optim keeps `step` as float64 only when that is the default dtype.
+def _scalar_dtype(group: dict[str, Any] | None = None) -> torch.dtype:
+    """The dtype of ``step``: torch.optim's rule (float32 with ``fused=True``, else float64
+    only when that is the default dtype)."""
+    if group is not None and group.get("fused"):
+        return torch.float32
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
@@ -109,8 +112,9 @@ class Optimizer(torch.optim.Optimizer):
         skip_nonfinite: bool = False,
         engine: str = "auto",
     ) -> None:
-        params = _check_params(params, self.info.title)
+        # Hyperparameters first, then params: the order (and so the error) of torch.optim.
         self.info.validate(defaults)
+        params = _check_params(params, self.info.title)
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"{self.info.title}: skip_nonfinite must be True or False")
         if engine not in ENGINES:
@@ -124,6 +128,7 @@ class Optimizer(torch.optim.Optimizer):
         self._buckets: dict[int, FlatBucket] = {}
         self._plans: dict[int, GroupPlan] = {}
         self._refused: set[str] = set()
+        self._step_home: dict[int, dict[str, torch.Tensor]] = {}  # see _prepare_state
         super().__init__(params, defaults)
 
     # Settings that are not torch's: kept by pickling/copying (__getstate__) AND by
@@ -152,6 +157,9 @@ class Optimizer(torch.optim.Optimizer):
         self._buckets = getattr(self, "_buckets", {})
         self._plans = getattr(self, "_plans", {})
         self._refused = getattr(self, "_refused", set())
+        # Private step counters are keyed by id(param): a copy's parameters are new objects
+        # (its counters restart from its buffers), a loaded state replaced the buffers.
+        self._step_home = {}
         super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -165,10 +173,18 @@ class Optimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state saved by this class or by its ``torch.optim`` twin.
 
-        Hyperparameters that torch.optim does not have (``bias_correction``) take their
-        defaults when the saved groups lack them.
+        A checkpoint of another optimizer is refused (``ValueError``). Hyperparameters that
+        the saved groups lack (added to torch.optim later, or descentlab's own) take their
+        defaults; a ``step`` in an SGD checkpoint (older descentlab) is dropped, as
+        torch.optim.SGD keeps none.
         """
+        self.info.check_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        if not self.info.stores_step:
+            for p in list(self.state):
+                self.state[p].pop("step", None)
+                if not self.state[p]:
+                    del self.state[p]
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -195,7 +211,7 @@ class Optimizer(torch.optim.Optimizer):
                 rest = self._flat_step(index, group, rule, hp)
             else:
                 rest = self._compiled_step(index, group, rule, hp)
-            self._reference_step(rest, rule, hp)
+            self._reference_step(rest, group, rule, hp)
         return loss
 
     def unflatten(self) -> None:
@@ -232,7 +248,9 @@ class Optimizer(torch.optim.Optimizer):
                     p.grad = p.grad.detach() if p.grad.grad_fn is not None else p.grad
                     p.grad.zero_()
 
-    def _reference_step(self, params: list[torch.Tensor], rule: Rule, hp: dict[str, float]) -> None:
+    def _reference_step(
+        self, params: list[torch.Tensor], group: dict[str, Any], rule: Rule, hp: dict[str, float]
+    ) -> None:
         cache: dict[int, dict[str, float]] = {}
         for p in params:
             if p.grad is None:
@@ -242,9 +260,9 @@ class Optimizer(torch.optim.Optimizer):
                     f"{self.info.title} does not support sparse gradients; "
                     "use torch.optim.SparseAdam or a dense gradient"
                 )
-            state = self._prepare_state(p, rule)
-            state["step"] += 1
-            t = int(state["step"].item())
+            state, home = self._prepare_state(p, rule, group)
+            home["step"] += 1
+            t = int(home["step"].item())
             if t not in cache:
                 cache[t] = rule.coefficients(hp, t)
             apply_reference(rule, p, p.grad, state, cache[t])
@@ -259,10 +277,10 @@ class Optimizer(torch.optim.Optimizer):
             return params
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule):
-            plan = self._plans[index] = GroupPlan(list(params), rule, _scalar_dtype())
+            plan = self._plans[index] = GroupPlan(list(params), rule, _scalar_dtype(group))
         if self.engine == "auto" and len(plan.eligible) < AUTO_TENSORS and plan.numel < AUTO_NUMEL:
             return params
-        stepped, rest = plan.step(self.state, hp, lambda p: self._prepare_state(p, rule))
+        stepped, rest = plan.step(self.state, hp, lambda p: self._prepare_state(p, rule, group))
         self.engine_counts["compiled"] += stepped
         return rest
 
@@ -326,7 +344,7 @@ class Optimizer(torch.optim.Optimizer):
         if (
             bucket is None
             or not bucket.intact(everything, rule)
-            or not bucket.state_intact(self.state)
+            or not bucket.state_intact(self.state, self._home)
         ):
             # Frozen parameters stay out of the buffer; the partition is kept until the
             # group changes. A buffered parameter frozen later simply loses its gradient
@@ -336,7 +354,9 @@ class Optimizer(torch.optim.Optimizer):
             if engine is None:
                 self._buckets.pop(index, None)
                 return self._compiled_step(index, group, rule, hp)
-            bucket = FlatBucket(params, self.state, rule, _scalar_dtype(), engine == "flat")
+            bucket = FlatBucket(
+                params, lambda p: self._prepare_state(p, rule, group), rule, engine == "flat"
+            )
             bucket.members = list(everything)
             self._buckets[index] = bucket
         if not bucket.gather() or not bucket.uniform_steps():
@@ -349,20 +369,46 @@ class Optimizer(torch.optim.Optimizer):
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         return all(bool(torch.isfinite(g).all()) for g in grads)
 
-    def _prepare_state(self, p: torch.Tensor, rule: Rule) -> dict[str, Any]:
-        state = self.state[p]
-        if "step" not in state:
-            state["step"] = torch.tensor(steps_taken(state, rule), dtype=_scalar_dtype())
-        elif not isinstance(state["step"], torch.Tensor):  # older torch checkpoints
-            state["step"] = torch.tensor(float(state["step"]), dtype=_scalar_dtype())
+    def _home(self, p: torch.Tensor) -> dict[str, Any] | None:
+        """Where the step count of ``p`` lives, if it has one yet (see :meth:`_prepare_state`)."""
+        if self.info.stores_step:
+            return self.state.get(p)
+        return self._step_home.get(id(p))
+
+    def _prepare_state(
+        self, p: torch.Tensor, rule: Rule, group: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The state of ``p`` ready for a step, and the dict holding its ``step`` counter.
+
+        The state holds torch.optim's keys, no more: ``step`` and the rule's slots, except for
+        SGD (and Momentum), whose state is torch.optim.SGD's: a momentum buffer when the
+        rule has one, nothing at all otherwise. Their rule only asks whether the buffer is
+        new (step 1: torch starts it at the gradient, also when momentum is switched on
+        mid-run), so their counter is private (``_step_home``): 0 when the buffer was just
+        created, 1 for a buffer that already existed (loaded from a checkpoint).
+        """
+        dtype = _scalar_dtype(group)
+        if self.info.stores_step:
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(steps_taken(state, rule), dtype=dtype)
+            elif not isinstance(state["step"], torch.Tensor):  # older torch checkpoints
+                state["step"] = torch.tensor(float(state["step"]), dtype=dtype)
+            home = state
+        else:
+            state = self.state[p] if rule.slots else {}
+            home = self._step_home.setdefault(id(p), {})
+        fresh = False
         for name in rule.slots:
-            if name not in state or state[name] is None:
+            if state.get(name) is None:
                 state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if name == "momentum_buffer" and self.info.name == "sgd":
-                    # torch.optim.SGD starts a buffer at the gradient whenever it has none
-                    # (momentum switched on mid-run too); SGD's step counts buffer steps.
-                    state["step"] = torch.zeros_like(state["step"])
-        return state
+                fresh = True
+        if not self.info.stores_step:
+            if "step" not in home:
+                home["step"] = torch.tensor(0.0 if fresh else 1.0, dtype=dtype)
+            elif fresh:
+                home["step"].zero_()
+        return state, home
 
 
 class SGD(Optimizer):
@@ -472,6 +518,15 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
 
 
+def _adam_defaults(info: OptimizerInfo, args: dict[str, Any]) -> dict[str, Any]:
+    """torch.optim.Adam's defaults; ``bias_correction`` only when switched off, so that the
+    param groups (and checkpoints) hold torch's keys and nothing more."""
+    defaults = {k: v for k, v in args.items() if k in info.defaults}
+    if defaults["bias_correction"] is True:
+        del defaults["bias_correction"]
+    return defaults
+
+
 class Adam(Optimizer):
     """Adam with bias correction; ``weight_decay`` is L2 unless ``decoupled_weight_decay``.
 
@@ -508,7 +563,7 @@ class Adam(Optimizer):
         skip_nonfinite: bool = False,
         engine: str = "auto",
     ) -> None:
-        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        defaults = _adam_defaults(self.info, locals())
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
 
 
@@ -547,6 +602,6 @@ class AdamW(Optimizer):
         skip_nonfinite: bool = False,
         engine: str = "auto",
     ) -> None:
-        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        defaults = _adam_defaults(self.info, locals())
         defaults["decoupled_weight_decay"] = True
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)

@@ -261,6 +261,9 @@ class GroupPlan:
     eligible parameters that had a usable gradient at the last step; while it stays the same
     and no state tensor or parameter storage was replaced, a step validates everything with a
     few ``map`` calls and reuses the cached 1-D views (the steady path).
+
+    ``prepare(p)`` returns the state of ``p`` and the dict holding its ``step`` counter: the
+    state itself, or a private one for optimizers whose state has no ``step`` (SGD).
     """
 
     def __init__(self, members: list[torch.Tensor], rule: Rule, scalar_dtype: torch.dtype) -> None:
@@ -287,7 +290,7 @@ class GroupPlan:
         self,
         state: Any,
         hp: Mapping[str, float],
-        prepare: Callable[[torch.Tensor], dict[str, Any]],
+        prepare: Callable[[torch.Tensor], tuple[dict[str, Any], dict[str, Any]]],
     ) -> tuple[int, list[torch.Tensor]]:
         """Step the active parameters; returns (how many were stepped, what the reference must
         step: parameters outside the plan, or whose gradient or state the kernel cannot take).
@@ -344,7 +347,7 @@ class GroupPlan:
             return False
         states = self.states
         try:
-            if not all(map(operator.is_, map(_STEP, states), self.steps)):
+            if not all(map(operator.is_, map(_STEP, self.homes), self.steps)):
                 return False
             for name, objs in zip(self.rule.slots, self.slot_objs, strict=True):
                 if not all(map(operator.is_, map(operator.itemgetter(name), states), objs)):
@@ -358,7 +361,7 @@ class GroupPlan:
         state: Any,
         grads: list[torch.Tensor | None],
         mask: list[bool],
-        prepare: Callable[[torch.Tensor], dict[str, Any]],
+        prepare: Callable[[torch.Tensor], tuple[dict[str, Any], dict[str, Any]]],
     ) -> list[torch.Tensor]:
         """The slow path: check every parameter with a gradient and cache its views.
 
@@ -367,7 +370,7 @@ class GroupPlan:
         """
         slots = self.rule.slots
         self.active, self.ptrs, self.dtypes, self.devices, self.numels = [], [], [], [], []
-        self.states, self.steps, self.p_views = [], [], []
+        self.states, self.homes, self.steps, self.p_views = [], [], [], []
         self.slot_objs: list[list[torch.Tensor]] = [[] for _ in slots]
         self.slot_views: list[list[torch.Tensor]] = [[] for _ in slots]
         extra, retry, active_grads = [], [], []
@@ -385,8 +388,8 @@ class GroupPlan:
                 extra.append(p)
                 retry.append(p)  # checked again at every step: back as soon as it can
                 continue
-            s = prepare(p)
-            if not self._state_ok(p, s):
+            s, home = prepare(p)
+            if not self._state_ok(p, s, home):
                 extra.append(p)
                 continue
             self.active.append(p)
@@ -396,7 +399,8 @@ class GroupPlan:
             self.devices.append(g.device)
             self.numels.append(g.numel())
             self.states.append(s)
-            self.steps.append(s["step"])
+            self.homes.append(home)
+            self.steps.append(home["step"])
             self.p_views.append(p.detach().view(-1))
             for name, objs, views in zip(slots, self.slot_objs, self.slot_views, strict=True):
                 objs.append(s[name])
@@ -422,8 +426,8 @@ class GroupPlan:
             and g.is_contiguous()
         )
 
-    def _state_ok(self, p: torch.Tensor, s: Mapping[str, Any]) -> bool:
-        step = s.get("step")
+    def _state_ok(self, p: torch.Tensor, s: Mapping[str, Any], home: Mapping[str, Any]) -> bool:
+        step = home.get("step")
         if not (
             type(step) is torch.Tensor
             and step.dim() == 0

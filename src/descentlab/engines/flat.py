@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import operator
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ..rules.base import Rule
-from .reference import compute, steps_taken, write_back
+from .reference import compute, write_back
 
 _GRAD = operator.attrgetter("grad")
 _STEP = operator.itemgetter("step")
@@ -105,11 +105,12 @@ class FlatBucket:
     def __init__(
         self,
         params: Sequence[torch.Tensor],
-        state: Any,
+        prepare: Callable[[torch.Tensor], tuple[dict[str, Any], dict[str, Any]]],
         rule: Rule,
-        scalar_dtype: torch.dtype,
         compiled: bool,
     ) -> None:
+        """``prepare(p)`` gives the state of ``p`` (every slot present) and the dict holding
+        its ``step`` counter (the state itself, or a private one: see GroupPlan)."""
         self.params = list(params)
         self._members: list[torch.Tensor] = list(params)
         self.rest: list[torch.Tensor] = []
@@ -122,13 +123,15 @@ class FlatBucket:
         self.p_flat = torch.empty(total, dtype=dtype, device=device)
         self.g_flat = torch.zeros(total, dtype=dtype, device=device)
         self.slots = {k: torch.zeros(total, dtype=dtype, device=device) for k in rule.slots}
-        self.steps = torch.zeros(len(self.params), dtype=scalar_dtype)
+        prepared = [prepare(p) for p in self.params]
+        self.homes = [home for _, home in prepared]
+        self.steps = torch.stack([home["step"].detach() for home in self.homes]).cpu()
         self.p_views: list[torch.Tensor] = []
         self.g_views: list[torch.Tensor] = []
         self.steps_views: list[torch.Tensor] = []
         self.slot_views: dict[str, list[torch.Tensor]] = {k: [] for k in rule.slots}
         offset = 0
-        for i, (p, n) in enumerate(zip(self.params, sizes, strict=True)):
+        for i, (p, n, (s, home)) in enumerate(zip(self.params, sizes, prepared, strict=True)):
             sl = slice(offset, offset + n)
             offset += n
             pv = self.p_flat[sl].view_as(p)
@@ -139,14 +142,11 @@ class FlatBucket:
                 gv.copy_(p.grad)
             self.p_views.append(pv)
             self.g_views.append(gv)
-            s = state[p]
-            self.steps[i] = steps_taken(s, rule)
-            s["step"] = self.steps[i]
-            self.steps_views.append(s["step"])
+            home["step"] = self.steps[i]
+            self.steps_views.append(home["step"])
             for k, flat in self.slots.items():
                 view = flat[sl].view_as(p)
-                if s.get(k) is not None:
-                    view.copy_(s[k])
+                view.copy_(s[k])
                 s[k] = view
                 self.slot_views[k].append(view)
         self.ptrs = [p.data_ptr() for p in self.params]
@@ -171,16 +171,22 @@ class FlatBucket:
             and list(map(torch.Tensor.data_ptr, self.params)) == self.ptrs
         )
 
-    def state_intact(self, state: Any) -> bool:
-        """``load_state_dict`` replaces state tensors: then the bucket must be rebuilt."""
-        states = list(map(state.__getitem__, self.params))
+    def state_intact(
+        self, state: Any, home: Callable[[torch.Tensor], Mapping[str, Any] | None]
+    ) -> bool:
+        """``load_state_dict`` replaces state tensors: then the bucket must be rebuilt.
+
+        ``home(p)`` is the dict holding the step counter of ``p`` (None if it has none)."""
+        homes = list(map(home, self.params))
         try:
-            if not all(map(operator.is_, map(_STEP, states), self.steps_views)):
+            if not all(map(operator.is_, map(_STEP, homes), self.steps_views)):  # type: ignore[arg-type]
                 return False
-            for k, views in self.slot_views.items():
-                if not all(map(operator.is_, map(operator.itemgetter(k), states), views)):
-                    return False
-        except KeyError:
+            if self.slot_views:
+                states = list(map(state.__getitem__, self.params))
+                for k, views in self.slot_views.items():
+                    if not all(map(operator.is_, map(operator.itemgetter(k), states), views)):
+                        return False
+        except (KeyError, TypeError):  # a counter or a slot is gone
             return False
         return True
 

@@ -41,7 +41,7 @@ def default_lrs(workload: Workload, opt: OptimizerSpec) -> tuple[float, ...]:
     """
     grid = workload.lrs[opt.name]
     mu = float(opt.kwargs().get("momentum", 0.0))
-    if opt.name == "sgd" and mu > 0:
+    if opt.name == "sgd" and 0 < mu < 1:  # torch accepts momentum >= 1 (it diverges)
         grid = tuple(float(f"{lr * (1 - mu**2) ** 0.5:.2g}") for lr in grid)
     return grid
 
