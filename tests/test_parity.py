@@ -127,6 +127,83 @@ def test_numpy_driver_equals_torch_driver(case: Case) -> None:
             assert rel_err(torch.from_numpy(value), ours.state[p][key]) <= TOL
 
 
+def _late_grads(step: int, arrays: list[np.ndarray], gen: np.random.Generator) -> list:
+    """Random gradients; the second array gets none for the first 4 steps, the third none on
+    every third step: per-parameter step counts are then all different."""
+    grads: list = [gen.standard_normal(a.shape) for a in arrays]
+    if step < 4:
+        grads[1] = None
+    if step % 3 == 2:
+        grads[2] = None
+    return grads
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_numpy_counts_steps_per_array_as_the_torch_drop_ins(case: Case) -> None:
+    params = random_params(11)[:3]
+    arrays = [p.detach().numpy().copy() for p in params]
+    in_place = [a.copy() for a in arrays]
+    ours = case.make(params)
+    functional = dnp.Transformation(case.name, **case.hp)
+    obj = getattr(dnp, case.cls.__name__)(in_place, engine="reference", **case.hp)
+    state = functional.init(arrays)
+    gen = np.random.default_rng(12)
+    for step in range(12):
+        grads = _late_grads(step, arrays, gen)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = None if g is None else torch.from_numpy(g.copy())
+        ours.step()
+        arrays, state = functional.update(arrays, grads, state)
+        obj.step(grads)
+    assert state.steps == obj.state.steps == [12, 8, 8]
+    for p, a, b, s in zip(params, arrays, in_place, state.slots, strict=True):
+        assert rel_err(torch.from_numpy(a), p) <= TOL
+        assert rel_err(torch.from_numpy(b), p) <= TOL
+        for key, value in s.items():
+            assert rel_err(torch.from_numpy(value), ours.state[p][key]) <= TOL
+        if ours.info.stores_step:
+            assert [int(ours.state[q]["step"]) for q in params] == state.steps
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_numpy_float16_is_computed_in_float32_like_the_torch_drop_ins(case: Case) -> None:
+    # g = 1e-4 squares to 1e-8, which is 0 in float16: computed in float16, Adam's first
+    # step divides by zero (-inf, nan); in float32 it is the ordinary lr-sized step.
+    w = np.array([0.5, 0.0, 1.0], dtype=np.float16)
+    p = torch.nn.Parameter(torch.from_numpy(w.copy()))
+    ours = case.make([p])
+    functional = dnp.Transformation(case.name, **case.hp)
+    arrays, state = [w.copy()], functional.init([w.copy()])
+    obj = getattr(dnp, case.cls.__name__)([w.copy()], engine="reference", **case.hp)
+    gen = np.random.default_rng(13)
+    for step in range(10):
+        g = np.array([1e-4, 0.0, 1.0], dtype=np.float16) if step == 0 else None
+        g = gen.standard_normal(3).astype(np.float16) if g is None else g
+        p.grad = torch.from_numpy(g.copy())
+        ours.step()
+        arrays, state = functional.update(arrays, [g], state)
+        obj.step([g])
+        assert arrays[0].dtype == np.float16 and np.isfinite(arrays[0]).all()
+        np.testing.assert_array_equal(arrays[0], p.detach().numpy())
+        np.testing.assert_array_equal(obj.params[0], p.detach().numpy())
+        for key, value in state.slots[0].items():
+            assert value.dtype == np.float16
+            np.testing.assert_array_equal(value, ours.state[p][key].numpy())
+
+
+def test_numpy_state_dict_round_trips_per_array_steps_and_reads_the_older_format() -> None:
+    w = [np.ones(3), np.ones(2)]
+    opt = dnp.Adam(w, lr=0.1)
+    opt.step([np.ones(3), None])
+    saved = opt.state_dict()
+    assert saved["steps"] == [1, 0]
+    again = dnp.Adam([np.ones(3), np.ones(2)], lr=0.1)
+    again.load_state_dict(saved)
+    assert again.state.steps == [1, 0]
+    again.load_state_dict({"step": 5, "slots": saved["slots"]})  # one shared count
+    assert again.state.steps == [5, 5]
+
+
 @pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW"])
 def test_signatures_and_defaults_equal_torch(name: str) -> None:
     import inspect

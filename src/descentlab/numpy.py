@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import optimizers
+from .rules.base import Rule
 
 __all__ = [
     "SGD",
@@ -50,10 +51,32 @@ __all__ = [
 
 
 class State(NamedTuple):
-    """Optimizer state: the step count and, per parameter, a dict of slot arrays."""
+    """Optimizer state, per parameter: its step count and a dict of slot arrays.
 
-    step: int
+    Both are trees shaped like the parameters. Each parameter counts its own steps (a
+    parameter whose gradient was ``None`` does not advance), as in torch.optim, so a
+    gradient that arrives late still gets the bias correction of its own first step.
+    """
+
+    steps: Any
     slots: Any
+
+
+LOW_PRECISION = (np.float16,)
+
+
+def _apply(
+    rule: Rule, p: np.ndarray, g: np.ndarray, slots: dict, c: Any
+) -> tuple[np.ndarray, dict]:
+    """The rule on one array; float16 is computed in float32 and rounded once, as the torch
+    drop-ins do (``eps=1e-8`` is 0 in float16); the state keeps the parameter's dtype."""
+    if p.dtype not in LOW_PRECISION:
+        return rule.update(p, g, slots, c)
+    wide = np.float32
+    new_p, new_slots = rule.update(
+        p.astype(wide), g.astype(wide), {k: v.astype(wide) for k, v in slots.items()}, c
+    )
+    return new_p.astype(p.dtype), {k: v.astype(p.dtype) for k, v in new_slots.items()}
 
 
 def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -79,8 +102,9 @@ class Transformation:
 
     Build it with :func:`sgd`, :func:`momentum`, :func:`rmsprop`, :func:`adam` or
     :func:`adamw`; hyperparameters and defaults are those of the torch drop-in of the same
-    name. All parameters share one step count; a ``None`` gradient leaves its parameter and
-    state unchanged.
+    name. Each parameter counts its own steps; a ``None`` gradient leaves its parameter,
+    state and step count unchanged. float16 arrays are computed in float32 and rounded
+    once, as the torch drop-ins do.
     """
 
     def __init__(self, name: str, **hp: Any) -> None:
@@ -95,29 +119,34 @@ class Transformation:
 
     def init(self, params: Any) -> State:
         """Zero state for ``params`` (an array or a list/tuple/dict of arrays)."""
-        return State(0, _map(lambda p: self.rule.init(_check_array(p)), params))
+        slots = _map(lambda p: self.rule.init(_check_array(p)), params)
+        return State(_map(lambda p: 0, params), slots)
 
     def update(self, params: Any, grads: Any, state: State) -> tuple[Any, State]:
         """One step: returns new parameters and new state; inputs are not modified."""
-        step = state.step + 1
-        c = self.rule.coefficients(self._scalars, step)
+        cache: dict[int, Any] = {}
 
-        def one(p: np.ndarray, g: np.ndarray | None, s: dict) -> _Pair:
+        def one(p: np.ndarray, g: np.ndarray | None, t: int, s: dict) -> _Step:
             if g is None:
-                return _Pair(p, s)
-            return _Pair(*self.rule.update(p, np.asarray(g, dtype=p.dtype), s, c))
+                return _Step(p, t, s)
+            t += 1
+            if t not in cache:
+                cache[t] = self.rule.coefficients(self._scalars, t)
+            new_p, new_s = _apply(self.rule, p, np.asarray(g, dtype=p.dtype), s, cache[t])
+            return _Step(new_p, t, new_s)
 
-        pairs = _map(one, params, grads, state.slots)
-        return _split(pairs, 0), State(step, _split(pairs, 1))
+        out = _map(one, params, grads, state.steps, state.slots)
+        return _split(out, 0), State(_split(out, 1), _split(out, 2))
 
 
-class _Pair(NamedTuple):
+class _Step(NamedTuple):
     param: np.ndarray
+    step: int
     slots: dict
 
 
 def _split(tree: Any, index: int) -> Any:
-    if isinstance(tree, _Pair):
+    if isinstance(tree, _Step):
         return tree[index]
     if isinstance(tree, dict):
         return {k: _split(v, index) for k, v in tree.items()}
@@ -193,33 +222,37 @@ class Optimizer:
 
         from .engines.flat import run_flat
 
-        step = self.state.step + 1
         rule, hp = self.transformation.rule, self.transformation._scalars
-        c = rule.coefficients(hp, step)
-        for p, g, slots in zip(self.params, grads, self.state.slots, strict=True):
+        steps = list(self.state.steps)
+        for i, (p, g, slots) in enumerate(zip(self.params, grads, self.state.slots, strict=True)):
             if g is None:
                 continue
+            steps[i] += 1
             g = np.ascontiguousarray(g, dtype=p.dtype)
             if self._compiled(p):  # one fused in-place pass over zero-copy views
                 views = {k: torch.from_numpy(v.reshape(-1)) for k, v in slots.items()}
                 flat_p, flat_g = torch.from_numpy(p.reshape(-1)), torch.from_numpy(g.reshape(-1))
-                run_flat(rule, flat_p, flat_g, views, hp, step, compiled=True)
+                run_flat(rule, flat_p, flat_g, views, hp, steps[i], compiled=True)
                 continue
-            new_p, new_slots = rule.update(p, g, slots, c)
+            new_p, new_slots = _apply(rule, p, g, slots, rule.coefficients(hp, steps[i]))
             p[...] = new_p
             for k, v in new_slots.items():
                 slots[k][...] = v
-        self.state = State(step, self.state.slots)
+        self.state = State(steps, self.state.slots)
 
     def state_dict(self) -> dict[str, Any]:
-        """A copy of the state: ``{"step": int, "slots": [dict of arrays per param]}``."""
+        """A copy of the state: ``{"steps": [int per param], "slots": [dict of arrays]}``."""
         return {
-            "step": self.state.step,
+            "steps": list(self.state.steps),
             "slots": [{k: v.copy() for k, v in s.items()} for s in self.state.slots],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict`; shapes must match the parameters."""
+        """Restore a state from :meth:`state_dict`; shapes must match the parameters.
+
+        A state saved before steps were counted per parameter (one ``"step"``) gives every
+        parameter that count.
+        """
         slots = [
             {k: np.array(v, dtype=p.dtype) for k, v in s.items()}
             for p, s in zip(self.params, sd["slots"], strict=True)
@@ -228,7 +261,10 @@ class Optimizer:
             for k, v in s.items():
                 if v.shape != p.shape:
                     raise ValueError(f"state {k!r} has shape {v.shape}, parameter {p.shape}")
-        self.state = State(int(sd["step"]), slots)
+        steps = sd["steps"] if "steps" in sd else [sd["step"]] * len(self.params)
+        if len(steps) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} step counts, got {len(steps)}")
+        self.state = State([int(t) for t in steps], slots)
 
 
 class SGD(Optimizer):
