@@ -65,7 +65,7 @@ def test_bad_arguments_raise_torchs_error_type(name: str, kwargs: dict, error: t
             getattr(module, name)(random_params(0), **kwargs)
 
 
-@pytest.mark.parametrize("engine", ["reference", "compiled"])
+@pytest.mark.parametrize("engine", ["reference", "compiled", "flat-eager"])
 def test_sgd_momentum_switched_on_mid_run_starts_its_buffer_at_the_gradient(engine: str) -> None:
     import descentlab.torch as dt
 
@@ -87,5 +87,125 @@ def test_sgd_momentum_switched_on_mid_run_starts_its_buffer_at_the_gradient(engi
     for a, b in zip(ours, theirs, strict=True):
         assert rel_err(a, b) <= 1e-12
         assert rel_err(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]) <= 1e-12
-    if engine == "compiled":
-        assert opt.engine_counts["compiled"] == 8 * 3
+    if engine != "reference":
+        assert opt.engine_counts[engine] == 8 * 3
+    # A buffer dropped mid-run (popped, or None as torch leaves it) starts again at the
+    # gradient, in torch and on every engine.
+    ref_params = list(ref.param_groups[0]["params"])
+    for o, ps in ((opt, ours), (ref, ref_params)):
+        o.state[ps[0]].pop("momentum_buffer")
+        o.state[ps[1]]["momentum_buffer"] = None
+        for p in ps:
+            p.grad = torch.full_like(p, 0.5)
+        o.step()
+    for a, b in zip(ours, ref_params, strict=True):
+        assert rel_err(a, b) <= 1e-12
+        assert rel_err(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]) <= 1e-12
+
+
+DIFFERENT = "differences listed in the README, each shown on torch.optim too"
+
+
+def test_differentiable_and_capturable_are_refused_at_construction() -> None:
+    import descentlab.torch as dt
+
+    p = [torch.nn.Parameter(torch.ones(2))]
+    torch.optim.Adam(p, differentiable=True)  # torch differentiates through the step
+    for flag in ("differentiable", "capturable"):
+        with pytest.raises(ValueError, match=f"{flag}=True .* is not supported"):
+            dt.Adam(p, **{flag: True})
+
+
+@pytest.mark.parametrize("engine", ["reference", "compiled"])
+def test_sparse_gradients_are_refused_where_torchs_sgd_takes_them(engine: str) -> None:
+    import descentlab.torch as dt
+
+    def sparse_step(cls):  # type: ignore[no-untyped-def]
+        emb = torch.nn.Embedding(5, 3, sparse=True)
+        opt = cls(emb.parameters(), lr=0.1)
+        emb(torch.tensor([1, 2])).sum().backward()
+        opt.step()
+
+    sparse_step(torch.optim.SGD)  # torch's SGD supports sparse gradients
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        sparse_step(lambda ps, lr: dt.SGD(ps, lr=lr, engine=engine))
+
+
+FOREIGN = [
+    ("SGD", "Adam"),
+    ("Adam", "SGD"),
+    ("RMSprop", "SGD"),
+    ("SGD", "RMSprop"),
+    ("AdamW", "RMSprop"),
+]
+
+
+@pytest.mark.parametrize(("loader", "saver"), FOREIGN, ids=[f"{a}<-{b}" for a, b in FOREIGN])
+def test_a_checkpoint_of_another_optimizer_is_refused_at_load(loader: str, saver: str) -> None:
+    import descentlab.torch as dt
+
+    params = random_params(5)
+    source = (
+        getattr(torch.optim, saver)(params, lr=0.01, momentum=0.9)
+        if saver != "Adam"
+        else (torch.optim.Adam(params, lr=0.01))
+    )
+    for p in params:
+        p.grad = torch.ones_like(p)
+    source.step()
+    saved = source.state_dict()
+    theirs = getattr(torch.optim, loader)(random_params(5), lr=0.5)
+    with pytest.raises((KeyError, RuntimeError, TypeError)):  # torch fails at load or step
+        theirs.load_state_dict(copy.deepcopy(saved))
+        for p in theirs.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        theirs.step()
+    ours = getattr(dt, loader)(random_params(5), lr=0.5)
+    with pytest.raises(ValueError, match=f"{loader}: this state_dict was saved by another"):
+        ours.load_state_dict(copy.deepcopy(saved))
+
+
+def test_the_seeds_momentum_refuses_a_heavy_ball_checkpoint() -> None:
+    """Same state key (momentum_buffer), another convention: refused by its group keys."""
+    import descentlab.torch as dt
+
+    params = random_params(5)
+    sgd = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    with pytest.raises(ValueError, match="has dampening, nesterov"):
+        dt.Momentum(random_params(5)).load_state_dict(sgd.state_dict())
+    with pytest.raises(ValueError, match="lacks dampening, nesterov"):
+        dt.SGD(random_params(5)).load_state_dict(dt.Momentum(random_params(5)).state_dict())
+
+
+def test_non_finite_hyperparameters_are_refused() -> None:
+    import descentlab.torch as dt
+
+    p = [torch.nn.Parameter(torch.ones(2))]
+    torch.optim.SGD(p, lr=float("inf"))  # torch checks lr >= 0 only
+    with pytest.raises(ValueError, match="Invalid learning rate: inf"):
+        dt.SGD(p, lr=float("inf"))
+
+
+@pytest.mark.parametrize("engine", ["reference", "compiled"])
+def test_a_float32_tensor_lr_gives_adam_a_double_precision_step_size(engine: str) -> None:
+    """torch computes lr / (1 - beta1**t) in the lr tensor's dtype; descentlab on the host in
+    double precision, so a float32 tensor lr equals a float64 one bit for bit."""
+    import descentlab.torch as dt
+
+    def run(cls, lr):  # type: ignore[no-untyped-def]
+        params = random_params(6)
+        opt = cls(params, lr=lr)
+        for seed in range(5):
+            gen = torch.Generator().manual_seed(seed)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        return params
+
+    lr32 = torch.tensor(0.01)
+    exact = run(torch.optim.Adam, torch.tensor(float(lr32), dtype=torch.float64))
+    ours = run(lambda ps, lr: dt.Adam(ps, lr=lr, engine=engine), lr32.clone())
+    theirs = run(torch.optim.Adam, lr32.clone())
+    assert all(rel_err(a, b) <= 1e-12 for a, b in zip(ours, exact, strict=True))
+    worst = max(rel_err(a, b) for a, b in zip(theirs, exact, strict=True))
+    assert 1e-12 < worst < 1e-6  # torch's float32 rounding of the step size
