@@ -209,3 +209,35 @@ def test_a_float32_tensor_lr_gives_adam_a_double_precision_step_size(engine: str
     assert all(rel_err(a, b) <= 1e-12 for a, b in zip(ours, exact, strict=True))
     worst = max(rel_err(a, b) for a, b in zip(theirs, exact, strict=True))
     assert 1e-12 < worst < 1e-6  # torch's float32 rounding of the step size
+
+
+ACCEPTED = [
+    ("Adam", {"eps": 0.0}),
+    ("RMSprop", {"eps": 0.0}),
+    ("SGD", {"momentum": 1.0}),
+    ("SGD", {"momentum": 0.9, "dampening": -0.5}),
+    ("RMSprop", {"alpha": 1.0}),
+    ("RMSprop", {"momentum": 1.5}),
+    ("Adam", {"lr": 0.0, "weight_decay": 0.0}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ACCEPTED, ids=[f"{n}-{k}" for n, k in ACCEPTED])
+def test_what_torch_accepts_is_accepted_and_steps_alike(name: str, kwargs: dict) -> None:
+    import descentlab.torch as dt
+
+    ours_p, theirs_p = random_params(7), random_params(7)
+    ours, theirs = (
+        getattr(dt, name)(ours_p, **kwargs),
+        getattr(torch.optim, name)(theirs_p, **kwargs),
+    )
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        for p, q in zip(ours_p, theirs_p, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            q.grad = p.grad.clone()
+        ours.step()
+        theirs.step()
+    for p, q in zip(ours_p, theirs_p, strict=True):
+        assert torch.equal(p.isnan(), q.isnan())
+        assert rel_err(torch.nan_to_num(p), torch.nan_to_num(q)) <= 1e-12
