@@ -1,8 +1,9 @@
-"""`descentlab reproduce --quick`: verdicts consistent with the figures printed beside them."""
+"""`descentlab reproduce --quick`: verdicts that follow from the figures printed beside them."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,42 +12,62 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from descentlab.reproduce import BY_KEY, CLAIMS, FAILS, HOLDS, PARTLY, reproduce
-from descentlab.reproduce.base import Claim, Criterion, Measurement, verdict
+from descentlab.reproduce import BY_KEY, CLAIMS, FAILS, HOLDS, INCONCLUSIVE, PARTLY, reproduce
+from descentlab.reproduce.base import (
+    Claim,
+    Condition,
+    MissingFigure,
+    Statement,
+    judge,
+    require,
+    support,
+    write_json,
+)
+
+VERDICTS = (HOLDS, FAILS, PARTLY, INCONCLUSIVE)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick run, once, as a user starts it. No wall-clock limit: a loaded CI machine
+    is slower, not wrong."""
     out = tmp_path_factory.mktemp("reproduce")
     proc = subprocess.run(
         [sys.executable, "-m", "descentlab", "reproduce", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
+
+
+def _saved(quick: Path, claim: Claim) -> dict:
+    return json.loads((quick / "claims" / f"{claim.key}.json").read_text())
 
 
 def test_every_claim_has_a_saved_result_and_a_section(quick: Path) -> None:
     report = (quick / "report.md").read_text()
     page = (quick / "index.html").read_text()
     for claim in CLAIMS:
-        saved = json.loads((quick / "claims" / f"{claim.key}.json").read_text())
-        assert saved["verdict"] in (HOLDS, FAILS, PARTLY)
+        saved = _saved(quick, claim)
+        assert len(saved["statements"]) == len(claim.statements) >= 1
+        assert all(s["verdict"] in VERDICTS for s in saved["statements"])
         assert f"## {claim.title}" in report and claim.quote[:40] in report
         assert f'id="{claim.key}"' in page
-    assert "torch 2." in report and "seeds 0..0" in report
+        for st in claim.statements:
+            assert st.text in report
+    assert "torch 2." in report and "seeds 0..0" in report and "load average" in report
 
 
 def test_verdicts_follow_from_the_saved_figures(quick: Path) -> None:
     for claim in CLAIMS:
-        saved = json.loads((quick / "claims" / f"{claim.key}.json").read_text())
-        again, met = verdict(claim.criteria, saved["figures"])  # JSON keeps inf as Infinity
-        assert again == saved["verdict"] and met == saved["met"], claim.key
+        saved = _saved(quick, claim)
+        again = claim.judge(saved["figures"], saved["flags"])  # JSON keeps inf as Infinity
+        assert [j.label for j in again] == [s["label"] for s in saved["statements"]], claim.key
+        assert [j.met for j in again] == [s["met"] for s in saved["statements"]], claim.key
 
 
-def test_report_prints_the_figures_the_verdict_came_from(quick: Path) -> None:
+def test_report_prints_the_figures_the_verdicts_came_from(quick: Path) -> None:
     """Parse the printed figures back from report.md and re-judge: the same verdicts."""
     report = (quick / "report.md").read_text()
     sections = report.split("\n## ")[1:]
@@ -58,14 +79,37 @@ def test_report_prints_the_figures_the_verdict_came_from(quick: Path) -> None:
                 printed[name] = float(value)
             except ValueError:
                 continue
-        printed_verdict = re.search(r"\*\*Verdict: (.+?)\.\*\*", text).group(1)
-        # the printed values are rounded to 4 digits: re-judge only where no figure sits
-        # within rounding of a threshold, which is every criterion here by a wide margin
-        assert verdict(claim.criteria, printed)[0] == printed_verdict, claim.key
-        boxes = re.findall(r"^- \[([ x])\]", text, flags=re.M)
-        assert len(boxes) == len(claim.criteria)
-        expected = {HOLDS: {"x"}, FAILS: {" "}, PARTLY: {"x", " "}}[printed_verdict]
-        assert set(boxes) == expected, claim.key
+        saved = _saved(quick, claim)
+        for st, j in zip(claim.statements, saved["statements"], strict=True):
+            assert f"{st.text} — **{j['label']}**" in text
+            # printed values are rounded to 4 digits: re-judge where no figure sits within
+            # rounding of its threshold (true of every criterion here by a wide margin)
+            assert judge(st, printed, saved["flags"]).label == j["label"], (claim.key, st.key)
+
+
+def _swapped(figures: dict[str, float], statement: Statement) -> dict[str, float]:
+    """The figures with the two arms of every comparative required criterion exchanged."""
+    out = dict(figures)
+    for c in statement.criteria:
+        if c.required and c.comparative:
+            assert isinstance(c.right, str)
+            out[c.left], out[c.right] = figures[c.right], figures[c.left]
+    return out
+
+
+def test_swapping_the_arms_of_a_comparison_flips_its_verdict(quick: Path) -> None:
+    """Label the two arms the other way round: a statement that held must not hold."""
+    checked = 0
+    for claim in CLAIMS:
+        saved = _saved(quick, claim)
+        for st, j in zip(claim.statements, saved["statements"], strict=True):
+            comparative = [c for c in st.criteria if c.required and c.comparative]
+            if j["verdict"] != HOLDS or not comparative:
+                continue
+            swapped = judge(st, _swapped(saved["figures"], st), saved["flags"])
+            assert swapped.verdict != HOLDS, (claim.key, st.key)
+            checked += 1
+    assert checked >= 5  # the comparative statements that hold in the quick run
 
 
 def test_plots_are_images(quick: Path) -> None:
@@ -75,24 +119,102 @@ def test_plots_are_images(quick: Path) -> None:
         assert matplotlib.image.imread(png).ndim == 3
 
 
-def test_a_rerun_reuses_finished_claims_and_redoes_a_missing_one(quick: Path) -> None:
+def test_a_rerun_reuses_finished_claims_and_redoes_a_missing_or_corrupt_one(quick: Path) -> None:
     seen: list[str] = []
     (quick / "claims" / "zero-grad.json").unlink()
-    reproduce(quick, quick=True, only=["zero-grad", "seed-code"], progress=seen.append)
-    assert seen[0] == "zero-grad: measuring" and "seed-code: reused" in seen
+    (quick / "claims" / "seed-code.json").write_text('{"key": "seed-code", "figu')  # cut short
+    reproduce(
+        quick, quick=True, only=["zero-grad", "seed-code", "key-properties"], progress=seen.append
+    )
+    assert "zero-grad: measuring" in seen
+    assert any(s.startswith("warning:") and "seed-code" in s for s in seen)
+    assert "seed-code: measuring" in seen and "key-properties: reused" in seen
+    assert _saved(quick, BY_KEY["seed-code"])["statements"]
 
 
-def test_verdict_rules() -> None:
-    crit = (Criterion("a > 1", lambda f: f["a"] > 1), Criterion("b > 1", lambda f: f["b"] > 1))
-    assert verdict(crit, {"a": 2, "b": 2})[0] == HOLDS
-    assert verdict(crit, {"a": 2, "b": 0})[0] == PARTLY
-    assert verdict(crit, {"a": 0, "b": 0})[0] == FAILS
-    assert verdict(crit, {"a": 2}) == (PARTLY, [True, False])  # a missing figure is not met
-    claim = Claim("k", "t", "q", "e", crit, lambda ctx: Measurement({"a": 0, "b": 0}))
-    assert claim.key == "k"
+def test_a_saved_result_is_measured_again_when_its_code_or_settings_change(
+    quick: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    reproduce(quick, quick=True, only=["adam-composition"], seeds=2, progress=seen.append)
+    assert "adam-composition: measuring" in seen  # other settings: another fingerprint
+    import descentlab.reproduce as rep
+
+    real = rep.fingerprint
+    monkeypatch.setattr(rep, "fingerprint", lambda claim, config: real(claim, config) + "x")
+    seen.clear()
+    reproduce(quick, quick=True, only=["key-properties"], progress=seen.append)
+    assert seen[0] == "key-properties: code or configuration changed since it was measured"
 
 
-def test_claim_keys_are_unique_and_cover_the_issue() -> None:
+def test_saved_results_whose_verdicts_do_not_follow_from_their_figures_are_redone(
+    quick: Path,
+) -> None:
+    path = quick / "claims" / "rmsprop-scales.json"
+    saved = json.loads(path.read_text())
+    saved["figures"]["RMSprop final loss"] = 1e9  # edited by hand: the verdict no longer follows
+    path.write_text(json.dumps(saved))
+    seen: list[str] = []
+    reproduce(quick, quick=True, only=["rmsprop-scales"], progress=seen.append)
+    assert seen[0].startswith("warning:") and "do not follow" in seen[0]
+
+
+def test_results_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
+    assert len(synced) == 2  # the file, then the folder that names it
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+ARMS = (require("A below B", "A", "<", "B"),)
+
+
+def test_a_statement_holds_when_every_required_criterion_holds() -> None:
+    st = Statement("s", "A beats B", (*ARMS, support("C high", "C", ">", 1)))
+    assert judge(st, {"A": 1, "B": 2, "C": 0}).verdict == HOLDS  # supporting never decides
+    assert judge(st, {"A": 3, "B": 2, "C": 5}).verdict == FAILS
+    assert judge(st, {"A": float("nan"), "B": 2, "C": 5}).verdict == FAILS
+    margin = Statement("m", "A beats B by 10%", (require("t", "A", "<", "B", 0.9),))
+    assert judge(margin, {"A": 1.85, "B": 2}).verdict == FAILS  # not by the margin
+    offset = Statement("o", "A at least 0.1 above B", (require("t", "A", ">=", "B", offset=0.1),))
+    assert judge(offset, {"A": 0.85, "B": 0.8}).verdict == FAILS
+    assert judge(offset, {"A": 0.95, "B": 0.8}).verdict == HOLDS
+
+
+def test_a_missing_figure_is_an_error_never_not_met() -> None:
+    st = Statement("s", "A beats B", ARMS)
+    with pytest.raises(MissingFigure, match="'B'"):
+        judge(st, {"A": 1, "Bee": 2})
+
+
+def test_holds_only_names_a_measured_boundary() -> None:
+    st = Statement(
+        "s",
+        "small at beta 0.999",
+        (require("small at 0.999", "r999", "<", 0.5),),
+        Condition(
+            "for beta <= 0.95",
+            inside=(require("small at 0.95", "r95", "<", 0.5),),
+            outside=(require("small at 0.97", "r97", "<", 0.5),),
+        ),
+    )
+    j = judge(st, {"r999": 3.0, "r95": 0.4, "r97": 0.6})
+    assert (j.verdict, j.label) == (PARTLY, "holds only for beta <= 0.95")
+    assert judge(st, {"r999": 3.0, "r95": 0.4, "r97": 0.4}).verdict == FAILS  # no boundary
+    assert judge(st, {"r999": 3.0, "r95": 0.6, "r97": 0.6}).verdict == FAILS
+    assert judge(st, {"r999": 0.1, "r95": 0.4, "r97": 0.6}).verdict == HOLDS
+
+
+def test_a_flagged_figure_makes_its_statement_inconclusive() -> None:
+    st = Statement("s", "A beats B", ARMS)
+    j = judge(st, {"A": 1, "B": 2}, {"A": "its best lr is at the edge of the grid"})
+    assert j.verdict == INCONCLUSIVE and "edge" in j.detail
+
+
+def test_claim_keys_are_unique_and_cover_the_seed() -> None:
     assert len(BY_KEY) == len(CLAIMS)
     assert {
         "regimes",
@@ -109,6 +231,8 @@ def test_claim_keys_are_unique_and_cover_the_issue() -> None:
         "seed-code",
         "key-properties",
     } <= set(BY_KEY)
+    for claim in CLAIMS:
+        assert len({s.key for s in claim.statements}) == len(claim.statements)
 
 
 def test_bad_only_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -145,6 +269,24 @@ def test_a_relative_out_folder_resumes_when_named_absolutely(
     assert seen == ["rmsprop-scales: reused", "key-properties: reused"]
     page = (tmp_path / "rel" / "index.html").read_text()
     assert "data:image/png;base64," in page
-    assert (
-        "rmsprop-scales: holds" in (tmp_path / "rel" / "report.md").read_text()
-    )  # the table cites the verdict it rests on
+    assert "rmsprop-scales: holds" in (tmp_path / "rel" / "report.md").read_text()
+
+
+def test_the_timing_statement_keeps_its_verdict_under_cpu_load() -> None:
+    """Twice as many busy processes as cores: CPU time per step, measured round-robin
+    between the regimes, gives the same verdict as on the idle machine."""
+    from descentlab.reproduce import regimes
+
+    statement = next(s for s in regimes.CLAIM.statements if s.key == "minibatch-per-second")
+    idle = regimes.timing_figures(True)
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(2 * (os.cpu_count() or 1))
+    ]
+    try:
+        loaded = regimes.timing_figures(True)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    assert judge(statement, idle).verdict == judge(statement, loaded).verdict == HOLDS

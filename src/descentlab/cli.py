@@ -162,13 +162,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"descentlab reproduce: error: {exc}", file=sys.stderr)
         return 2
-    table = Table(title="the seed's claims, measured")
+    table = Table(title="the seed's claims, measured, statement by statement")
     table.add_column("claim")
+    table.add_column("statement")
     table.add_column("verdict")
     colors = {"holds": "green", "does not hold": "red"}
     for key, r in results.items():
-        color = colors.get(r["verdict"], "yellow")
-        table.add_row(escape(BY_KEY[key].title), f"[{color}]{escape(r['verdict'])}[/]")
+        claim = BY_KEY[key]
+        for i, (st, j) in enumerate(zip(claim.statements, r["statements"], strict=True)):
+            color = colors.get(j["verdict"], "yellow")
+            title = escape(claim.title) if i == 0 else ""
+            table.add_row(title, escape(st.text), f"[{color}]{escape(j['label'])}[/]")
     Console().print(table)
     Console().print(f"report: {args.out}/index.html (and report.md)")
     return 0

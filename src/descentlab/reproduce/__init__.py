@@ -1,13 +1,19 @@
 """``descentlab reproduce``: every claim of the seed document as a measured experiment.
 
-Each claim's criteria are written in its definition, before anything runs; the verdict is
-computed from the measured figures alone. Results are saved per claim (atomically) as they
-finish, so an interrupted run resumes with the claims it has not done yet.
+Each claim is split into the statements it makes; each statement's criteria are written in
+its definition, before anything runs, and its verdict is computed from the measured
+figures alone. Results are saved per claim (atomically, fsynced) as they finish, keyed by
+a fingerprint of the experiment's code and configuration, so an interrupted run resumes
+with the claims it has not done yet and a code change measures again what it touches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import inspect
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -23,15 +29,18 @@ from . import adaptive, generalization, momentum, pitfalls, properties, regimes,
 from .base import (
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     PARTLY,
     STYLE,
     Claim,
     Context,
     section_html,
     section_markdown,
+    summary,
+    write_atomic,
     write_json,
 )
-from .base import verdict as judge
+from .common import one_thread
 
 CLAIMS: tuple[Claim, ...] = (
     regimes.CLAIM,
@@ -51,7 +60,65 @@ CLAIMS: tuple[Claim, ...] = (
 )
 BY_KEY = {c.key: c for c in CLAIMS}
 
-__all__ = ["BY_KEY", "CLAIMS", "FAILS", "HOLDS", "PARTLY", "reproduce"]
+__all__ = [
+    "BY_KEY",
+    "CLAIMS",
+    "FAILS",
+    "HOLDS",
+    "INCONCLUSIVE",
+    "PARTLY",
+    "fingerprint",
+    "reproduce",
+]
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+# Everything an experiment's result can depend on, besides its own module.
+_SHARED = (
+    "reproduce/base.py",
+    "reproduce/common.py",
+    "lab",
+    "rules",
+    "engines",
+    "numpy.py",
+    "torch.py",
+    "optimizers.py",
+    "demo.py",
+)
+
+
+def fingerprint(claim: Claim, config: dict[str, Any]) -> str:
+    """A hash of the claim's code (its module and everything shared it runs on) and of the
+    run's configuration: a saved result is reused only while this stays the same."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    files = [Path(inspect.getfile(claim.measure))]
+    for name in _SHARED:
+        path = _PACKAGE / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _load(
+    path: Path, claim: Claim, fp: str, progress: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """A saved result still valid for this code and configuration, or None (measure again)."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict) or "fingerprint" not in saved:
+            raise ValueError("not a saved claim")
+        if saved["fingerprint"] != fp:
+            progress(f"{claim.key}: code or configuration changed since it was measured")
+            return None
+        judgements = claim.judge(saved["figures"], saved.get("flags", {}))
+        if [j.label for j in judgements] != [j["label"] for j in saved["statements"]]:
+            raise ValueError("its verdicts do not follow from its figures")
+        return saved
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        progress(f"warning: {path} is unreadable ({exc!s:.80}); measuring {claim.key} again")
+        return None
 
 
 def _select(only: list[str] | None) -> list[Claim]:
@@ -83,37 +150,63 @@ def reproduce(
     if seeds < 1:
         raise LabError(f"seeds must be >= 1, got {seeds}")
     ctx = Context(folder, quick, seeds)
-    config = {"quick": quick, "seeds": seeds, "version": __version__}
+    config = {"quick": quick, "seeds": seeds}
     results: dict[str, dict[str, Any]] = {}
     for claim in claims:
         path = folder / "claims" / f"{claim.key}.json"
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved.get("config") == config:
-                results[claim.key] = saved
-                progress(f"{claim.key}: reused")
-                continue
+        fp = fingerprint(claim, config)
+        saved = _load(path, claim, fp, progress)
+        if saved is not None:
+            results[claim.key] = saved
+            progress(f"{claim.key}: reused")
+            continue
         progress(f"{claim.key}: measuring")
-        start = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        start, cpu = time.perf_counter(), time.process_time()
         torch.manual_seed(0)
-        m = claim.measure(ctx)
-        verdict, met = judge(claim.criteria, m.figures)
+        with one_thread():
+            m = claim.measure(ctx)
+        judgements = claim.judge(m.figures, m.flags)
         result = {
             "key": claim.key,
+            "fingerprint": fp,
             "config": config,
             "figures": m.figures,
-            "met": met,
-            "verdict": verdict,
+            "flags": m.flags,
+            "statements": [
+                {
+                    "key": st.key,
+                    "verdict": j.verdict,
+                    "label": j.label,
+                    "detail": j.detail,
+                    "met": j.met,
+                    **_condition(st, m.figures),
+                }
+                for st, j in zip(claim.statements, judgements, strict=True)
+            ],
+            "verdict": summary(judgements),
             "plots": [(c, Path(p).relative_to(folder).as_posix()) for c, p in m.plots],
             "table": m.table,
             "remarks": m.remarks,
             "seconds": time.perf_counter() - start,
+            "cpu seconds": time.process_time() - cpu,
+            "load average": [load_before, os.getloadavg()[0]],
         }
         write_json(path, result)
         results[claim.key] = json.loads(path.read_text())
-        progress(f"{claim.key}: {verdict} ({result['seconds']:.1f} s)")
+        progress(f"{claim.key}: {result['verdict']} ({result['seconds']:.1f} s)")
     _write_report(folder, claims, results, config)
     return results
+
+
+def _condition(statement: Any, figures: dict[str, float]) -> dict[str, list[bool]]:
+    cond = statement.condition
+    if cond is None:
+        return {}
+    return {
+        "inside": [c.met(figures) for c in cond.inside],
+        "outside": [c.met(figures) for c in cond.outside],
+    }
 
 
 def _with_evidence(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -148,40 +241,48 @@ def _write_report(
         f"Mode: {'--quick' if config['quick'] else 'full'}; seeds 0..{config['seeds'] - 1}; "
         + "; ".join(f"{k} {v}" for k, v in versions.items())
     )
-    summary = ["| claim | verdict | seconds |", "|---|---|---|"]
-    summary += [
-        f"| [{c.title}](#{c.key}) | {results[c.key]['verdict']} | {results[c.key]['seconds']:.1f} |"
-        for c in claims
-    ]
+    loads = [x for c in claims for x in results[c.key].get("load average", [])]
+    if loads:
+        head += f"; load average while measuring {min(loads):.1f} to {max(loads):.1f}"
+    table = ["| claim | statement | verdict |", "|---|---|---|"]
+    for c in claims:
+        for st, j in zip(c.statements, results[c.key]["statements"], strict=True):
+            table.append(f"| [{c.title}](#{c.key}) | {st.text} | {j['label']} |")
     md = [
         "# The seed's claims, measured",
         "",
         head,
         "",
-        "Each verdict follows from the figures beside it and criteria fixed in the code "
-        "before the run: all met = holds, none = does not hold, some = holds only under the "
-        "stated conditions.",
+        "Each claim is split into the statements it makes. A statement holds when every "
+        "required criterion (fixed in the code before the run, with its direction and "
+        "margin) is met; it holds only under a condition when that condition is a measured "
+        "boundary, with the test holding on one side and failing on the other; it is "
+        "inconclusive when a figure it needs was flagged (a best value at the edge of its "
+        "grid); otherwise it does not hold. Timing figures are CPU time, which machine "
+        "load does not invert.",
         "",
-        *summary,
+        *table,
         "",
     ]
     md += [section_markdown(c, results[c.key]) for c in claims]
-    (folder / "report.md.tmp").write_text("\n".join(md), encoding="utf-8")
-    (folder / "report.md.tmp").replace(folder / "report.md")
+    write_atomic(folder / "report.md", "\n".join(md))
+    e = html.escape
     rows = "".join(
-        f'<tr><td><a href="#{c.key}">{c.title}</a></td><td>{results[c.key]["verdict"]}</td></tr>'
+        f'<tr><td><a href="#{c.key}">{e(c.title)}</a></td><td>{e(st.text)}</td>'
+        f"<td>{e(j['label'])}</td></tr>"
         for c in claims
+        for st, j in zip(c.statements, results[c.key]["statements"], strict=True)
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>The seed's claims, "
         f"measured</title><style>{STYLE}</style></head><body><h1>The seed's claims, "
-        f"measured</h1><p>{head}</p><table><tr><th>claim</th><th>verdict</th></tr>{rows}"
+        f"measured</h1><p>{head}</p><table><tr><th>claim</th><th>statement</th><th>verdict</th></tr>{rows}"
         "</table>"
         + "".join(section_html(c, results[c.key], folder) for c in claims)
         + "</body></html>"
     )
-    (folder / "index.html.tmp").write_text(page, encoding="utf-8")
-    (folder / "index.html.tmp").replace(folder / "index.html")
+    write_atomic(folder / "index.html", page)
     write_json(
-        folder / "config.json", {**config, "versions": versions, "claims": [c.key for c in claims]}
+        folder / "config.json",
+        {**config, "versions": versions, "claims": [c.key for c in claims], "load average": loads},
     )

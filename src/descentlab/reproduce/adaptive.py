@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from .. import numpy as dnp
 from .. import rules
-from .base import Claim, Context, Criterion, Measurement
-from .common import best, final_loss, lab_runs, pyplot, save_figure
+from .base import Claim, Condition, Context, Measurement, Statement, require, support
+from .common import final_loss, pyplot, save_figure, spread, tune, tune_lab
 
 # ------------------------------------------------------------------ RMSProp and scales
 
@@ -29,15 +31,17 @@ def measure_scales(ctx: Context) -> Measurement:
         with np.errstate(all="ignore"):
             return float(0.5 * np.sum(h * (w - 1.0) ** 2))
 
-    grid = np.logspace(-5, 0, 11)
+    grid = [float(f"{x:.3g}") for x in np.logspace(-5, 0, 11)]  # the same 11 for both
     results = {}
-    for name, make in (
-        ("SGD", lambda lr: dnp.sgd(lr=lr)),
-        ("RMSprop", lambda lr: dnp.rmsprop(lr=lr)),
-    ):
-        runs = {lr: _scaled_run(make(lr), h, steps) for lr in grid}
-        lr = min(runs, key=lambda k: loss(runs[k]) if np.isfinite(loss(runs[k])) else np.inf)
-        results[name] = (lr, runs[lr])
+    flags: dict[str, str] = {}
+    for name in ("SGD", "RMSprop"):
+
+        def evaluate(lr: float, name: str = name) -> tuple[float, np.ndarray]:
+            return _scored(_scaled_run(dnp.Transformation(name.lower(), lr=lr), h, steps), loss)
+
+        tuned = tune(evaluate, grid)
+        results[name] = (tuned.lr, tuned.best)
+        flags.update(tuned.flag(f"{name} final loss"))
     fig: dict[str, float] = {"steps": steps, "curvature range": float(h[-1] / h[0])}
     for name, (lr, w) in results.items():
         fig[f"{name} best lr"] = float(lr)
@@ -52,7 +56,14 @@ def measure_scales(ctx: Context) -> Measurement:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     path = save_figure(ctx, f, "rmsprop-scales")
-    return Measurement(fig, [("Distance to the optimum per coordinate, by curvature", path)])
+    return Measurement(
+        fig, [("Distance to the optimum per coordinate, by curvature", path)], flags=flags
+    )
+
+
+def _scored(w: np.ndarray, loss: Callable[[np.ndarray], float]) -> tuple[float, np.ndarray]:
+    value = loss(w)
+    return (value if np.isfinite(value) else np.inf), w
 
 
 SCALES = Claim(
@@ -67,14 +78,32 @@ SCALES = Claim(
         "scales over six decades), 500 steps from 0; SGD and RMSprop each at their best "
         "of 11 learning rates from 1e-5 to 1."
     ),
-    criteria=(
-        Criterion(
-            "RMSprop's best final loss is below 1/10 of SGD's best",
-            lambda f: f["RMSprop final loss"] < 0.1 * f["SGD final loss"],
-        ),
-        Criterion(
-            "RMSprop brings at least 90% of the weights within 10% of their optimum",
-            lambda f: f["RMSprop fraction of weights within 10% of optimum"] >= 0.9,
+    statements=(
+        Statement(
+            "scales",
+            "A per-weight adaptive lr handles gradients of wildly different scales (where one "
+            "global lr cannot).",
+            (
+                require(
+                    "RMSprop's final loss is below 1/10 of SGD's, each at its best lr",
+                    "RMSprop final loss",
+                    "<",
+                    "SGD final loss",
+                    0.1,
+                ),
+                require(
+                    "RMSprop brings at least 90% of the weights within 10% of their optimum",
+                    "RMSprop fraction of weights within 10% of optimum",
+                    ">=",
+                    0.9,
+                ),
+                support(
+                    "SGD brings a smaller fraction of the weights there",
+                    "SGD fraction of weights within 10% of optimum",
+                    "<",
+                    "RMSprop fraction of weights within 10% of optimum",
+                ),
+            ),
         ),
     ),
     measure=measure_scales,
@@ -144,18 +173,44 @@ COMPOSITION = Claim(
         "combine them as m_hat / (sqrt(v_hat) + eps), and compare with Adam "
         "(descentlab's and torch.optim's) over 100 steps at float64."
     ),
-    criteria=(
-        Criterion(
-            "momentum + RMSProp + bias correction equals descentlab's Adam to 1e-12",
-            lambda f: f["pieces vs descentlab Adam (rel.)"] <= 1e-12,
+    statements=(
+        Statement(
+            "composition",
+            "Adam is momentum + RMSProp, with bias correction.",
+            (
+                require(
+                    "momentum + RMSProp + bias correction equals descentlab's Adam to 1e-12",
+                    "pieces vs descentlab Adam (rel.)",
+                    "<=",
+                    1e-12,
+                ),
+                require(
+                    "... and torch.optim.Adam to 1e-12",
+                    "pieces vs torch.optim.Adam (rel.)",
+                    "<=",
+                    1e-12,
+                ),
+            ),
         ),
-        Criterion(
-            "... and torch.optim.Adam to 1e-12",
-            lambda f: f["pieces vs torch.optim.Adam (rel.)"] <= 1e-12,
-        ),
-        Criterion(
-            "without bias correction the same pieces are NOT Adam (differ by > 1% at step 10)",
-            lambda f: f["pieces without bias correction vs Adam at step 10 (rel.)"] > 0.01,
+        Statement(
+            "needs-correction",
+            "The bias correction is part of it: without it the same pieces are not Adam in "
+            "the first steps.",
+            (
+                require(
+                    "without bias correction the pieces differ from Adam by more than 1% at "
+                    "step 10",
+                    "pieces without bias correction vs Adam at step 10 (rel.)",
+                    ">",
+                    0.01,
+                ),
+                support(
+                    "with it they agree at step 10 (to 1e-12)",
+                    "pieces with bias correction vs Adam at step 10 (rel.)",
+                    "<=",
+                    1e-12,
+                ),
+            ),
         ),
     ),
     measure=measure_composition,
@@ -163,11 +218,17 @@ COMPOSITION = Claim(
 
 # ------------------------------------------------------------------ bias correction
 
-BETA2S = (0.9, 0.99, 0.999, 0.9999)
+BETA2S = (0.9, 0.95, 0.97, 0.99, 0.999, 0.9999)
+EARLY = "loss at 1/6 of training"
+
+
+def _ratio(b2: float) -> str:
+    return f"first step uncorrected/corrected, beta2={b2}"
 
 
 def measure_bias(ctx: Context) -> Measurement:
     fig: dict[str, float] = {}
+    flags: dict[str, str] = {}
     g = np.array([0.3, -2.0, 5e-3])
     for b2 in BETA2S:
         steps = {}
@@ -175,35 +236,40 @@ def measure_bias(ctx: Context) -> Measurement:
             opt = dnp.adam(lr=1e-3, betas=(0.9, b2), eps=1e-12, bias_correction=corrected)
             w, _ = opt.update(np.zeros(3), g, opt.init(np.zeros(3)))
             steps[corrected] = float(np.mean(abs(w)))
-        fig[f"first step uncorrected/corrected, beta2={b2}"] = steps[False] / steps[True]
-    # training: the paper's section 6.4 asks how early training fares without correction
+        fig[_ratio(b2)] = steps[False] / steps[True]
+    # training: the paper's section 6.4 asks how early training fares without correction;
+    # both arms get the same lr grid (widened if the best is at an edge), chosen by final loss
     n_steps = 60 if ctx.quick else 200
-    lrs = (1e-3, 3e-3, 1e-2) if ctx.quick else (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    k = n_steps // 6
+    grid = (1e-3, 3e-3, 1e-2) if ctx.quick else (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
     curves = {}
+    early: dict[str, list[float]] = {}
     for b2 in (0.99, 0.999) if ctx.quick else (0.99, 0.999, 0.9999):
         for corrected in (True, False):
             spec = f"adam:betas=0.9/{b2}:bias_correction={str(corrected).lower()}"
-            lr, runs = best(
-                lab_runs("digits-mlp", spec, lrs, ctx.seeds, "minibatch:64", steps=n_steps)
-            )
+            tuned = tune_lab("digits-mlp", spec, grid, ctx.seeds, "minibatch:64", steps=n_steps)
+            runs = tuned.best
             tag = f"beta2={b2} {'corrected' if corrected else 'uncorrected'}"
-            fig[f"{tag}: best lr"] = lr
-            fig[f"{tag}: loss at step {n_steps // 6}"] = float(
-                np.mean(
-                    [
-                        next(e["train_loss"] for e in r["evals"] if e["step"] >= n_steps // 6)
-                        for r in runs
-                    ]
-                )
-            )
+            fig[f"{tag}: best lr"] = tuned.lr
+            early[tag] = [next(e["train_loss"] for e in r["evals"] if e["step"] >= k) for r in runs]
+            fig[f"{tag}: {EARLY}"] = float(np.mean(early[tag]))
+            fig[f"{tag}: {EARLY}, spread over seeds"] = spread(early[tag])
             fig[f"{tag}: final loss"] = final_loss(runs)
+            flags.update(tuned.flag(f"{tag}: {EARLY}"))
             curves[tag] = runs[0]
+        ahead = [
+            c < u
+            for c, u in zip(
+                early[f"beta2={b2} corrected"], early[f"beta2={b2} uncorrected"], strict=True
+            )
+        ]
+        fig[f"beta2={b2}: seeds where corrected training is ahead early"] = float(sum(ahead))
+    fig["seeds"] = ctx.seeds
     plt = pyplot()
     f, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].semilogx(
-        BETA2S, [fig[f"first step uncorrected/corrected, beta2={b}"] for b in BETA2S], "o-"
-    )
+    axes[0].semilogx(BETA2S, [fig[_ratio(b)] for b in BETA2S], "o-")
     axes[0].axhline(1.0, color="grey", linestyle=":")
+    axes[0].axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
     axes[0].set_xscale("logit")
     axes[0].set_xlabel("beta2 (beta1 = 0.9)")
     axes[0].set_ylabel("first step: uncorrected / corrected")
@@ -217,7 +283,7 @@ def measure_bias(ctx: Context) -> Measurement:
         )
     axes[1].set_yscale("log")
     axes[1].set_xlabel("step")
-    axes[1].set_ylabel("training loss (best lr each)")
+    axes[1].set_ylabel("training loss (best lr each, seed 0)")
     axes[1].legend(fontsize=7)
     axes[1].grid(alpha=0.3)
     path = save_figure(ctx, f, "bias-correction")
@@ -225,18 +291,17 @@ def measure_bias(ctx: Context) -> Measurement:
         fig,
         [
             (
-                "Left: how large the uncorrected first step is; right: early "
-                "training on digits with and without correction",
+                "Left: how large the uncorrected first step is (dashed: half the corrected "
+                "one); right: early training on digits with and without correction",
                 path,
             )
         ],
         remarks=[
-            "Without correction the first step is (1 - beta1) / "
-            "sqrt(1 - beta2) times the corrected one: tiny only when "
-            "beta2 < 1 - (1 - beta1)^2 = 0.99, and too LARGE at Adam's "
-            "default 0.999 (the Adam paper's section 6.4 saw instability "
-            "there)."
+            "Without correction the first step is (1 - beta1) / sqrt(1 - beta2) times the "
+            "corrected one: under half only for beta2 < 0.96 (beta1 = 0.9), and too LARGE "
+            "at Adam's default 0.999 (the Adam paper's section 6.4 saw instability there)."
         ],
+        flags=flags,
     )
 
 
@@ -250,28 +315,52 @@ BIAS = Claim(
     experiment=(
         "The first Adam step with and without bias correction for beta2 = 0.9 ... "
         "0.9999 (beta1 = 0.9), measured from the rule; and early training of the digits "
-        "MLP (mini-batch 64) with and without correction, each at its best lr."
+        "MLP (mini-batch 64) with and without correction, each at its best lr of the same "
+        "grid (chosen by final training loss), over the seeds of the run."
     ),
-    criteria=(
-        Criterion(
-            "at the default beta2 = 0.999, the uncorrected first update is tiny (under "
-            "half the corrected one)",
-            lambda f: f["first step uncorrected/corrected, beta2=0.999"] < 0.5,
+    statements=(
+        Statement(
+            "tiny-updates",
+            "Without bias correction Adam's first updates are tiny.",
+            (
+                require(
+                    "at the default beta2 = 0.999 the uncorrected first update is under half "
+                    "the corrected one",
+                    _ratio(0.999),
+                    "<",
+                    0.5,
+                ),
+            ),
+            Condition(
+                "for beta2 <= 0.95 (beta1 = 0.9)",
+                inside=(
+                    require("under half at beta2 = 0.9", _ratio(0.9), "<", 0.5),
+                    require("under half at beta2 = 0.95", _ratio(0.95), "<", 0.5),
+                ),
+                outside=(require("under half at beta2 = 0.97", _ratio(0.97), "<", 0.5),),
+            ),
         ),
-        Criterion(
-            "at beta2 = 0.9, the uncorrected first update is tiny (under half)",
-            lambda f: f["first step uncorrected/corrected, beta2=0.9"] < 0.5,
-        ),
-        Criterion(
-            "correction matters early: at beta2 = 0.999 the loss a sixth of the way in "
-            "differs by more than 10% with and without it",
-            lambda f: abs(_early(f, "corrected") / _early(f, "uncorrected") - 1) > 0.1,
+        Statement(
+            "early-training",
+            "Bias correction is important early in training: with it, training is ahead in "
+            "the first steps (default betas).",
+            (
+                require(
+                    "at beta2 = 0.999, the corrected loss at 1/6 of training is at least 10% "
+                    "below the uncorrected one (mean over seeds)",
+                    f"beta2=0.999 corrected: {EARLY}",
+                    "<",
+                    f"beta2=0.999 uncorrected: {EARLY}",
+                    0.9,
+                ),
+                support(
+                    "... in every seed",
+                    "beta2=0.999: seeds where corrected training is ahead early",
+                    ">=",
+                    "seeds",
+                ),
+            ),
         ),
     ),
     measure=measure_bias,
 )
-
-
-def _early(f: dict[str, float], tag: str) -> float:
-    key = next(k for k in f if k.startswith(f"beta2=0.999 {tag}: loss at step"))
-    return f[key]

@@ -1,13 +1,21 @@
-"""The machinery of ``descentlab reproduce``: claims, criteria written before the run,
-measurements, verdicts computed from the measured figures, and the report.
+"""The machinery of ``descentlab reproduce``: claims split into statements, criteria with a
+direction and a margin written before the run, measurements, verdicts computed from the
+measured figures alone, and the report.
 
-A :class:`Claim` carries the seed's words, the experiment, and its :class:`Criterion` list.
-Criteria are functions of the measured figures, defined with the claim (before anything
-runs); the verdict is derived from them alone:
+A :class:`Claim` carries the seed's words, the experiment, and the :class:`Statement` s the
+words make. Each statement has its own verdict, derived from its criteria:
 
-* every criterion met: **holds**;
-* none met: **does not hold**;
-* some met: **holds only under the stated conditions** (the report lists which).
+* every *required* criterion met: **holds** (*supporting* criteria are reported beside it
+  and never decide);
+* otherwise, if the statement names a :class:`Condition` (a measured boundary such as
+  "for beta2 < 0.99") whose criteria hold on one side and fail on the other: **holds only
+  <the condition>**;
+* otherwise: **does not hold**;
+* **inconclusive** instead, whatever the criteria say, when a figure a required criterion
+  reads was flagged by the experiment (a best lr at the edge of its grid, say).
+
+A criterion reads figures by name; a name the measurement lacks is an error (a bug in the
+claim), never "not met".
 """
 
 from __future__ import annotations
@@ -16,40 +24,163 @@ import base64
 import html
 import json
 import math
-from collections.abc import Callable
+import operator
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HOLDS = "holds"
 FAILS = "does not hold"
-PARTLY = "holds only under the stated conditions"
+PARTLY = "holds only"  # rendered with its condition: "holds only for beta2 < 0.99"
+INCONCLUSIVE = "inconclusive"
 
 Figures = dict[str, float]
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+class MissingFigure(KeyError):
+    """A criterion names a figure the measurement does not have: a bug in the claim."""
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One measurable condition: ``text`` says it in words, ``test`` decides it."""
+    """``left op factor * right + offset``: which side must win, and by what margin.
+
+    ``left`` names a figure; ``right`` names another (a comparison between two arms) or is
+    a number (a threshold). ``factor`` and ``offset`` are the margin: ``("A", "<", "B",
+    0.5)`` reads "A is below half of B", ``("A", ">=", "B", offset=0.1)`` "A is at least
+    0.1 above B". ``required`` criteria decide the verdict; supporting ones are shown.
+    """
 
     text: str
-    test: Callable[[Figures], bool]
+    left: str
+    op: str
+    right: str | float
+    factor: float = 1.0
+    offset: float = 0.0
+    required: bool = True
 
-    def met(self, figures: Figures) -> bool:
-        try:
-            return bool(self.test(figures))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            return False  # a figure the criterion needs was not measured
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(f"criterion {self.text!r}: op must be one of {', '.join(_OPS)}")
+
+    @property
+    def comparative(self) -> bool:
+        """Does it compare two measured arms (rather than one figure with a number)?"""
+        return isinstance(self.right, str)
+
+    def figures(self) -> tuple[str, ...]:
+        return (self.left, self.right) if isinstance(self.right, str) else (self.left,)
+
+    def met(self, figures: Mapping[str, float]) -> bool:
+        for name in self.figures():
+            if name not in figures:
+                raise MissingFigure(
+                    f"criterion {self.text!r} reads {name!r}, which was not measured"
+                )
+        a = float(figures[self.left])
+        b = float(figures[self.right]) if isinstance(self.right, str) else float(self.right)
+        if math.isnan(a) or math.isnan(b):
+            return False  # a failed measurement (a diverged run) supports nothing
+        return _OPS[self.op](a, self.factor * b + self.offset)
+
+
+def require(
+    text: str, left: str, op: str, right: str | float, factor: float = 1.0, offset: float = 0.0
+) -> Criterion:
+    """A criterion that decides the verdict."""
+    return Criterion(text, left, op, right, factor, offset, required=True)
+
+
+def support(
+    text: str, left: str, op: str, right: str | float, factor: float = 1.0, offset: float = 0.0
+) -> Criterion:
+    """A criterion reported beside the verdict, never deciding it."""
+    return Criterion(text, left, op, right, factor, offset, required=False)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A measured boundary: ``inside`` criteria hold where the condition is true and
+    ``outside`` criteria (the same test past the boundary) fail."""
+
+    text: str  # "for beta2 < 0.99"
+    inside: tuple[Criterion, ...]
+    outside: tuple[Criterion, ...]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One thing the seed says, with the criteria that decide it."""
+
+    key: str
+    text: str
+    criteria: tuple[Criterion, ...]
+    condition: Condition | None = None
+
+    def figures(self) -> set[str]:
+        names = {n for c in self.criteria for n in c.figures()}
+        if self.condition:
+            for c in (*self.condition.inside, *self.condition.outside):
+                names.update(c.figures())
+        return names
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str  # HOLDS, FAILS, PARTLY or INCONCLUSIVE
+    met: list[bool]
+    detail: str = ""  # the condition of PARTLY, the reason of INCONCLUSIVE
+
+    @property
+    def label(self) -> str:
+        return f"{self.verdict} {self.detail}" if self.verdict == PARTLY else self.verdict
+
+
+def judge(
+    statement: Statement, figures: Mapping[str, float], flags: Mapping[str, str] | None = None
+) -> Judgement:
+    """The verdict that follows from the figures (and the experiment's flags)."""
+    met = [c.met(figures) for c in statement.criteria]
+    flags = flags or {}
+    read = {n for c in statement.criteria if c.required for n in c.figures()}
+    flagged = sorted(n for n in read if n in flags)
+    if flagged:
+        return Judgement(INCONCLUSIVE, met, "; ".join(flags[n] for n in flagged))
+    required = [ok for c, ok in zip(statement.criteria, met, strict=True) if c.required]
+    if all(required):
+        return Judgement(HOLDS, met)
+    cond = statement.condition
+    if (
+        cond
+        and all(c.met(figures) for c in cond.inside)
+        and not all(c.met(figures) for c in cond.outside)
+    ):
+        return Judgement(PARTLY, met, cond.text)
+    return Judgement(FAILS, met)
 
 
 @dataclass
 class Measurement:
-    """What an experiment produced: named figures, plots, optional table and remarks."""
+    """What an experiment produced: named figures, plots, optional table and remarks.
+
+    ``flags`` maps a figure to the reason it cannot carry a verdict (a best value at the
+    edge of its grid after widening, say): statements that require it are inconclusive.
+    """
 
     figures: Figures
     plots: list[tuple[str, Path]] = field(default_factory=list)
     table: tuple[list[str], list[list[str]]] | None = None
     remarks: list[str] = field(default_factory=list)
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,18 +203,36 @@ class Claim:
     title: str
     quote: str
     experiment: str
-    criteria: tuple[Criterion, ...]
+    statements: tuple[Statement, ...]
     measure: Callable[[Context], Measurement]
 
+    def judge(
+        self, figures: Mapping[str, float], flags: Mapping[str, str] | None = None
+    ) -> list[Judgement]:
+        return [judge(s, figures, flags) for s in self.statements]
 
-def verdict(criteria: tuple[Criterion, ...], figures: Figures) -> tuple[str, list[bool]]:
-    """The verdict that follows from the figures, and which criteria were met."""
-    met = [c.met(figures) for c in criteria]
-    if all(met):
-        return HOLDS, met
-    if not any(met):
-        return FAILS, met
-    return PARTLY, met
+
+def summary(judgements: list[Judgement]) -> str:
+    """One line for a claim: how many of its statements hold."""
+    n = len(judgements)
+    counts = {
+        v: sum(j.verdict == v for j in judgements) for v in (HOLDS, PARTLY, FAILS, INCONCLUSIVE)
+    }
+    if counts[HOLDS] == n:
+        return "holds" if n == 1 else f"holds (all {n} statements)"
+    if counts[FAILS] == n:
+        return "does not hold" if n == 1 else f"does not hold (none of {n} statements)"
+    parts = [
+        f"{counts[v]} {w}"
+        for v, w in (
+            (HOLDS, "hold"),
+            (PARTLY, "hold only under a condition"),
+            (FAILS, "do not hold"),
+            (INCONCLUSIVE, "inconclusive"),
+        )
+        if counts[v]
+    ]
+    return f"{n} statements: " + ", ".join(parts)
 
 
 def _num(x: float) -> str:
@@ -96,6 +245,11 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _criterion_line(c: Criterion, ok: bool) -> str:
+    tag = "" if c.required else " *(supporting)*"
+    return f"[{'x' if ok else ' '}] {c.text}{tag}"
+
+
 def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
     lines = [
         f"## {claim.title}",
@@ -104,17 +258,31 @@ def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
         "",
         f"**Experiment.** {claim.experiment}",
         "",
-        "**Criteria (fixed before the run):**",
+        "**Statements, each with criteria fixed before the run:**",
         "",
     ]
-    for c, ok in zip(claim.criteria, result["met"], strict=True):
-        lines.append(f"- [{'x' if ok else ' '}] {c.text}")
-    lines += ["", "**Measured:**", "", "| figure | value |", "|---|---|"]
+    for st, j in zip(claim.statements, result["statements"], strict=True):
+        lines.append(f"{st.text} — **{j['label']}**")
+        if j["verdict"] == INCONCLUSIVE:
+            lines.append(f"  (inconclusive: {j['detail']})")
+        for c, ok in zip(st.criteria, j["met"], strict=True):
+            lines.append(f"- {_criterion_line(c, ok)}")
+        if st.condition:
+            inside = "yes" if all(j.get("inside", [])) else "no"
+            outside = "yes" if not all(j.get("outside", [])) else "no"
+            lines.append(
+                f"- condition *{st.condition.text}*: the test holds inside the boundary "
+                f"({inside}) and fails past it ({outside})"
+            )
+        lines.append("")
+    lines += ["**Measured:**", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {_num(v)} |" for k, v in result["figures"].items()]
     if result.get("table"):
         header, rows = result["table"]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
+    for name, why in result.get("flags", {}).items():
+        lines += ["", f"*{name}* cannot carry a verdict: {why}."]
     for remark in result.get("remarks", []):
         lines += ["", remark]
     for caption, path in result["plots"]:
@@ -123,12 +291,23 @@ def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_CLASS = {HOLDS: "holds", FAILS: "fails", PARTLY: "partly", INCONCLUSIVE: "partly"}
+
+
 def section_html(claim: Claim, result: dict[str, Any], folder: Path) -> str:
     e = html.escape
-    crit = "".join(
-        f"<li>{'&#9745;' if ok else '&#9744;'} {e(c.text)}</li>"
-        for c, ok in zip(claim.criteria, result["met"], strict=True)
-    )
+    statements = ""
+    for st, j in zip(claim.statements, result["statements"], strict=True):
+        crit = "".join(
+            f"<li>{'&#9745;' if ok else '&#9744;'} {e(c.text)}"
+            f"{'' if c.required else ' <i>(supporting)</i>'}</li>"
+            for c, ok in zip(st.criteria, j["met"], strict=True)
+        )
+        why = f" ({e(j['detail'])})" if j["verdict"] == INCONCLUSIVE else ""
+        statements += (
+            f"<p>{e(st.text)} &mdash; <span class='verdict {_CLASS[j['verdict']]}'>"
+            f"{e(j['label'])}</span>{why}</p><ul>{crit}</ul>"
+        )
     figs = "".join(
         f"<tr><td>{e(k)}</td><td>{e(_num(v))}</td></tr>" for k, v in result["figures"].items()
     )
@@ -143,19 +322,22 @@ def section_html(claim: Claim, result: dict[str, Any], folder: Path) -> str:
             + "</table>"
         )
     remarks = "".join(f"<p>{e(r)}</p>" for r in result.get("remarks", []))
+    remarks += "".join(
+        f"<p><i>{e(n)}</i> cannot carry a verdict: {e(w)}.</p>"
+        for n, w in result.get("flags", {}).items()
+    )
     imgs = "".join(
         f'<figure><img src="data:image/png;base64,'
         f'{base64.b64encode((folder / p).read_bytes()).decode()}" alt="{e(cap)}">'
         f"<figcaption>{e(cap)}</figcaption></figure>"
         for cap, p in result["plots"]
     )
-    cls = {HOLDS: "holds", FAILS: "fails", PARTLY: "partly"}[result["verdict"]]
     return (
         f'<section id="{e(claim.key)}"><h2>{e(claim.title)}</h2>'
         f"<blockquote>{e(claim.quote)}</blockquote><p><b>Experiment.</b> "
-        f"{e(claim.experiment)}</p><p><b>Criteria (fixed before the run):</b></p><ul>{crit}"
-        f"</ul><table><tr><th>figure</th><th>value</th></tr>{figs}</table>{table}{remarks}"
-        f'{imgs}<p class="verdict {cls}">Verdict: {e(result["verdict"])}</p></section>'
+        f"{e(claim.experiment)}</p><p><b>Statements, each with criteria fixed before the "
+        f"run:</b></p>{statements}<table><tr><th>figure</th><th>value</th></tr>{figs}</table>"
+        f"{table}{remarks}{imgs}<p class='verdict'>Verdict: {e(result['verdict'])}</p></section>"
     )
 
 
@@ -170,7 +352,21 @@ STYLE = (
 )
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write atomically and durably: a temporary file, fsynced, renamed over the target,
+    and the folder fsynced, so a crash leaves the old file or the new one, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=1, default=str))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -84,3 +86,102 @@ def metric(runs: list[dict[str, Any]], key: str, agg: str = "last") -> float:
 def save_figure(ctx: Any, figure: Any, name: str) -> Any:
     """Save as ``plots/<name>.png`` in the report folder and close; returns the path."""
     return report.save_figure(figure, ctx.plot_path(name))
+
+
+@dataclass
+class Tuned:
+    """An lr search: every lr tried, its score (lower is better) and what it produced."""
+
+    scores: dict[float, float]
+    results: dict[float, Any] = field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        return min(self.scores, key=lambda k: _key(self.scores[k]))
+
+    @property
+    def best(self) -> Any:
+        return self.results[self.lr]
+
+    @property
+    def at_edge(self) -> bool:
+        """Is the best lr the smallest or the largest tried (the optimum not bracketed)?"""
+        lrs = sorted(self.scores)
+        return len(lrs) > 1 and self.lr in (lrs[0], lrs[-1])
+
+    def flag(self, what: str) -> dict[str, str]:
+        """``{what: reason}`` if the optimum is not bracketed, for ``Measurement.flags``."""
+        if not self.at_edge:
+            return {}
+        lrs = sorted(self.scores)
+        return {
+            what: f"its best lr {self.lr:.3g} is at the edge of the grid "
+            f"{lrs[0]:.3g}..{lrs[-1]:.3g} even after widening it"
+        }
+
+
+def _key(score: float) -> float:
+    return score if math.isfinite(score) else math.inf
+
+
+def tune(
+    evaluate: Callable[[float], tuple[float, Any]],
+    grid: Sequence[float],
+    *,
+    widen: int = 3,
+) -> Tuned:
+    """Evaluate ``evaluate(lr) -> (score, result)`` over a log-spaced ``grid``; while the
+    best lr sits at an edge, add the next grid point beyond it (at most ``widen`` per
+    side), so that the grid brackets the optimum or the result says it does not."""
+    grid = sorted(grid)
+    ratio = grid[1] / grid[0] if len(grid) > 1 else 3.0
+    out = Tuned({})
+    for lr in grid:
+        out.scores[lr], out.results[lr] = evaluate(lr)
+    for _ in range(widen):
+        lrs = sorted(out.scores)
+        if not out.at_edge:
+            break
+        nxt = lrs[0] / ratio if out.lr == lrs[0] else lrs[-1] * ratio
+        nxt = float(f"{nxt:.3g}")
+        out.scores[nxt], out.results[nxt] = evaluate(nxt)
+    return out
+
+
+def tune_lab(
+    workload: str,
+    optimizer: str,
+    grid: Sequence[float],
+    seeds: int,
+    regime: str,
+    score: Callable[[list[dict[str, Any]]], float] | None = None,
+    **kwargs: Any,
+) -> Tuned:
+    """:func:`tune` over lab runs (``seeds`` runs per lr); the score defaults to the mean
+    final training loss (diverged runs lose)."""
+    score = score or final_loss
+
+    def evaluate(lr: float) -> tuple[float, list[dict[str, Any]]]:
+        runs = lab_runs(workload, optimizer, [lr], seeds, regime, **kwargs)[lr]
+        return score(runs), runs
+
+    return tune(evaluate, grid)
+
+
+def spread(values: Sequence[float]) -> float:
+    """The sample standard deviation (0 for a single value)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread (restored afterwards). The experiments are small: a second
+    thread buys nothing, and on a loaded machine it makes each step wait for a core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import torch as dt
-from .base import Claim, Context, Criterion, Measurement
+from .base import Claim, Context, Measurement, Statement, require
 
 # (row of the seed's table, how descentlab builds it, the seed's memory and adaptive cells,
 #  the claim whose measurement bears on its "best for" cell)
@@ -115,14 +115,32 @@ CLAIM = Claim(
         "the gradient's scale; the 'best for' cells point to the claims whose "
         "measurements bear on them."
     ),
-    criteria=(
-        Criterion(
-            "the memory column matches the measured state (0, 4, 4, 8 bytes per fp32 weight)",
-            lambda f: f["memory column matches (1 = yes)"] == 1.0,
+    statements=(
+        Statement(
+            "memory",
+            "Memory: SGD keeps nothing, momentum a velocity, RMSProp a squared-gradient "
+            "average, Adam both m and v.",
+            (
+                require(
+                    "the memory column matches the measured state (0, 4, 4, 8 bytes per fp32 "
+                    "weight)",
+                    "memory column matches (1 = yes)",
+                    ">=",
+                    1.0,
+                ),
+            ),
         ),
-        Criterion(
-            "the adaptive column matches the measured behaviour",
-            lambda f: f["adaptive column matches (1 = yes)"] == 1.0,
+        Statement(
+            "adaptive",
+            "Adaptive LR: no for SGD and momentum, yes for RMSProp and Adam.",
+            (
+                require(
+                    "the adaptive column matches the measured behaviour",
+                    "adaptive column matches (1 = yes)",
+                    ">=",
+                    1.0,
+                ),
+            ),
         ),
     ),
     measure=measure,

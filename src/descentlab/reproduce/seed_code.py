@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from .base import Claim, Context, Criterion, Measurement
+from .base import Claim, Context, Measurement, Statement, require
 
 # The seed's examples, verbatim; only the indentation that the document's text lost is
 # restored (the bodies of the for-loops and of the function).
@@ -118,17 +118,33 @@ CLAIM = Claim(
         "Execute both examples exactly as the seed gives them (indentation restored) "
         "and compare what they print with what the seed says."
     ),
-    criteria=(
-        Criterion(
-            "the PyTorch loop runs, prints 5 lines, and its loss goes down",
-            lambda f: (
-                f["PyTorch example: printed lines"] == 5
-                and f["PyTorch example: loss at epoch 40"] < f["PyTorch example: loss at epoch 0"]
+    statements=(
+        Statement(
+            "pytorch-loop",
+            "The PyTorch loop runs as written, prints the loss every 10 epochs, and the loss "
+            "goes down.",
+            (
+                require("it prints 5 lines", "PyTorch example: printed lines", ">=", 5),
+                require("... not more", "PyTorch example: printed lines", "<=", 5),
+                require(
+                    "the loss at epoch 40 is below the loss at epoch 0",
+                    "PyTorch example: loss at epoch 40",
+                    "<",
+                    "PyTorch example: loss at epoch 0",
+                ),
             ),
         ),
-        Criterion(
-            "the NumPy loop ends close to [1, 2, 3] (every weight within 0.1)",
-            lambda f: f["NumPy example: max |w - [1, 2, 3]| after 100 steps"] < 0.1,
+        Statement(
+            "numpy-converges",
+            "The NumPy Adam loop converges close to [1, 2, 3].",
+            (
+                require(
+                    "every weight ends within 0.1 of [1, 2, 3]",
+                    "NumPy example: max |w - [1, 2, 3]| after 100 steps",
+                    "<",
+                    0.1,
+                ),
+            ),
         ),
     ),
     measure=measure,
