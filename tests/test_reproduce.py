@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from descentlab.files import write_json
 from descentlab.reproduce import BY_KEY, CLAIMS, FAILS, HOLDS, INCONCLUSIVE, PARTLY, reproduce
 from descentlab.reproduce.base import (
     Claim,
@@ -21,7 +22,6 @@ from descentlab.reproduce.base import (
     judge,
     require,
     support,
-    write_json,
 )
 
 VERDICTS = (HOLDS, FAILS, PARTLY, INCONCLUSIVE)

@@ -30,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -464,6 +465,39 @@ def memory(
 # ------------------------------------------------------------------------------------ run
 
 
+MAX_SCALE = 10.0  # 200M elements in the big layout: more than that is not a quick check
+
+
+def check_args(scale: float, reps: int, warmup: int = 2, memory_jobs: int = 2) -> None:
+    """Raise ``ValueError`` (one line, with the valid range) on a bad benchmark argument."""
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and 0 < scale <= MAX_SCALE):
+        raise ValueError(f"--scale must be a number with 0 < scale <= {MAX_SCALE:g}, got {scale}")
+    for name, value, low in (("--reps", reps, 1), ("--warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    if isinstance(memory_jobs, bool) or not isinstance(memory_jobs, int) or memory_jobs < 1:
+        raise ValueError(f"--memory-jobs must be an integer >= 1, got {memory_jobs}")
+
+
+def check_out(path: Path) -> None:
+    """Raise ``ValueError`` unless ``path`` can be written as a file (nothing is created)."""
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a directory; give a .json file path")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {path}: {folder} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".bench-write-test-"):
+            pass
+        if path.exists():
+            with path.open("r+b"):
+                pass
+    except OSError as exc:
+        raise ValueError(f"--out {path}: cannot write there: {exc.strerror}") from None
+
+
 def run(
     optimizers: list[str] | None = None,
     layout_names: list[str] | None = None,
@@ -476,6 +510,7 @@ def run(
     memory_jobs: int = 2,
 ) -> dict[str, Any]:
     """Time every variant (and measure peak memory); returns a JSON-able report."""
+    check_args(scale, reps, warmup, memory_jobs)
     optimizers = optimizers or list(TORCH)
     all_layouts = layouts(scale)
     keys = [layout_key(n) for n in layout_names] if layout_names else list(all_layouts)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+from typing import NoReturn
 
 from . import __version__, optimizers
 
@@ -35,19 +37,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    import warnings
+
     from rich.console import Console
     from rich.table import Table
 
     from .lab import LabError, compare, report
     from .lab.spec import parse_lrs, parse_optimizers
 
+    def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+        return f"descentlab compare: warning: {message}\n"
+
+    warnings.formatwarning = one_line
     try:
         result = compare(
             workloads=[w for w in args.workload.split(",") if w.strip()],
             optimizers=parse_optimizers(args.optimizers),
-            lrs=parse_lrs(args.lr) if args.lr else None,
+            lrs=parse_lrs(args.lr) if args.lr is not None else None,
             seeds=args.seeds,
-            regimes=[r for r in args.regime.split(",") if r.strip()] if args.regime else None,
+            regimes=(
+                [r for r in args.regime.split(",") if r.strip()]
+                if args.regime is not None
+                else None
+            ),
             epochs=args.epochs,
             steps=args.steps,
             out=args.out,
@@ -103,27 +115,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     out = Path(args.out)
-    if out.exists() and out.is_dir():
-        print(
-            f"descentlab: error: --out {out} is a directory; give a .json file path",
-            file=sys.stderr,
-        )
+    try:
+        bench.check_args(args.scale, args.reps, args.warmup, args.memory_jobs)
+        bench.check_out(out)
+    except ValueError as exc:
+        print(f"descentlab bench: error: {exc}", file=sys.stderr)
         return 2
     if args.device != "cpu":
         import torch
 
         if not torch.cuda.is_available():
             print(
-                f"descentlab: error: --device {args.device}: no CUDA device here; use cpu",
+                f"descentlab bench: error: --device {args.device}: no CUDA device here; use cpu",
                 file=sys.stderr,
             )
             return 2
-    if args.scale <= 0 or args.reps < 1 or args.warmup < 0 or args.memory_jobs < 1:
-        print(
-            "descentlab: error: --scale must be > 0, --reps and --memory-jobs >= 1, --warmup >= 0",
-            file=sys.stderr,
-        )
-        return 2
     report = bench.run(
         args.optimizers,
         args.layouts,
@@ -178,6 +184,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` report bad arguments in one line (no usage block), status 2."""
+
+    def error(self: argparse.ArgumentParser, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    parser.error = types.MethodType(error, parser)  # type: ignore[method-assign]
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="descentlab",
@@ -190,9 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the seed's nn.Linear(10, 1) with every variant")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
-    from .lab.compare import DEFAULT_OPTIMIZERS, DEFAULT_WORKLOADS
+    from .lab.compare import DEFAULT_OPTIMIZERS, DEFAULT_WORKLOADS, MAX_SEEDS
 
-    p = sub.add_parser("compare", help="train optimizers side by side and write a report")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    p = _one_line_errors(
+        sub.add_parser(
+            "compare",
+            help="train optimizers side by side and write a report",
+            formatter_class=defaults,
+        )
+    )
     p.add_argument(
         "--workload",
         default=",".join(DEFAULT_WORKLOADS),
@@ -202,27 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--optimizers",
         default=",".join(DEFAULT_OPTIMIZERS),
-        help="comma list of name[:key=value...], e.g. adam,sgd:momentum=0.9",
+        help="comma list of name[:key=value...], e.g. adam,sgd:momentum=0.9 or adam:betas=0.9/0.99",
     )
     p.add_argument(
         "--lr",
         default=None,
         help="comma list of learning rates for every optimizer "
-        "(default: a grid of 4-5 per optimizer and workload)",
+        "(None: a grid of 4-5 per optimizer and workload)",
     )
-    p.add_argument("--seeds", type=int, default=2, help="number of seeds (default 2)")
+    p.add_argument("--seeds", type=int, default=2, help=f"number of seeds, 1 to {MAX_SEEDS}")
     p.add_argument(
         "--regime",
         default=None,
-        help="comma list from full, sgd, minibatch:B (default: per workload)",
+        help="comma list from full, sgd, minibatch:B (None: per workload)",
     )
-    p.add_argument(
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
         "--epochs",
         type=float,
         default=None,
-        help="budget in epochs, equal across regimes (default: per workload)",
+        help="budget in epochs, equal across regimes (None: per workload)",
     )
-    p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
+    budget.add_argument(
+        "--steps", type=int, default=None, help="a fixed number of steps instead of --epochs"
+    )
     p.add_argument("--out", default="descentlab-report", help="report folder (resumes)")
     p.set_defaults(func=_cmd_compare)
 
@@ -235,36 +261,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import bench
 
-    p = sub.add_parser(
-        "bench",
-        help="time step() + zero_grad() with fresh gradients against torch.optim (ratios), "
-        "and peak memory per variant",
+    p = _one_line_errors(
+        sub.add_parser(
+            "bench",
+            help="time step() + zero_grad() with fresh gradients against torch.optim (ratios), "
+            "and peak memory per variant",
+            formatter_class=defaults,
+        )
     )
     p.add_argument(
         "--optimizers",
         type=_csv(list(bench.TORCH), "optimizer"),
         default=None,
-        help=f"comma list from {','.join(bench.TORCH)} (default: all)",
+        help=f"comma list from {','.join(bench.TORCH)} (None: all)",
     )
     p.add_argument(
         "--layouts",
         type=_csv(bench.LAYOUT_NAMES, "layout"),
         default=None,
         help="comma list from big (1 x 20M), many-small (5000 x 1k), gpt (transformer mix); "
-        "default: all",
+        "None: all",
     )
     p.add_argument(
         "--scale",
         type=float,
         default=1.0,
-        help="shrink every layout and the memory models by this factor for a quick run (default 1)",
+        help="shrink every layout and the memory models by this factor (0 < scale <= 10) "
+        "for a quick run",
     )
-    p.add_argument("--reps", type=int, default=15, help="timed steps per variant (default 15)")
+    p.add_argument("--reps", type=int, default=15, help="timed steps per variant (>= 1)")
     p.add_argument(
         "--warmup",
         type=int,
         default=2,
-        help="untimed steps per variant after the first (compiling) one (default 2)",
+        help="untimed steps per variant after the first (compiling) one (>= 0)",
     )
     p.add_argument(
         "--no-memory",
@@ -276,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-jobs",
         type=int,
         default=2,
-        help="memory-measuring processes run at once (default 2)",
+        help="memory-measuring processes run at once (>= 1)",
     )
     p.add_argument("--out", default="bench.json", help="JSON file for the results")
     p.add_argument(
         "--device",
         default="cpu",
         choices=["cpu", "cuda"],
-        help="where the parameters live (default cpu)",
+        help="where the parameters live",
     )
     p.set_defaults(func=_cmd_bench)
     return parser

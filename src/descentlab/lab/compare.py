@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +17,10 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..files import write_json
 from . import report
 from .errors import LabError
-from .runner import RunSpec, model_build, steps_for, sweep
+from .runner import RunSpec, folder_lock, model_build, steps_for, sweep
 from .spec import (
     OptimizerSpec,
     Regime,
@@ -29,6 +32,7 @@ from .workloads import _NET_LRS, WORKLOADS, Problem, Workload, get_workload, sup
 
 DEFAULT_WORKLOADS = ("ravine", "digits-mlp")
 DEFAULT_OPTIMIZERS = ("sgd", "sgd:momentum=0.9", "rmsprop", "adam", "adamw")
+MAX_SEEDS = 1000
 
 
 def default_lrs(workload: Workload, opt: OptimizerSpec) -> tuple[float, ...]:
@@ -60,12 +64,50 @@ class Result:
 def _writable(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise LabError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from None
     return folder
+
+
+def _check_budget(seeds: Any, epochs: Any, steps: Any) -> None:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise LabError(f"seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
+    if steps is not None and epochs is not None:
+        raise LabError("give a budget in steps or in epochs, not both")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise LabError(f"steps must be a positive integer, got {steps!r}")
+    if epochs is not None and (
+        isinstance(epochs, bool)
+        or not isinstance(epochs, int | float)
+        or not math.isfinite(epochs)
+        or epochs <= 0
+    ):
+        raise LabError(f"epochs must be a finite number > 0, got {epochs!r}")
+
+
+def _fingerprint(model: torch.nn.Module, loss_fn: Any, *tensors: torch.Tensor | None) -> str:
+    """A hash of a model's architecture and initial weights, the loss and the data."""
+    h = hashlib.sha1()
+
+    def add(t: torch.Tensor) -> None:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    h.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        add(value)
+    h.update(str([p.requires_grad for p in model.parameters()]).encode())
+    h.update(getattr(loss_fn, "__module__", "").encode())
+    h.update(getattr(loss_fn, "__qualname__", repr(loss_fn)).encode())
+    for t in tensors:
+        h.update(b"none" if t is None else b"tensor")
+        if t is not None:
+            add(t)
+    return h.hexdigest()[:16]
 
 
 def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor, int | None]:
@@ -94,7 +136,7 @@ def _user_workload(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     test_data: Any,
     name: str,
-) -> tuple[Workload, Callable[[int, dict[str, Any]], Problem], int | None]:
+) -> tuple[Workload, Callable[[int, dict[str, Any]], Problem], str]:
     if not isinstance(model, torch.nn.Module):
         raise LabError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x, y, batch = _as_tensors(data)
@@ -115,7 +157,7 @@ def _user_workload(
         epochs=5,
         regime=f"minibatch:{batch}" if batch else "minibatch:32",
     )
-    return workload, build, batch
+    return workload, build, _fingerprint(model, loss_fn, x, y, xt, yt)
 
 
 def compare(
@@ -143,13 +185,21 @@ def compare(
         optimizers: specs such as ``"adam"`` or ``"sgd:momentum=0.9"``.
         lrs: learning rates for every optimizer; by default each workload's grid (4-5 values)
             per optimizer family.
-        seeds: number of seeds (0, 1, ...); the same seed gives the same numbers.
+        seeds: number of seeds (0, 1, ...), at most ``MAX_SEEDS``; the same seed gives the
+            same numbers.
         regimes: ``"full"``, ``"sgd"``, ``"minibatch:B"``; default per workload.
         epochs: training budget in passes over the data (equal compute across regimes).
-        steps: a fixed number of steps instead (landscapes use it by default).
-        out: the report folder; finished runs found there are reused (resume).
+        steps: a fixed number of steps instead (landscapes use it by default); not both.
+        out: the report folder; finished runs found there are reused (resume), also by
+            several processes at once. ``summary.json`` and ``config.json`` are strict JSON,
+            a non-finite number written as ``null``.
         model, data, loss_fn, test_data: compare optimizers on your own ``torch.nn.Module``
-            with ``data = (inputs, targets)`` or a ``DataLoader`` of such pairs.
+            with ``data = (inputs, targets)`` or a ``DataLoader`` of such pairs. The runs are
+            keyed by a fingerprint of the model's architecture and initial weights, the loss
+            and the data, so another model in the same ``out`` gets runs of its own.
+
+    Raises:
+        LabError: on any bad input, before anything is trained or written.
 
     Example:
         >>> import torch, tempfile
@@ -162,34 +212,50 @@ def compare(
         >>> sorted({s["optimizer"] for s in res.summary})
         ['adam', 'sgd']
     """
-    folder = _writable(Path(out))
-    if seeds < 1:
-        raise LabError(f"seeds must be >= 1, got {seeds}")
+    # every input is checked before anything is written or trained
+    _check_budget(seeds, epochs, steps)
     specs_opt = [o if isinstance(o, OptimizerSpec) else parse_optimizer(o) for o in optimizers]
     if not specs_opt:
-        raise LabError("no optimizer given")
-    if lrs is not None and (not lrs or any(not (math.isfinite(lr) and lr > 0) for lr in lrs)):
-        raise LabError(f"learning rates must be finite and > 0, got {list(lrs)}")
+        raise LabError("no optimizer given; e.g. optimizers=['adam', 'sgd:momentum=0.9']")
+    if lrs is not None:
+        lrs = list(lrs)
+        if not lrs or any(
+            isinstance(lr, bool)
+            or not isinstance(lr, int | float)
+            or not (math.isfinite(lr) and lr > 0)
+            for lr in lrs
+        ):
+            raise LabError(f"learning rates must be finite and > 0, got {lrs}")
+    given_regimes = None if regimes is None else [parse_regime(r) for r in regimes]
+    if given_regimes is not None and not given_regimes:
+        raise LabError("no regime given; choose full, sgd or minibatch:B")
     builds: dict[str, Callable[[int, dict[str, Any]], Problem]] = {}
     chosen: list[tuple[Workload, dict[str, Any]]] = []
+    fingerprint = ""
     if model is not None:
         if loss_fn is None or data is None:
             raise LabError("comparing on your model needs model=, data= and loss_fn=")
-        workload, build, _ = _user_workload(model, data, loss_fn, test_data, name)
-        builds[name] = build
-        chosen.append((workload, {}))
     else:
-        for text in [workloads] if isinstance(workloads, str) else workloads:
+        names = [workloads] if isinstance(workloads, str) else list(workloads)
+        if not names:
+            raise LabError(f"no workload given; choose from: {', '.join(WORKLOADS)}")
+        for text in names:
             wname, options = parse_named(text)
             workload = get_workload(wname)
+            workload.check_options(options)
             builds[wname] = workload.build
             chosen.append((workload, {**workload.options, **options}))
+    folder = _writable(Path(out))
+    if model is not None and loss_fn is not None:
+        workload, build, fingerprint = _user_workload(model, data, loss_fn, test_data, name)
+        builds[name] = build
+        chosen.append((workload, {}))
 
     specs: list[RunSpec] = []
     notes: list[str] = []
     for workload, options in chosen:
         probe = builds[workload.name](0, options)
-        regime_list = [parse_regime(r) for r in (regimes or [workload.regime])]
+        regime_list = given_regimes or [parse_regime(workload.regime)]
         if probe.n_train is None and not options.get("noise"):
             notes.append(
                 f"{workload.name}: no data and no gradient noise, so every seed gives "
@@ -218,6 +284,7 @@ def compare(
                                 n_steps,
                                 max(1, n_steps // 60),
                                 tuple(sorted(options.items())),
+                                fingerprint,
                             )
                         )
         if steps is None and probe.n_train is not None and budget is not None:
@@ -246,12 +313,14 @@ def compare(
         },
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
     }
-    report._atomic_write(folder / "config.json", json.dumps(config, indent=1, default=str))
+    with folder_lock(folder):
+        write_json(folder / "config.json", config)
     rows = _run(specs, builds, folder, progress)
     workload_map: dict[str, Workload | None] = {w.name: w for w, _ in chosen}
     title = "descentlab compare: " + ", ".join(workload_map)
-    files = report.write_report(folder, title, notes, rows, workload_map)
-    summary = json.loads(files["summary_json"].read_text())
+    with folder_lock(folder):  # one report writer at a time
+        files = report.write_report(folder, title, notes, rows, workload_map)
+        summary = json.loads(files["summary_json"].read_text())
     return Result(folder, rows, summary, files, notes + report.grid_edge_notes(summary))
 
 

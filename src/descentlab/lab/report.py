@@ -1,24 +1,81 @@
-"""Metrics over seeds, and the report folder: Markdown, self-contained HTML, PNG plots."""
+"""Metrics over seeds, and the report folder: Markdown, self-contained HTML, PNG plots.
+
+How the report decides (the rules are also printed at the top of every report):
+
+* **Numerical floor.** Training losses that differ by no more than
+  ``REL_FLOOR * max(|start loss|, 1)`` (the workload's mean loss at step 0) are equal:
+  such differences are floating-point round-off. The floor applies when choosing each
+  optimizer's best learning rate, when naming a winner, and as the lower limit of the
+  loss axes (values below it are drawn at it).
+* **Best learning rate.** Per (workload, optimizer, regime): the lr with the lowest mean
+  final training loss among lrs where no seed diverged (any lr if every one had a
+  diverging seed). Lrs within the floor of that minimum are tied; among them the one
+  that reaches the target on the most seeds, then in the fewest steps, wins.
+* **Winner.** Per metric, the optimizer with the best mean wins clearly only when its
+  interval ``mean ± std`` over seeds, widened by the metric's resolution (the floor for
+  losses, one evaluation interval for steps to target), overlaps no other optimizer's
+  interval; otherwise there is "no clear winner" among those whose intervals overlap it.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import math
 import statistics
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files import write_atomic, write_json
 from .workloads import Workload
 
 Row = dict[str, Any]
+Key = tuple[str, str, str]  # workload, optimizer, regime
+
+REL_FLOOR = 1e-12
+"""Loss differences below ``REL_FLOOR * max(|start loss|, 1)`` are round-off (ties)."""
+
+# One colour per optimizer label, the same in every plot and every report: the default
+# optimizers have fixed colours; other labels take the remaining ones by a hash of the label.
+_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+)
+_FIXED_COLORS = {
+    "sgd": 0,
+    "sgd:momentum=0.9": 1,
+    "rmsprop": 2,
+    "adam": 3,
+    "adamw": 4,
+    "momentum": 5,
+}
 
 
-def _finite(xs: Iterable[float]) -> list[float]:
+def optimizer_color(label: str) -> str:
+    """The colour of an optimizer label in every plot (a fixed function of the label)."""
+    if label in _FIXED_COLORS:
+        return _PALETTE[_FIXED_COLORS[label]]
+    free = _PALETTE[len(_FIXED_COLORS) :]
+    return free[zlib.crc32(label.encode()) % len(free)]
+
+
+def _finite(xs: Iterable[float | None]) -> list[float]:
     return [x for x in xs if x is not None and math.isfinite(x)]
 
 
@@ -61,7 +118,9 @@ def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
             "diverged": len(runs) - len(ok),
             "final_loss": _mean_std(final),
             "best_loss": _mean_std(best),
+            "start_loss": _mean_std(_finite(r["evals"][0]["train_loss"] for r in runs))[0],
             "steps": runs[0]["spec"]["steps"],
+            "eval_every": runs[0]["spec"].get("eval_every", 1),
         }
         accs = [_finite(e.get("test_acc") for e in r["evals"]) for r in ok]
         if any(accs):
@@ -76,53 +135,245 @@ def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
             line["reached"] = len(steps)
             line["steps_to_target"] = statistics.median(steps) if steps else None
             line["seconds_to_target"] = statistics.median(seconds) if seconds else None
+            line["steps_to_target_runs"] = steps
         out.append(line)
     out.sort(key=lambda x: (x["workload"], x["regime"], x["optimizer"], x["lr"]))
     return out
 
 
-def best_lrs(summary: list[Row]) -> dict[tuple[str, str, str], float]:
-    """Per (workload, optimizer, regime): the lr with the lowest mean final loss."""
-    best: dict[tuple[str, str, str], Row] = {}
+# ---------------------------------------------------------------- choosing
+
+
+def loss_floor(summary: list[Row], workload: str) -> float:
+    """The workload's round-off floor: REL_FLOOR * max(|mean start loss|, 1)."""
+    starts = _finite(s.get("start_loss") for s in summary if s["workload"] == workload)
+    scale = max(abs(statistics.fmean(starts)), 1.0) if starts else 1.0
+    return REL_FLOOR * scale
+
+
+@dataclass
+class Choice:
+    """An optimizer's best lr in one (workload, regime), and the lrs tied with it."""
+
+    line: Row
+    tied: list[float]
+    grid: list[float]
+
+
+def choices(summary: list[Row]) -> dict[Key, Choice]:
+    """Per (workload, optimizer, regime): the best lr under the floor rule (module doc)."""
+    groups: dict[Key, list[Row]] = defaultdict(list)
     for line in summary:
-        key = (line["workload"], line["optimizer"], line["regime"])
-        score = line["final_loss"][0]
-        if line["diverged"] == line["seeds"] or not math.isfinite(score):
+        groups[(line["workload"], line["optimizer"], line["regime"])].append(line)
+    floors = {w: loss_floor(summary, w) for w in {s["workload"] for s in summary}}
+    out: dict[Key, Choice] = {}
+    for key, lines in groups.items():
+        ran = [s for s in lines if s["diverged"] < s["seeds"] and math.isfinite(s["final_loss"][0])]
+        clean = [s for s in ran if s["diverged"] == 0] or ran
+        if not clean:
             continue
-        if key not in best or score < best[key]["final_loss"][0]:
-            best[key] = line
-    return {k: v["lr"] for k, v in best.items()}
+        low = min(s["final_loss"][0] for s in clean)
+        tied = [s for s in clean if s["final_loss"][0] <= low + floors[key[0]]]
+
+        def rank(s: Row) -> tuple[float, float, float]:
+            steps = s.get("steps_to_target")
+            return (
+                -s.get("reached", 0),
+                steps if steps is not None else math.inf,
+                s["final_loss"][0],
+            )
+
+        out[key] = Choice(
+            min(tied, key=rank), sorted(s["lr"] for s in tied), sorted(s["lr"] for s in lines)
+        )
+    return out
+
+
+def best_lrs(summary: list[Row]) -> dict[Key, float]:
+    """Per (workload, optimizer, regime): the best lr (lowest mean final loss, floor ties)."""
+    return {k: c.line["lr"] for k, c in choices(summary).items()}
+
+
+def _edge(choice: Choice) -> str | None:
+    """ "smallest"/"largest" when the best lr, alone (no tied lr), sits at the grid's end."""
+    grid, tied = choice.grid, choice.tied
+    if len(grid) < 3 or len(tied) != 1:
+        return None
+    if tied[0] == grid[0]:
+        return "smallest"
+    return "largest" if tied[0] == grid[-1] else None
 
 
 def grid_edge_notes(summary: list[Row]) -> list[str]:
-    """Warn where the best lr sits at the end of the grid: the optimum may lie beyond it."""
+    """Warn where the best lr sits at the end of the grid, clearly better (beyond the floor)
+    than every other lr: the optimum may lie beyond it."""
     notes = []
-    for (workload, optimizer, regime), lr in sorted(best_lrs(summary).items()):
-        grid = sorted(
-            s["lr"]
-            for s in summary
-            if (s["workload"], s["optimizer"], s["regime"]) == (workload, optimizer, regime)
-        )
-        if len(grid) >= 3 and lr in (grid[0], grid[-1]):
-            side = "smallest" if lr == grid[0] else "largest"
+    for (workload, optimizer, regime), choice in sorted(choices(summary).items()):
+        side = _edge(choice)
+        if side:
             notes.append(
-                f"{workload} [{regime}] {optimizer}: the best lr {lr:g} is the {side} "
-                "tried; a wider grid may do better."
+                f"{workload} [{regime}] {optimizer}: the best lr {choice.line['lr']:g} is the "
+                f"{side} tried; a wider grid may do better."
             )
     return notes
 
 
-def _fmt(ms: tuple[float, float], digits: int = 4) -> str:
+def row_notes(summary: list[Row]) -> dict[tuple[str, str, str, float], list[str]]:
+    """Short notes for the table rows they concern, keyed by (workload, optimizer, regime, lr)."""
+    notes: dict[tuple[str, str, str, float], list[str]] = defaultdict(list)
+    for (workload, optimizer, regime), choice in choices(summary).items():
+        lr = choice.line["lr"]
+        side = _edge(choice)
+        if side:
+            notes[(workload, optimizer, regime, lr)].append(
+                f"best lr is the {side} tried: a wider grid may do better"
+            )
+        if len(choice.tied) > 1:
+            others = ", ".join(f"{x:g}" for x in choice.tied if x != lr)
+            notes[(workload, optimizer, regime, lr)].append(
+                f"tied within the floor with lr {others}"
+            )
+    for s in summary:
+        if s["diverged"] > 0:
+            notes[(s["workload"], s["optimizer"], s["regime"], s["lr"])].append(
+                f"{s['diverged']} of {s['seeds']} seeds diverged"
+            )
+    return dict(notes)
+
+
+# ---------------------------------------------------------------- headline
+
+
+@dataclass
+class Verdict:
+    """One headline line: which optimizer wins on one metric, if any clearly does."""
+
+    metric: str
+    winner: str | None  # None: no clear winner (or nothing to compare)
+    leaders: list[str]  # the winner, or those whose intervals overlap the best one's
+    text: str
+
+
+def _fmt_num(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}"
+
+
+def _ms(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def verdict(
+    metric: str,
+    values: dict[str, tuple[float, float]],
+    lower_is_better: bool,
+    resolution: float,
+    digits: int = 3,
+) -> Verdict:
+    """Winner on one metric from each optimizer's (mean, std) over seeds.
+
+    Two optimizers are separated when ``|mean_a - mean_b| > std_a + std_b + resolution``
+    (their mean ± std intervals, widened by the resolution, do not overlap). The best mean
+    wins only when it is separated from every other optimizer.
+    """
+    items = sorted(
+        ((o, m, s) for o, (m, s) in values.items() if math.isfinite(m)),
+        key=lambda t: (t[1] if lower_is_better else -t[1], t[0]),
+    )
+    if not items:
+        return Verdict(metric, None, [], "nothing to compare.")
+    best = items[0]
+    leaders = [o for o, m, s in items if abs(m - best[1]) <= s + best[2] + resolution]
+
+    def show(o: str) -> str:
+        m, s = values[o]
+        return f"{o} {_ms(m, s, digits)}"
+
+    rest = [o for o, _, _ in items if o not in leaders]
+    tail = f"; then {', '.join(show(o) for o in rest)}" if rest else ""
+    if len(items) == 1:
+        return Verdict(metric, best[0], [best[0]], f"only {show(best[0])}.")
+    if len(leaders) == 1:
+        return Verdict(metric, best[0], leaders, f"{best[0]} wins: {show(best[0])}{tail}.")
+    return Verdict(
+        metric,
+        None,
+        leaders,
+        f"no clear winner: {', '.join(show(o) for o in leaders)} overlap{tail}.",
+    )
+
+
+def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
+    """The conclusions for one (workload, regime), each optimizer at its best lr."""
+    best = {
+        k[1]: c.line for k, c in choices(summary).items() if k[0] == workload and k[2] == regime
+    }
+    if not best:
+        return []
+    floor = loss_floor(summary, workload)
+    loss = verdict(
+        "final training loss",
+        {o: (s["final_loss"][0], s["final_loss"][1]) for o, s in best.items()},
+        True,
+        floor,
+    )
+    means = [best[o]["final_loss"][0] for o in loss.leaders]
+    if len(loss.leaders) > 1 and max(means) - min(means) <= floor:
+        loss.text = loss.text.replace(" overlap", f" tie (within the round-off floor {floor:.2g})")
+    out = [loss]
+    if any("final_acc" in s for s in best.values()):
+        out.append(
+            verdict(
+                "held-out accuracy",
+                {
+                    o: (s["final_acc"][0], s["final_acc"][1])
+                    for o, s in best.items()
+                    if "final_acc" in s
+                },
+                False,
+                0.0,
+            )
+        )
+    with_target = [s for s in best.values() if s.get("target") is not None]
+    if with_target:
+        everyone = {
+            o: _mean_std([float(x) for x in s.get("steps_to_target_runs", [])])
+            for o, s in best.items()
+            if s.get("target") is not None and s["reached"] == s["seeds"]
+        }
+        missed = [
+            f"{o} ({s['reached']}/{s['seeds']} seeds)"
+            for o, s in sorted(best.items())
+            if s.get("target") is not None and s["reached"] < s["seeds"]
+        ]
+        metric = "steps to target"
+        if everyone:
+            v = verdict(metric, everyone, True, float(with_target[0]["eval_every"]), digits=4)
+        else:
+            v = Verdict(metric, None, [], "no optimizer reached the target on every seed.")
+        if missed and everyone:
+            v.text = v.text[:-1] + f"; not reached on every seed: {', '.join(missed)}."
+        out.append(v)
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _fmt(ms: tuple[float, float] | list[float], digits: int = 4) -> str:
     mean, std = ms
     if not math.isfinite(mean):
         return "-"
     return f"{mean:.{digits}g} ± {std:.2g}"
 
 
-def table_rows(summary: list[Row], only_best: bool) -> tuple[list[str], list[list[str]]]:
+def table_rows(
+    summary: list[Row], only_best: bool, with_notes: bool = False
+) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the Markdown and HTML tables (all lrs) and the terminal
-    (``only_best``: one compact row per optimizer at its best lr)."""
+    (``only_best``: one compact row per optimizer at its best lr). ``with_notes`` adds a
+    column with the notes that concern each row (grid edge, ties, divergence)."""
     chosen = best_lrs(summary)
+    notes = row_notes(summary) if with_notes else {}
     with_acc = any("final_acc" in s for s in summary)
     with_target = any("target" in s for s in summary)
     header = ["workload", "regime", "optimizer", "lr", "final loss"]
@@ -132,6 +383,7 @@ def table_rows(summary: list[Row], only_best: bool) -> tuple[list[str], list[lis
     if with_target:
         header += ["steps to target", "s to target"]
     header += ["diverged"]
+    header += ["notes"] if with_notes else []
     cells = []
     for s in summary:
         is_best = chosen.get((s["workload"], s["optimizer"], s["regime"])) == s["lr"]
@@ -151,11 +403,17 @@ def table_rows(summary: list[Row], only_best: bool) -> tuple[list[str], list[lis
                 "-"
                 if "target" not in s
                 else f"{st:g} ({s['reached']}/{ran})"
-                if st
-                else "not reached"
+                if st is not None
+                else f"not reached (0/{ran})"
+                if ran
+                else "-"
             )
-            row.append(f"{s['seconds_to_target']:.3f}" if st else "-")
+            row.append(f"{s['seconds_to_target']:.3f}" if st is not None else "-")
         row.append(f"{s['diverged']}/{s['seeds']}")
+        if with_notes:
+            row.append(
+                "; ".join(notes.get((s["workload"], s["optimizer"], s["regime"], s["lr"]), []))
+            )
         cells.append(row)
     return header, cells
 
@@ -202,6 +460,208 @@ def _curves(rows: list[Row], key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, never over the data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def _log_floor(ax: Any, floor: float) -> None:
+    """Log loss axis whose lower limit is at least ``floor`` (values are clipped to it)."""
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, floor), max(high, floor * 10))
+
+
+@dataclass
+class Plots:
+    """What the plots of one workload need: its runs, choices and fixed settings."""
+
+    workload: str
+    rows: list[Row]
+    summary: list[Row]
+    info: Workload | None
+    chosen: dict[Key, float] = field(init=False)
+    regimes: list[str] = field(init=False)
+    optimizers: list[str] = field(init=False)
+    floor: float = field(init=False)
+    positive: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = [r for r in self.rows if r["spec"]["workload"] == self.workload]
+        self.chosen = best_lrs(self.summary)
+        self.regimes = sorted({r["spec"]["regime"] for r in self.rows})
+        self.optimizers = list(dict.fromkeys(r["spec"]["optimizer"] for r in self.rows))
+        self.floor = loss_floor(self.summary, self.workload)
+        self.positive = all(
+            e["train_loss"] > 0
+            for r in self.rows
+            for e in r["evals"]
+            if math.isfinite(e["train_loss"])
+        )
+
+    def best_runs(self, opt: str, regime: str) -> list[Row]:
+        lr = self.chosen.get((self.workload, opt, regime))
+        return [
+            r
+            for r in self.rows
+            if r["spec"]["optimizer"] == opt
+            and r["spec"]["regime"] == regime
+            and r["spec"]["lr"] == lr
+            and not r["diverged"]
+        ]
+
+    def clip(self, values: np.ndarray, key: str) -> np.ndarray:
+        if key == "train_loss" and self.positive:
+            return np.maximum(values, self.floor)
+        return values
+
+    def label(self, opt: str, regime: str) -> str:
+        return f"{opt} (lr {self.chosen[(self.workload, opt, regime)]:g})"
+
+    def describe(self) -> str:
+        about = self.info.summary if self.info is not None else "your model"
+        return f"{self.workload} ({about})"
+
+    def floor_text(self) -> str:
+        if not self.positive:
+            return "linear loss axis (the loss takes non-positive values)"
+        return (
+            f"loss axis clipped at the round-off floor {self.floor:.2g} "
+            f"({REL_FLOOR:g} × max(start loss, 1)); lower values are drawn at the floor"
+        )
+
+
+def curves_figure(p: Plots) -> Any:
+    """Loss vs step and vs seconds (and held-out accuracy), one row per regime."""
+    plt = pyplot()
+    has_acc = any("test_acc" in e for r in p.rows for e in r["evals"])
+    panels = [("train_loss", "step", "training loss vs step")]
+    panels.append(("train_loss", "time", "training loss vs training seconds"))
+    if has_acc:
+        panels.append(("test_acc", "step", "held-out accuracy vs step"))
+    fig, axes = plt.subplots(
+        len(p.regimes),
+        len(panels),
+        squeeze=False,
+        figsize=(4.6 * len(panels) + 1.8, 3.6 * len(p.regimes)),
+        layout="constrained",
+    )
+    for i, regime in enumerate(p.regimes):
+        for j, (key, x, title) in enumerate(panels):
+            ax = axes[i][j]
+            for opt in p.optimizers:
+                runs = p.best_runs(opt, regime)
+                if not runs:
+                    continue
+                xs, ys = _curves(runs, key, x)
+                ys = p.clip(ys, key)
+                color = optimizer_color(opt)
+                ax.plot(xs, np.nanmean(ys, axis=0), color=color, label=p.label(opt, regime))
+                if len(runs) > 1:
+                    ax.fill_between(
+                        xs,
+                        np.nanmin(ys, axis=0),
+                        np.nanmax(ys, axis=0),
+                        color=color,
+                        alpha=0.2,
+                        linewidth=0,
+                    )
+            if key == "train_loss" and p.positive:
+                _log_floor(ax, p.floor)
+            ax.set_title(f"{p.workload} [{regime}]: {title}", fontsize=9)
+            ax.set_xlabel("seconds" if x == "time" else "step")
+            ax.grid(alpha=0.3)
+        _legend_outside(axes[i][-1])
+    return fig
+
+
+def lr_figure(p: Plots) -> Any:
+    """Final loss vs lr, one line per optimizer (x marks an lr where every seed diverged)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(
+        1,
+        len(p.regimes),
+        squeeze=False,
+        figsize=(4.8 * len(p.regimes) + 1.8, 3.6),
+        layout="constrained",
+    )
+    for i, regime in enumerate(p.regimes):
+        ax = axes[0][i]
+        for opt in p.optimizers:
+            lines = sorted(
+                (
+                    s
+                    for s in p.summary
+                    if s["workload"] == p.workload
+                    and s["optimizer"] == opt
+                    and s["regime"] == regime
+                ),
+                key=lambda s: s["lr"],
+            )
+            ok = [s for s in lines if s["diverged"] < s["seeds"]]
+            color = optimizer_color(opt)
+            if ok:
+                ys = p.clip(np.array([s["final_loss"][0] for s in ok], dtype=float), "train_loss")
+                ax.plot([s["lr"] for s in ok], ys, "o-", color=color, label=opt)
+            bad = [s["lr"] for s in lines if s["diverged"] == s["seeds"]]
+            if bad:
+                top = max((s["final_loss"][0] for s in ok), default=1.0)
+                ax.plot(bad, [top] * len(bad), "x", color=color, markersize=9)
+        ax.set_xscale("log")
+        if p.positive:
+            _log_floor(ax, p.floor)
+        ax.set_title(f"{p.workload} [{regime}]: final loss vs lr (x = diverged)", fontsize=9)
+        ax.set_xlabel("learning rate")
+        ax.grid(alpha=0.3)
+    _legend_outside(axes[0][-1])
+    return fig
+
+
+def trajectory_figure(p: Plots) -> Any | None:
+    """Paths over the landscape's contours, clipped to the workload's frame (2-D only)."""
+    info = p.info
+    if info is None or info.landscape is None or info.bounds is None:
+        return None
+    plt = pyplot()
+    x0, x1, y0, y1 = info.bounds
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+    z = info.landscape(gx, gy)
+    fig, ax = plt.subplots(figsize=(7.8, 5), layout="constrained")
+    shifted = z - z.min() + 1e-3
+    ax.contour(
+        gx,
+        gy,
+        shifted,
+        levels=np.geomspace(shifted.min(), shifted.max(), 30),
+        cmap="Greys",
+        linewidths=0.6,
+    )
+    regime = p.regimes[0]
+    for opt in p.optimizers:
+        runs = p.best_runs(opt, regime)
+        if runs and runs[0]["points"]:
+            pts = np.array(runs[0]["points"], dtype=float)
+            ax.plot(
+                pts[:, 0],
+                pts[:, 1],
+                "-",
+                color=optimizer_color(opt),
+                linewidth=1.2,
+                label=p.label(opt, regime),
+                clip_on=True,
+            )
+            ax.plot(pts[0, 0], pts[0, 1], "o", color="black", markersize=4)
+    if info.optimum is not None:
+        ax.plot(*info.optimum, "*", color="gold", markersize=14, markeredgecolor="black")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_autoscale_on(False)
+    ax.set_title(f"{p.workload}: paths at each optimizer's best lr (seed 0)", fontsize=9)
+    _legend_outside(ax)
+    return fig
+
+
 def plot_workload(
     workload: str,
     rows: list[Row],
@@ -209,211 +669,199 @@ def plot_workload(
     info: Workload | None,
     folder: Path,
 ) -> list[tuple[str, Path]]:
-    """Every plot for one workload; returns (caption, path) pairs."""
-    plt = pyplot()
-    chosen = best_lrs(summary)
-    mine = [r for r in rows if r["spec"]["workload"] == workload]
-    regimes = sorted({r["spec"]["regime"] for r in mine})
-    optimizers = list(dict.fromkeys(r["spec"]["optimizer"] for r in mine))
-    colors = {o: plt.get_cmap("tab10")(i % 10) for i, o in enumerate(optimizers)}
-    figures: list[tuple[str, Path]] = []
-
-    def best_runs(opt: str, regime: str) -> list[Row]:
-        lr = chosen.get((workload, opt, regime))
-        return [
-            r
-            for r in mine
-            if r["spec"]["optimizer"] == opt
-            and r["spec"]["regime"] == regime
-            and r["spec"]["lr"] == lr
-            and not r["diverged"]
-        ]
-
-    positive = all(
-        e["train_loss"] > 0 for r in mine for e in r["evals"] if math.isfinite(e["train_loss"])
+    """Every plot for one workload; returns (caption, path) pairs, captions about it."""
+    p = Plots(workload, rows, summary, info)
+    if not p.rows:
+        return []
+    seeds = max((s["seeds"] for s in summary if s["workload"] == workload), default=1)
+    target = info.target if info is not None else None
+    target_text = (
+        f" The target of 'steps to target' is a training loss of {target:g}." if target else ""
     )
-    has_acc = any("test_acc" in e for r in mine for e in r["evals"])
-    panels = [
-        ("train_loss", "step", "training loss vs step"),
-        ("train_loss", "time", "training loss vs wall time (s)"),
+    figures = [
+        (
+            f"{p.describe()}: training loss at each optimizer's best lr against steps and "
+            f"training seconds; line = mean over {seeds} seed(s), band = min-max; "
+            f"{p.floor_text()}.{target_text}",
+            save_figure(curves_figure(p), folder / f"{workload}-curves.png"),
+        ),
+        (
+            f"{p.describe()}: sensitivity to the learning rate, mean final training loss "
+            f"per lr tried (x: every seed diverged); {p.floor_text()}.",
+            save_figure(lr_figure(p), folder / f"{workload}-lr-sensitivity.png"),
+        ),
     ]
-    if has_acc:
-        panels.append(("test_acc", "step", "held-out accuracy vs step"))
-    fig, axes = plt.subplots(
-        len(regimes), len(panels), squeeze=False, figsize=(5.2 * len(panels), 3.8 * len(regimes))
-    )
-    for i, regime in enumerate(regimes):
-        for j, (key, x, title) in enumerate(panels):
-            ax = axes[i][j]
-            for opt in optimizers:
-                runs = best_runs(opt, regime)
-                if not runs:
-                    continue
-                xs, ys = _curves(runs, key, x)
-                mean = np.nanmean(ys, axis=0)
-                ax.plot(
-                    xs,
-                    mean,
-                    color=colors[opt],
-                    label=f"{opt} (lr {chosen[(workload, opt, regime)]:g})",
-                )
-                if len(runs) > 1:
-                    ax.fill_between(
-                        xs,
-                        np.nanmin(ys, axis=0),
-                        np.nanmax(ys, axis=0),
-                        color=colors[opt],
-                        alpha=0.2,
-                        linewidth=0,
-                    )
-            if key == "train_loss" and positive:
-                ax.set_yscale("log")
-            ax.set_title(f"{workload} [{regime}]: {title}", fontsize=9)
-            ax.set_xlabel("seconds" if x == "time" else "step")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    path = save_figure(fig, folder / f"{workload}-curves.png")
-    figures.append(
-        ("Loss (and accuracy) at each optimizer's best lr; band: min-max over seeds", path)
-    )
-
-    # lr sensitivity: final loss vs lr, one line per optimizer (x marks a diverged lr)
-    fig, axes = plt.subplots(1, len(regimes), squeeze=False, figsize=(5.5 * len(regimes), 3.8))
-    for i, regime in enumerate(regimes):
-        ax = axes[0][i]
-        for opt in optimizers:
-            lines = sorted(
-                (
-                    s
-                    for s in summary
-                    if s["workload"] == workload and s["optimizer"] == opt and s["regime"] == regime
-                ),
-                key=lambda s: s["lr"],
+    fig = trajectory_figure(p)
+    if fig is not None:
+        figures.append(
+            (
+                f"{p.describe()}: seed 0's path for each optimizer at its best lr over the "
+                "contours of the loss (black dot: start, star: minimum); the frame is fixed "
+                "and paths that leave it are cut at its edge.",
+                save_figure(fig, folder / f"{workload}-trajectories.png"),
             )
-            ok = [s for s in lines if s["diverged"] < s["seeds"]]
-            if ok:
-                ax.plot(
-                    [s["lr"] for s in ok],
-                    [s["final_loss"][0] for s in ok],
-                    "o-",
-                    color=colors[opt],
-                    label=opt,
-                )
-            bad = [s["lr"] for s in lines if s["diverged"] == s["seeds"]]
-            if bad:
-                top = max((s["final_loss"][0] for s in ok), default=1.0)
-                ax.plot(bad, [top] * len(bad), "x", color=colors[opt], markersize=9)
-        ax.set_xscale("log")
-        if positive:
-            ax.set_yscale("log")
-        ax.set_title(f"{workload} [{regime}]: final loss vs lr (x = diverged)", fontsize=9)
-        ax.set_xlabel("learning rate")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    path = save_figure(fig, folder / f"{workload}-lr-sensitivity.png")
-    figures.append(("Sensitivity to the learning rate: mean final training loss per lr", path))
-
-    if info is not None and info.landscape is not None and info.bounds is not None:
-        x0, x1, y0, y1 = info.bounds
-        gx, gy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
-        z = info.landscape(gx, gy)
-        fig, ax = plt.subplots(figsize=(6.5, 5))
-        shifted = z - z.min() + 1e-3
-        ax.contour(
-            gx,
-            gy,
-            shifted,
-            levels=np.geomspace(shifted.min(), shifted.max(), 30),
-            cmap="Greys",
-            linewidths=0.6,
         )
-        regime = regimes[0]
-        for opt in optimizers:
-            runs = best_runs(opt, regime)
-            if runs and runs[0]["points"]:
-                pts = np.array(runs[0]["points"])
-                ax.plot(
-                    pts[:, 0],
-                    pts[:, 1],
-                    "-",
-                    color=colors[opt],
-                    linewidth=1.2,
-                    label=f"{opt} (lr {chosen[(workload, opt, regime)]:g})",
-                )
-                ax.plot(pts[0, 0], pts[0, 1], "o", color="black", markersize=4)
-        if info.optimum is not None:
-            ax.plot(*info.optimum, "*", color="gold", markersize=14, markeredgecolor="black")
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y0, y1)
-        ax.set_title(f"{workload}: trajectories at each optimizer's best lr (seed 0)", fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
-        path = save_figure(fig, folder / f"{workload}-trajectories.png")
-        figures.append(("Optimizer trajectories over the landscape's contours", path))
     return figures
 
 
 # ---------------------------------------------------------------- documents
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+RULES = (
+    "Each optimizer is shown at its best learning rate: the lowest mean final training loss "
+    "over seeds. Losses closer than the workload's round-off floor "
+    f"({REL_FLOOR:g} × max(start loss, 1)) count as equal, both for that choice (ties go to "
+    "the lr reaching the target on more seeds, then in fewer steps) and for the verdicts. "
+    "A verdict names a winner only when its mean ± std interval over seeds, widened by the "
+    "floor (losses) or one evaluation interval (steps to target), overlaps no other "
+    "optimizer's; otherwise it says no clear winner and lists those that overlap the best."
+)
 
 
-def markdown(
-    title: str, notes: list[str], summary: list[Row], figures: list[tuple[str, Path]], folder: Path
-) -> str:
-    header, cells = table_rows(summary, only_best=False)
-    lines = [
-        f"# {title}",
-        "",
-        *notes,
-        "",
-        "`*` marks each optimizer's best learning rate (lowest mean final training loss).",
-        "",
-        "| " + " | ".join(header) + " |",
+def _split_notes(notes: list[str], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Notes that start with ``"<workload>:"`` go to that workload's section."""
+    general: list[str] = []
+    per: dict[str, list[str]] = defaultdict(list)
+    for note in notes:
+        owner = next((n for n in names if note.startswith(f"{n}:")), None)
+        if owner is None:
+            general.append(note)
+        else:
+            per[owner].append(note[len(owner) + 1 :].strip())
+    return general, dict(per)
+
+
+def sections(
+    summary: list[Row],
+    notes: list[str],
+    workloads: dict[str, Workload | None],
+    figures: dict[str, list[tuple[str, Path]]],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """General notes, and per workload: heading, definitions, verdicts, tables, plots."""
+    names = list(dict.fromkeys([*workloads, *(s["workload"] for s in summary)]))
+    general, per = _split_notes(notes, names)
+    out = []
+    for name in names:
+        mine = [s for s in summary if s["workload"] == name]
+        if not mine:
+            continue
+        info = workloads.get(name)
+        floor = loss_floor(summary, name)
+        starts = _finite(s.get("start_loss") for s in mine)
+        seeds = max(s["seeds"] for s in mine)
+        definitions = [
+            f"Round-off floor: {floor:.2g} (start loss "
+            f"{statistics.fmean(starts) if starts else math.nan:.4g}); final losses closer "
+            "than this are ties."
+        ]
+        target = next((s["target"] for s in mine if s.get("target") is not None), None)
+        if target is not None:
+            definitions.append(
+                f"Steps to target: the first evaluated step (evaluated every "
+                f"{mine[0]['eval_every']} steps) at which the full training loss is ≤ "
+                f"{target:g}; the table shows the median over seeds and (k/n): k of the n "
+                "seeds that did not diverge reached it. 's to target' is the median "
+                "training seconds to that step."
+            )
+        if seeds == 1:
+            definitions.append("One seed: no spread, so verdicts compare single runs.")
+        regimes = []
+        for regime in sorted({s["regime"] for s in mine}):
+            part = [s for s in mine if s["regime"] == regime]
+            bh, bc = table_rows(part, only_best=True, with_notes=True)
+            ah, ac = table_rows(part, only_best=False, with_notes=True)
+            regimes.append(
+                {
+                    "label": regime,
+                    "steps": part[0]["steps"],
+                    "verdicts": headline(summary, name, regime),
+                    "best_header": bh[2:],
+                    "best_rows": [c[2:] for c in bc],
+                    "all_header": ah,
+                    "all_rows": ac,
+                }
+            )
+        out.append(
+            {
+                "name": name,
+                "about": info.summary if info is not None else "your model",
+                "seeds": seeds,
+                "definitions": definitions,
+                "notes": per.get(name, []),
+                "regimes": regimes,
+                "figures": figures.get(name, []),
+            }
+        )
+    return general, out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
         "|" + "---|" * len(header),
+        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
     ]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    lines.append("")
-    for caption, path in figures:
-        lines += [f"![{caption}]({path.relative_to(folder).as_posix()})", f"*{caption}*", ""]
+
+
+def markdown(title: str, general: list[str], parts: list[dict[str, Any]], folder: Path) -> str:
+    lines = [f"# {title}", "", "## Conclusions", ""]
+    for part in parts:
+        for regime in part["regimes"]:
+            lines.append(f"**{part['name']}** [{regime['label']}], {part['about']}:")
+            lines.append("")
+            lines += [f"- {v.metric}: {v.text}" for v in regime["verdicts"]]
+            lines.append("")
+    lines += [f"*How to read this: {RULES}*", ""]
+    if general:
+        lines += ["Notes:", "", *(f"- {n}" for n in general), ""]
+    for part in parts:
+        lines += [
+            f"## {part['name']}: {part['about']}",
+            "",
+            *(f"- {d}" for d in part["definitions"]),
+            *(f"- {n}" for n in part["notes"]),
+            "",
+        ]
+        for regime in part["regimes"]:
+            lines += [
+                f"### {part['name']} [{regime['label']}], {regime['steps']} steps, "
+                f"{part['seeds']} seed(s)",
+                "",
+                "Each optimizer at its best learning rate (mean ± std over seeds):",
+                "",
+                *_md_table(regime["best_header"], regime["best_rows"]),
+                "",
+                "Every learning rate tried (`*` marks each optimizer's best):",
+                "",
+                *_md_table(regime["all_header"], regime["all_rows"]),
+                "",
+            ]
+        for caption, path in part["figures"]:
+            lines += [f"![{caption}]({path.relative_to(folder).as_posix()})", f"*{caption}*", ""]
     return "\n".join(lines)
 
 
-def html_page(
-    title: str, notes: list[str], summary: list[Row], figures: list[tuple[str, Path]]
-) -> str:
-    """One self-contained page: tables inline, plots embedded as base64 PNG."""
-    header, cells = table_rows(summary, only_best=False)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr"
-        + (' class="best"' if "*" in c[3] else "")
-        + ">"
-        + "".join(f"<td>{html.escape(x)}</td>" for x in c)
-        + "</tr>"
-        for c in cells
-    )
-    imgs = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"'
-        f' alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
-        for cap, p in figures
-    )
-    notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-        "padding:3px 8px;text-align:right}th{background:#f3f3f3}tr.best{background:#eef7ee;"
-        "font-weight:600}figure{margin:1.5em 0}img{max-width:100%}"
-        "figcaption{color:#555;font-size:13px}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"{notes_html}<p>Highlighted rows: each optimizer's best learning rate.</p>"
-        f"<table><tr>{head}</tr>{body}</table>{imgs}</body></html>"
+def _template() -> Any:
+    import jinja2
+
+    text = (resources.files("descentlab.lab") / "templates" / "report.html").read_text("utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(text)
+
+
+def html_page(title: str, general: list[str], parts: list[dict[str, Any]]) -> str:
+    """One self-contained page from the autoescaping template; plots embedded as PNG."""
+    images = {
+        path: "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        for part in parts
+        for _, path in part["figures"]
+    }
+    return str(
+        _template().render(title=title, rules=RULES, general=general, parts=parts, images=images)
     )
 
 
@@ -424,23 +872,29 @@ def write_report(
     rows: list[Row],
     workloads: dict[str, Workload | None],
 ) -> dict[str, Path]:
-    """Summary, plots, summary.md and index.html in ``folder``; returns their paths."""
-    import json
+    """Summary, plots, report.md (also as summary.md) and index.html in ``folder``."""
 
     targets = {name: (w.target if w is not None else None) for name, w in workloads.items()}
     summary = summarize(rows, targets)
-    notes = notes + grid_edge_notes(summary)
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
-    figures: list[tuple[str, Path]] = []
-    for name, info in workloads.items():
-        figures += plot_workload(name, rows, summary, info, plots)
+    figures = {
+        name: plot_workload(name, rows, summary, info, plots) for name, info in workloads.items()
+    }
+    drawn = {path.resolve() for pairs in figures.values() for _, path in pairs}
+    for old in plots.glob("*.png"):  # plots of an earlier sweep in this folder: not ours
+        if old.resolve() not in drawn:
+            old.unlink()
+    general, parts = sections(summary, notes, workloads, figures)
     paths = {
         "summary_json": folder / "summary.json",
-        "markdown": folder / "summary.md",
+        "markdown": folder / "report.md",
+        "summary_markdown": folder / "summary.md",
         "html": folder / "index.html",
     }
-    _atomic_write(paths["summary_json"], json.dumps(summary, indent=1, allow_nan=True))
-    _atomic_write(paths["markdown"], markdown(title, notes, summary, figures, folder))
-    _atomic_write(paths["html"], html_page(title, notes, summary, figures))
+    text = markdown(title, general, parts, folder)
+    write_json(paths["summary_json"], summary)  # strict JSON: NaN and inf as null
+    write_atomic(paths["markdown"], text)
+    write_atomic(paths["summary_markdown"], text)
+    write_atomic(paths["html"], html_page(title, general, parts))
     return paths

@@ -3,22 +3,35 @@
 Every finished run is appended to ``runs.jsonl`` (one JSON object per line, flushed and
 fsynced), so an interrupted sweep loses no finished run and resumes where it stopped.
 Runs are keyed by a hash of their configuration; the same seed gives the same numbers.
+
+The file is strict JSON: a non-finite number (a diverged loss) is written as the string
+``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` and read back as that float. A line that cannot
+be read is skipped with one warning, and every other run is kept; the file is never cut.
+Appends happen under a lock (``.descentlab.lock`` in the folder), after a fresh look at the
+file, so several processes writing into one folder never record a run twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no cross-process lock
+    fcntl = None  # type: ignore[assignment]
 
 from .. import torch as dt
 from .errors import LabError
@@ -41,6 +54,7 @@ class RunSpec:
     steps: int
     eval_every: int
     options: tuple[tuple[str, Any], ...] = ()
+    fingerprint: str = ""  # a user model's architecture, initial weights and data
 
     @property
     def id(self) -> str:
@@ -48,7 +62,7 @@ class RunSpec:
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "workload": self.workload,
             "options": dict(self.options),
             "optimizer": self.optimizer.label,
@@ -58,6 +72,9 @@ class RunSpec:
             "steps": self.steps,
             "eval_every": self.eval_every,
         }
+        if self.fingerprint:  # absent for registry workloads, so their ids stay as they were
+            described["fingerprint"] = self.fingerprint
+        return described
 
 
 @dataclass
@@ -152,40 +169,110 @@ def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> R
     return rec
 
 
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def to_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``"NaN"``, ``"Infinity"``..."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(value: Any) -> Any:
+    """The inverse of :func:`to_json`."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` shared by every process writing into it."""
+    with (folder / ".descentlab.lock").open("a") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 class Store:
     """``runs.jsonl`` in the output folder: append-only, one finished run per line."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.path = folder / "runs.jsonl"
+        self.done: dict[str, dict[str, Any]] = {}
+        self._offset = 0  # bytes of the file already read
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Finished runs by id; a torn last line (interrupted write) is cut off."""
+        """Finished runs by id, read from the start; unreadable lines are skipped."""
+        self.done, self._offset = {}, 0
+        return dict(self.refresh())
+
+    def refresh(self) -> dict[str, dict[str, Any]]:
+        """Read the lines appended since the last look; returns every finished run by id.
+
+        Only complete lines are read: a line still being written is read next time. A line
+        that is not a run record is skipped, and one warning says how many were.
+        """
         if not self.path.exists():
-            return {}
-        done: dict[str, dict[str, Any]] = {}
-        good = 0
+            return self.done
         with self.path.open("rb") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if not line.endswith(b"\n"):
-                    break
-                done[row["id"]] = row
-                good += len(line)
-        if good != self.path.stat().st_size:
-            with self.path.open("r+b") as f:
-                f.truncate(good)
-        return done
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        bad = 0
+        for line in data[:end].split(b"\n")[:-1]:
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                    raise ValueError("not a run record")
+                if not isinstance(row.get("spec"), dict):
+                    raise ValueError("not a run record")
+            except ValueError:
+                bad += bool(line.strip())
+                continue
+            self.done.setdefault(row["id"], from_json(row))  # the first record of a run wins
+        if bad:
+            warnings.warn(
+                f"{self.path}: skipped {bad} unreadable line(s); every other run was kept",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._offset += end
+        return self.done
 
     def append(self, record: Record) -> dict[str, Any]:
-        row = asdict(record)
-        line = json.dumps(row, allow_nan=True) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """Record a finished run, unless another process recorded it meanwhile."""
+        text = json.dumps(to_json(asdict(record)), allow_nan=False) + "\n"
+        with folder_lock(self.folder):
+            existing = self.refresh().get(record.id)
+            if existing is not None:
+                return existing
+            with self.path.open("a+b") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":  # a torn line from a killed writer: end it there
+                        text = "\n" + text
+                f.seek(0, os.SEEK_END)
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        row: dict[str, Any] = from_json(json.loads(text))
+        self.done.setdefault(record.id, row)
         return row
 
 
@@ -197,10 +284,10 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run every spec not already in ``folder/runs.jsonl``; returns all their records."""
     store = Store(folder)
-    done = store.load()
+    store.load()
     rows = []
     for spec in specs:
-        row = done.get(spec.id)
+        row = store.refresh().get(spec.id)  # another process may have run it meanwhile
         if row is None:
             row = store.append(run_one(spec, builds[spec.workload]))
             progress(spec, False)

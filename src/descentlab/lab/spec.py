@@ -73,6 +73,18 @@ def parse_optimizer(text: str) -> OptimizerSpec:
     info = optimizers.REGISTRY[name.lower()]
     if "lr" in hp:
         raise LabError(f"give learning rates with --lr, not inside {text!r}")
+    for key, value in hp.items():
+        default = info.defaults.get(key)
+        if isinstance(default, tuple) and not (
+            isinstance(value, tuple)
+            and len(value) == len(default)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            form = "/".join(_fmt(v) for v in default)
+            raise LabError(
+                f"malformed {key} value in {text!r}; expected {key}={form} "
+                f"({len(default)} numbers separated by /)"
+            )
     try:
         info.with_defaults(**hp)
     except (TypeError, ValueError) as exc:
@@ -89,6 +101,8 @@ def parse_optimizers(text: str) -> list[OptimizerSpec]:
 
 def parse_lrs(text: str) -> list[float]:
     """``"1e-3,1e-2"`` -> ``[0.001, 0.01]``; every value finite and > 0."""
+    if not text.strip():
+        raise LabError("no learning rate given; e.g. --lr 1e-3,1e-2")
     out = []
     for item in text.split(","):
         item = item.strip()

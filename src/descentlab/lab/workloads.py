@@ -50,6 +50,37 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A workload option: a number of ``kind`` above ``low`` (``> low``, or ``>= low`` when
+    ``inclusive``) and at most ``high``."""
+
+    kind: type  # int or float (a float option also takes an integer)
+    low: float
+    inclusive: bool = False
+    high: float | None = None
+
+    @property
+    def rule(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        rule = f"{what} {'>=' if self.inclusive else '>'} {self.low:g}"
+        return rule + (f" and <= {self.high:g}" if self.high is not None else "")
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        number = float(value)
+        if not math.isfinite(number):
+            return False
+        above = number >= self.low if self.inclusive else number > self.low
+        return above and (self.high is None or number <= self.high)
+
+
+NOISE = Option(float, 0.0, inclusive=True, high=1e6)
+
+
+@dataclass(frozen=True)
 class Workload:
     """A registered workload.
 
@@ -77,7 +108,20 @@ class Workload:
     landscape: Callable[[Any, Any], Any] | None = None
     optimum: tuple[float, float] | None = None
     bounds: tuple[float, float, float, float] | None = None  # xmin, xmax, ymin, ymax
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # defaults of some options
+    accepts: Mapping[str, Option] = field(default_factory=dict)  # every option it takes
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise :class:`LabError` on an unknown option or a value out of its range."""
+        for key, value in options.items():
+            if key not in self.accepts:
+                valid = ", ".join(self.accepts) if self.accepts else "none (it takes no options)"
+                raise LabError(
+                    f"unknown option {key!r} for workload {self.name!r}; valid options: {valid}"
+                )
+            option = self.accepts[key]
+            if not option.accepts(value):
+                raise LabError(f"{self.name}: option {key} must be {option.rule}, got {value!r}")
 
 
 # ---------------------------------------------------------------- 2-D landscapes
@@ -299,6 +343,7 @@ WORKLOADS: dict[str, Workload] = {
             optimum=(0.0, 0.0),
             bounds=(-4.5, 1.5, -2.0, 2.0),
             options={"kappa": 50.0},
+            accepts={"kappa": Option(float, 0.0, high=1e12), "noise": NOISE},
         ),
         Workload(
             "rosenbrock",
@@ -315,6 +360,7 @@ WORKLOADS: dict[str, Workload] = {
             landscape=rosenbrock,
             optimum=(1.0, 1.0),
             bounds=(-2.0, 2.0, -1.0, 3.0),
+            accepts={"noise": NOISE},
         ),
         Workload(
             "saddle",
@@ -326,6 +372,7 @@ WORKLOADS: dict[str, Workload] = {
             landscape=saddle,
             optimum=(0.0, 1 / math.sqrt(2)),
             bounds=(-1.2, 1.2, -1.2, 1.2),
+            accepts={"noise": NOISE},
         ),
         Workload(
             "beale",
@@ -343,6 +390,7 @@ WORKLOADS: dict[str, Workload] = {
             landscape=beale,
             optimum=(3.0, 0.5),
             bounds=(-1.0, 4.0, -1.5, 2.0),
+            accepts={"noise": NOISE},
         ),
         Workload(
             "noisy-quadratic",
@@ -358,6 +406,7 @@ WORKLOADS: dict[str, Workload] = {
             epochs=5,
             regime="minibatch:32",
             target=None,
+            accepts={"samples": Option(int, 1, inclusive=True, high=100_000)},
         ),
         Workload(
             "linreg",

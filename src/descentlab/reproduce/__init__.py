@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..files import write_atomic, write_json
 from ..lab.errors import LabError
 from . import adaptive, generalization, momentum, pitfalls, properties, regimes, seed_code
 from .base import (
@@ -37,8 +38,6 @@ from .base import (
     section_html,
     section_markdown,
     summary,
-    write_atomic,
-    write_json,
 )
 from .common import one_thread
 

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import operator
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,23 +348,3 @@ STYLE = (
     ".fails{color:#cf222e}.partly{color:#9a6700}section{border-top:1px solid #ddd;"
     "margin-top:2em}"
 )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write atomically and durably: a temporary file, fsynced, renamed over the target,
-    and the folder fsynced, so a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=1, default=str))

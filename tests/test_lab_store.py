@@ -1,0 +1,210 @@
+"""Input checks before any work, and the results store: corrupt lines, concurrent writers,
+strict JSON, and user models that never share runs."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from descentlab import cli
+from descentlab.lab import compare
+from descentlab.lab.runner import Store
+
+# cheap settings first: a bad value given after them replaces the good one
+BASE = ["--workload", "ravine", "--optimizers", "sgd", "--lr", "0.1", "--seeds", "1"]
+
+BAD_COMPARE = [
+    (["--workload", "ravine:kapa=100"], "unknown option 'kapa' for workload 'ravine'; valid"),
+    (["--workload", "ravine:kappa=abc"], "option kappa must be a finite number > 0"),
+    (["--workload", "ravine:kappa=-1"], "option kappa must be a finite number > 0"),
+    (["--workload", "ravine:noise=-0.5"], "option noise must be a finite number >= 0"),
+    (["--workload", "ravine:noise=nan"], "option noise must be a finite number >= 0"),
+    (["--workload", "noisy-quadratic:samples=2.5"], "option samples must be an integer >= 1"),
+    (["--workload", "linreg:kappa=1"], "valid options: none"),
+    (["--workload", ""], "no workload given; choose from: ravine"),
+    (["--optimizers", ""], "no optimizer given"),
+    (["--lr", ""], "no learning rate given"),
+    (["--regime", ""], "no regime given; choose full, sgd or minibatch:B"),
+    (["--steps", "0"], "steps must be a positive integer"),
+    (["--steps", "-5"], "steps must be a positive integer"),
+    (["--steps", "abc"], "argument --steps: invalid int value"),
+    (["--epochs", "nan"], "epochs must be a finite number > 0"),
+    (["--epochs", "0"], "epochs must be a finite number > 0"),
+    (["--steps", "3", "--epochs", "1"], "not allowed with argument"),
+    (["--seeds", "100000000"], "seeds must be an integer from 1 to 1000"),
+    (["--optimizers", "adam:betas=0.9/"], "expected betas=0.9/0.999"),
+    (["--optimizers", "adam:betas=(0.9,0.99)"], "expected betas=0.9/0.999"),
+    (["--optimizers", "adam:betas=a/b"], "expected betas=0.9/0.999"),
+]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _one_line_exit_2(code: int, err: str, message: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_COMPARE, ids=[" ".join(b[0]) for b in BAD_COMPARE]
+)
+def test_compare_bad_input_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "r"
+    code, err = _cli(["compare", *BASE, *args, "--out", str(out)], capsys)
+    _one_line_exit_2(code, err, message)
+    assert not out.exists() or not any(out.iterdir())
+
+
+TINY_BENCH = ["--optimizers", "adam", "--layouts", "5000 x 1k", "--scale", "0.002"]
+BAD_BENCH = [
+    (["--reps", "0"], "--reps must be an integer >= 1"),
+    (["--scale", "0"], "--scale must be a number with 0 < scale"),
+    (["--scale", "nan"], "--scale must be a number with 0 < scale"),
+    (["--warmup", "-1"], "--warmup must be an integer >= 0"),
+    (["--memory-jobs", "0"], "--memory-jobs must be an integer >= 1"),
+    (["--reps", "x"], "argument --reps: invalid int value"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_BENCH, ids=[" ".join(b[0]) for b in BAD_BENCH])
+def test_bench_bad_input_is_refused_before_the_benchmark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "b.json"
+    argv = ["bench", *TINY_BENCH, "--reps", "1", "--no-memory", *args, "--out", str(out)]
+    code, err = _cli(argv, capsys)
+    _one_line_exit_2(code, err, message)
+    assert not out.exists()
+
+
+def test_bench_unwritable_out_is_refused_before_the_benchmark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from descentlab import bench
+
+    def no_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("the benchmark ran before --out was checked")
+
+    monkeypatch.setattr(bench, "run", no_run)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker / "sub" / "b.json"
+    code, err = _cli(["bench", *TINY_BENCH, "--reps", "1", "--out", str(out)], capsys)
+    _one_line_exit_2(code, err, "is not a directory")
+
+
+@pytest.mark.parametrize("command", ["compare", "bench"])
+def test_help_shows_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 0
+    assert ("--reps REPS timed steps per variant (>= 1) (default: 15)" in text) or (
+        "--seeds SEEDS number of seeds, 1 to 1000 (default: 2)" in text
+    )
+
+
+# ------------------------------------------------------------------------------ the store
+
+KW: dict[str, Any] = dict(workloads=["ravine"], optimizers=["sgd"], lrs=[1e-2, 3e-2], seeds=2)
+
+
+def test_a_corrupt_middle_line_is_skipped_and_every_good_run_kept(tmp_path: Path) -> None:
+    first = compare(out=tmp_path, steps=5, **KW)
+    path = tmp_path / "runs.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    lines[1] = b'{"id": "0123", "spec": {"lr": oops\n'  # damaged in the middle
+    path.write_bytes(b"".join(lines))
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable line"):
+        again = compare(out=tmp_path, steps=5, **KW)
+    after = path.read_bytes().splitlines(keepends=True)
+    assert after[:4] == lines  # nothing cut: the good runs after the damage are still there
+    assert len(after) == 5  # only the damaged run was trained again
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable line"):
+        assert len(Store(tmp_path).load()) == 4
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(again.summary) == strip(first.summary)
+
+
+def _compare_into(folder: str, barrier: Any) -> None:
+    barrier.wait()
+    compare(out=folder, steps=40, **{**KW, "lrs": [1e-3, 3e-3, 1e-2, 3e-2], "seeds": 3})
+
+
+def test_two_processes_writing_into_one_folder_never_duplicate_a_run(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_compare_into, args=(str(tmp_path), barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    ids = [json.loads(line)["id"] for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert len(ids) == 4 * 3 and len(set(ids)) == len(ids)
+    assert len(json.loads((tmp_path / "summary.json").read_text())) == 4
+
+
+def _strict(text: str) -> Any:
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"bare {token} in a JSON file")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_files_are_strict_json_and_non_finite_numbers_read_back(tmp_path: Path) -> None:
+    kw = dict(workloads=["ravine"], optimizers=["sgd"], lrs=[10.0], seeds=1, steps=60)
+    first = compare(out=tmp_path, **kw)  # lr 10 on the ravine diverges
+    row = first.rows[0]
+    assert row["diverged"] and any(v != v for v in (e["train_loss"] for e in row["evals"]))
+    for line in (tmp_path / "runs.jsonl").read_text().splitlines():
+        _strict(line)
+    for name in ("summary.json", "config.json"):
+        _strict((tmp_path / name).read_text())
+    stored = Store(tmp_path).load()[row["id"]]
+    same = lambda a, b: a == b or (a != a and b != b)  # noqa: E731
+    assert all(same(a, b) for a, b in zip(stored["loss"], row["loss"], strict=True))
+    assert all(
+        same(a["train_loss"], b["train_loss"])
+        for a, b in zip(stored["evals"], row["evals"], strict=True)
+    )
+    resumed = compare(out=tmp_path, **kw)  # read back, not run again
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
+    assert json.dumps(resumed.summary) == json.dumps(first.summary)
+
+
+def test_two_user_models_in_one_folder_each_get_their_own_runs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+    kw = dict(data=(x, y), loss_fn=torch.nn.functional.mse_loss, optimizers=["sgd"], lrs=[1e-2])
+    a = torch.nn.Linear(3, 1)
+    b = torch.nn.Linear(3, 1)  # same architecture, other initial weights
+    c = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    res_a = compare(model=a, seeds=1, epochs=2, out=tmp_path, **kw)
+    res_b = compare(model=b, seeds=1, epochs=2, out=tmp_path, **kw)
+    res_c = compare(model=c, seeds=1, epochs=2, out=tmp_path, **kw)
+    runs = tmp_path / "runs.jsonl"
+    assert len(runs.read_text().splitlines()) == 3
+    ids = {res.rows[0]["id"] for res in (res_a, res_b, res_c)}
+    assert len(ids) == 3
+    assert res_a.rows[0]["loss"] != res_b.rows[0]["loss"]
+    res_y = compare(model=a, seeds=1, epochs=2, out=tmp_path, **{**kw, "data": (x, -y)})
+    assert res_y.rows[0]["id"] not in ids  # other data, other runs
+    assert compare(model=a, seeds=1, epochs=2, out=tmp_path, **kw).rows == res_a.rows
+    assert len(runs.read_text().splitlines()) == 4  # the same model and data reuse their run
