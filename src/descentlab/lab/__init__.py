@@ -7,6 +7,7 @@ True
 
 from .compare import DEFAULT_OPTIMIZERS, DEFAULT_WORKLOADS, Result, compare, list_workloads
 from .errors import LabError
+from .export import load_runs, to_tensorboard
 from .spec import parse_optimizer, parse_regime
 from .workloads import WORKLOADS, Problem, Workload
 
@@ -20,6 +21,8 @@ __all__ = [
     "Workload",
     "compare",
     "list_workloads",
+    "load_runs",
     "parse_optimizer",
     "parse_regime",
+    "to_tensorboard",
 ]
