@@ -89,3 +89,28 @@ def test_to_tensorboard_writes_one_run_per_configuration_readable_by_tensorboard
     events.Reload()
     finite = [x for x in bad["loss"] if math.isfinite(x)]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(finite, rel=1e-6)
+
+
+def test_the_cli_exports_to_tensorboard_and_refuses_an_unwritable_dir(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "descentlab", "compare", "--workload", "ravine"]
+    base += ["--optimizers", "sgd", "--lr", "0.01", "--seeds", "1", "--steps", "5"]
+    ok = subprocess.run(
+        [*base, "--out", str(tmp_path / "r"), "--tensorboard", str(tmp_path / "tb")],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a folder")
+    bad = subprocess.run(
+        [*base, "--out", str(tmp_path / "r2"), "--tensorboard", str(blocked / "tb")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "--tensorboard" in bad.stderr
+    assert not (tmp_path / "r2").exists()  # refused before any run

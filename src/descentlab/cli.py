@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import types
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, optimizers
 
@@ -40,9 +40,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import warnings
 
     from rich.console import Console
-    from rich.table import Table
 
-    from .lab import LabError, compare, report
+    from .lab import LabError, compare
     from .lab.spec import parse_lrs, parse_optimizers
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
@@ -50,6 +49,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     warnings.formatwarning = one_line
     try:
+        if args.tensorboard is not None:
+            _check_tensorboard(args.tensorboard)  # before any run: a missing extra fails fast
         result = compare(
             workloads=[w for w in args.workload.split(",") if w.strip()],
             optimizers=parse_optimizers(args.optimizers),
@@ -63,7 +64,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             steps=args.steps,
             out=args.out,
-            progress=True,
+            progress=None,  # on stderr when it is a terminal
         )
     except LabError as exc:
         print(f"descentlab compare: error: {exc}", file=sys.stderr)
@@ -71,20 +72,101 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     console = Console()
-    header, cells = report.table_rows(result.summary, only_best=True)
-    table = Table(title="best learning rate per optimizer (mean ± std over seeds)")
-    for h in header:
-        table.add_column(h, justify="left" if h in ("workload", "regime", "optimizer") else "right")
-    for c in cells:
-        table.add_row(*(escape(x) for x in c))
-    console.print(table)
+    print_summary(console, result.summary)
     for note in result.notes:
-        console.print(escape(note))
+        style = "bold yellow" if note.startswith("Warning:") else None
+        console.print(escape(note), style=style)
     console.print(
         f"report: {result.files['html']}  (also {result.files['markdown'].name}, "
         f"runs.jsonl, plots/)"
     )
+    if args.tensorboard is not None:
+        from .lab import to_tensorboard
+
+        written = to_tensorboard(result.folder, args.tensorboard)
+        console.print(
+            f"tensorboard: {len(written)} runs in {args.tensorboard}  "
+            f"(tensorboard --logdir {args.tensorboard})"
+        )
     return 0
+
+
+def _check_tensorboard(logdir: str) -> None:
+    """The TensorBoard export can run: the extra is installed and ``logdir`` is writable."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    from .lab import LabError
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise LabError('--tensorboard needs tensorboard: pip install "descentlab[tensorboard]"')
+    path = Path(logdir)
+    parent = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise LabError(f"--tensorboard: cannot write to {logdir!r}")
+
+
+def print_summary(console: Any, summary: list[dict[str, Any]]) -> None:
+    """Each optimizer at its best lr, per workload and regime, readable at any width.
+
+    A table when it fits the console (optimizer labels whole, numbers wrapping between
+    words); otherwise one paragraph per optimizer, its label first, that the console wraps.
+    """
+    from rich import box
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.table import Table
+
+    from .lab import report
+
+    header, cells = report.table_rows(summary, only_best=True)
+    groups: dict[tuple[str, str], list[list[str]]] = {}
+    for c in cells:
+        groups.setdefault((c[0], c[1]), []).append(c[2:])
+    for (workload, regime), rows in groups.items():
+        keep = [0] + [k for k in range(1, len(header) - 2) if any(r[k] != "-" for r in rows)]
+        names = [header[2 + k] for k in keep]  # without columns empty here (no test set)
+        rows = [[r[k] for k in keep] for r in rows]
+        seeds = max(
+            (s["seeds"] for s in summary if s["workload"] == workload and s["regime"] == regime),
+            default=1,
+        )
+        title = escape(
+            f"{workload} [{regime}]: best learning rate per optimizer "
+            f"(mean ± std over {seeds} seed(s))"
+        )
+        texts = [[name, *(r[k] for r in rows)] for k, name in enumerate(names)]
+        widths = [max(len(t) for t in texts[0])]  # the optimizer label: whole
+        widths += [max(len(w) for t in col for w in t.split()) for col in texts[1:]]
+        widest = [max(w, *(len(t) for t in col[1:])) for w, col in zip(widths, texts, strict=True)]
+        spare = console.width - 2 * (len(names) - 1) - sum(widths)  # 2: padding, border
+        while spare > 0 and any(w < m for w, m in zip(widths, widest, strict=True)):
+            k = max(range(len(widths)), key=lambda k: widest[k] - widths[k])
+            widths[k] += 1  # the column that would wrap most gets the room first
+            spare -= 1
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            collapse_padding=True,
+            pad_edge=False,
+            show_edge=False,
+        )
+        for k, name in enumerate(names):  # the label is never cut nor wrapped, numbers wrap
+            table.add_column(  # between words only
+                name, justify="left" if k == 0 else "right", no_wrap=k == 0, width=widths[k]
+            )
+        for r in rows:
+            table.add_row(*(escape(x) for x in r))
+        console.print(title, style="bold")
+        if spare >= 0:
+            console.print(table)
+            continue
+        for r in rows:  # too narrow for a table: the label, then its numbers indented
+            pairs = "; ".join(f"{n} {x}" for n, x in zip(names[1:], r[1:], strict=True))
+            console.print(escape(r[0]) + ":")
+            console.print(Padding(escape(pairs), (0, 0, 0, 4)))
+        console.print()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -250,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=None, help="a fixed number of steps instead of --epochs"
     )
     p.add_argument("--out", default="descentlab-report", help="report folder (resumes)")
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help='also write every run to TensorBoard event files in DIR (extra "tensorboard")',
+    )
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("reproduce", help="test every claim of the seed document, with verdicts")

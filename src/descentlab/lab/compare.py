@@ -8,6 +8,7 @@ import math
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from .. import __version__
 from ..files import write_json
 from . import report
 from .errors import LabError
-from .runner import RunSpec, folder_lock, model_build, steps_for, sweep
+from .runner import RunSpec, Store, folder_lock, machine_load, model_build, steps_for, sweep
 from .spec import (
     OptimizerSpec,
     Regime,
@@ -175,7 +176,7 @@ def compare(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     test_data: Any = None,
     name: str = "model",
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Result:
     """Train every optimizer x lr x seed x regime on each workload; write the report.
 
@@ -197,6 +198,12 @@ def compare(
             with ``data = (inputs, targets)`` or a ``DataLoader`` of such pairs. The runs are
             keyed by a fingerprint of the model's architecture and initial weights, the loss
             and the data, so another model in the same ``out`` gets runs of its own.
+        progress: show the run being trained, "N of M" and an estimated time left on
+            stderr; ``None`` (the default): only when stderr is a terminal.
+
+    Timings (``time`` and ``seconds`` of each run) are CPU seconds of the training thread;
+    each run and ``config.json`` also record the machine's load average, and the report
+    warns when the load was high or differed much between the runs.
 
     Raises:
         LabError: on any bad input, before anything is trained or written.
@@ -295,6 +302,7 @@ def compare(
         else:
             notes.append(f"{workload.name}: equal steps ({', '.join(per_regime)}).")
 
+    load, cpus = machine_load()
     config = {
         "argv": sys.argv,
         "workloads": [[w.name, o] for w, o in chosen],
@@ -311,11 +319,18 @@ def compare(
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "cpus": cpus,
+            "load": load,  # load average over 1, 5 and 15 minutes when the sweep started
+        },
+        "timing": "CPU seconds of the process (time.process_time, all of torch's threads)",
     }
     with folder_lock(folder):
         write_json(folder / "config.json", config)
-    rows = _run(specs, builds, folder, progress)
+    rows = _run(specs, builds, folder, sys.stderr.isatty() if progress is None else progress)
+    notes += report.load_notes(rows)
     workload_map: dict[str, Workload | None] = {w.name: w for w, _ in chosen}
     title = "descentlab compare: " + ", ".join(workload_map)
     with folder_lock(folder):  # one report writer at a time
@@ -324,31 +339,121 @@ def compare(
     return Result(folder, rows, summary, files, notes + report.grid_edge_notes(summary))
 
 
-def _run(specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool):
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class SweepProgress:
+    """What the progress line says: the run being trained, "N of M", the time left.
+
+    The time left is the training steps not yet run times the wall seconds per step seen so
+    far on that workload (on any workload until one of its runs has finished); runs read
+    back from ``runs.jsonl`` take no time and are never shown as being trained.
+    """
+
+    def __init__(self, specs: list[RunSpec], cached: set[str]) -> None:
+        self.total = len(specs)
+        self.done = 0
+        self.read_back = 0  # runs found finished in runs.jsonl
+        self.current: RunSpec | None = None
+        self.began = 0.0
+        self.pending = {spec.id for spec in specs if spec.id not in cached}
+        self.left: dict[str, int] = {}  # steps still to train, per workload
+        for spec in specs:
+            if spec.id in self.pending:
+                self.left[spec.workload] = self.left.get(spec.workload, 0) + spec.steps
+        self.spent: dict[str, tuple[float, int]] = {}  # wall seconds and steps, per workload
+
+    def start(self, spec: RunSpec) -> None:
+        self.current, self.began = spec, time.perf_counter()
+
+    def finish(self, spec: RunSpec, cached: bool) -> None:
+        self.done += 1
+        self.read_back += cached
+        if self.current is not None and self.current.id == spec.id and not cached:
+            seconds, steps = self.spent.get(spec.workload, (0.0, 0))
+            self.spent[spec.workload] = (
+                seconds + time.perf_counter() - self.began,
+                steps + spec.steps,
+            )
+        if spec.id in self.pending:  # trained here, or by another process meanwhile
+            self.pending.discard(spec.id)
+            self.left[spec.workload] -= spec.steps
+        self.current = None
+
+    def eta(self) -> float | None:
+        """Estimated wall seconds left, None before any run finished."""
+        if not self.spent:
+            return None
+        total_s = sum(s for s, _ in self.spent.values())
+        total_n = sum(n for _, n in self.spent.values())
+        left = 0.0
+        for workload, steps in self.left.items():
+            seconds, n = self.spent.get(workload, (total_s, total_n))
+            left += steps * seconds / max(n, 1)
+        if self.current is not None:
+            left -= time.perf_counter() - self.began
+        return max(0.0, left)
+
+    def text(self) -> str:
+        eta = self.eta()
+        when = "ETA " + (_clock(eta) if eta is not None else "estimating")
+        spec = self.current
+        old = f" ({self.read_back} read back)" if self.read_back else ""
+        if spec is None:
+            return f"{self.done} of {self.total} runs done{old}, {when}"
+        return (
+            f"run {self.done + 1} of {self.total}{old}, {when}: {spec.workload} "
+            f"{spec.optimizer.label} lr={spec.lr:g} seed={spec.seed} [{spec.regime.label}]"
+        )
+
+
+def _run(
+    specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool
+) -> list[dict[str, Any]]:
     if not progress:
         return sweep(specs, builds, folder)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    import warnings
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, Task
+    from rich.table import Column
+    from rich.text import Text
+
+    with warnings.catch_warnings():  # an unreadable line is reported by the sweep itself
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cached = set(Store(folder).load())
+    state = SweepProgress(specs, cached)
+
+    class Line(ProgressColumn):  # re-rendered on every refresh: the time left counts down
+        def render(self, task: Task) -> Text:
+            return Text(state.text())
 
     with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        BarColumn(bar_width=10),
+        Line(table_column=Column(overflow="fold")),
+        console=Console(stderr=True),
         transient=True,
+        refresh_per_second=2,
     ) as bar:
         task = bar.add_task("training", total=len(specs))
 
-        def tick(spec: RunSpec, cached: bool) -> None:
-            what = "cached" if cached else "ran"
-            bar.update(
-                task,
-                advance=1,
-                description=(
-                    f"{what} {spec.workload} {spec.optimizer.label} lr={spec.lr:g} seed={spec.seed}"
-                ),
-            )
+        def show(advance: int = 0) -> None:
+            bar.update(task, advance=advance)
+            bar.refresh()  # at once, not at the next tick
 
-        return sweep(specs, builds, folder, tick)
+        def started(spec: RunSpec) -> None:
+            state.start(spec)
+            show()
+
+        def finished(spec: RunSpec, cached: bool) -> None:
+            state.finish(spec, cached)
+            show(1)
+
+        show()
+        return sweep(specs, builds, folder, finished, started)
 
 
 def list_workloads() -> dict[str, str]:

@@ -86,7 +86,7 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def _to_target(row: Row, target: float | None) -> tuple[int | None, float | None]:
-    """First evaluated step (and training seconds) with train loss <= target."""
+    """First evaluated step (and training CPU seconds) with train loss <= target."""
     if target is None:
         return None, None
     for e in row["evals"]:
@@ -139,6 +139,65 @@ def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
         out.append(line)
     out.sort(key=lambda x: (x["workload"], x["regime"], x["optimizer"], x["lr"]))
     return out
+
+
+# ---------------------------------------------------------------- timing
+
+TIMING = (
+    "Timings are CPU seconds of the process (time.process_time, every thread torch uses), "
+    "summed over the training steps: time spent waiting for a CPU on a busy machine does "
+    "not count, unlike wall-clock time. Each run records the machine's load average at its "
+    "start and end."
+)
+
+LOAD_HIGH = 1.0
+"""A load average above this many times the CPU count makes timings suspect."""
+LOAD_SPREAD = 0.5
+"""Runs whose load averages per CPU differ by more than this were timed in unlike conditions."""
+
+
+def _run_load(row: Row) -> float | None:
+    """The highest 1-minute load average per CPU recorded for a run (None: not recorded)."""
+    loads = [x[0] for x in (row.get("load"), row.get("load_end")) if x]
+    cpus = row.get("cpus") or 0
+    if not loads or cpus < 1:
+        return None
+    return max(loads) / cpus
+
+
+def load_notes(rows: list[Row]) -> list[str]:
+    """Warnings about timings: runs timed on a loaded machine, runs of one sweep timed at
+    very different loads (a resumed sweep, say), runs timed in wall-clock seconds."""
+    notes = []
+    wall = sum(1 for r in rows if r.get("clock") != "process_cpu")
+    if wall:
+        notes.append(
+            f"Warning: {wall} of {len(rows)} run(s) were recorded by an earlier version that "
+            "timed wall-clock seconds, not CPU seconds; their timings are not comparable with "
+            "the others (train them again in a new folder to compare times)."
+        )
+    loads = {id(r): _run_load(r) for r in rows}
+    known = [r for r in rows if loads[id(r)] is not None]
+    if not known:
+        return notes
+    per_cpu = [loads[id(r)] or 0.0 for r in known]
+    cpus = max(int(r["cpus"]) for r in known)
+    high = [r for r in known if (loads[id(r)] or 0.0) > LOAD_HIGH]
+    if high:
+        top = max(max(x[0] for x in (r.get("load"), r.get("load_end")) if x) for r in high)
+        notes.append(
+            f"Warning: the machine was busy during {len(high)} of {len(known)} run(s) (load "
+            f"average up to {top:.1f} on {cpus} CPUs). Timings are CPU seconds, which load "
+            "distorts far less than wall time, but contention still slows each step: trust "
+            "times only from a sweep on an idle machine."
+        )
+    if max(per_cpu) - min(per_cpu) > LOAD_SPREAD:
+        notes.append(
+            f"Warning: runs of this sweep were timed at very different machine loads (load "
+            f"average per CPU from {min(per_cpu):.2f} to {max(per_cpu):.2f}, e.g. a sweep "
+            "resumed on a machine whose load had changed); compare their times with care."
+        )
+    return notes
 
 
 # ---------------------------------------------------------------- choosing
@@ -381,7 +440,7 @@ def table_rows(
     if with_acc:
         header += ["test acc"] if only_best else ["final test acc", "best test acc"]
     if with_target:
-        header += ["steps to target", "s to target"]
+        header += ["steps to target", "CPU s to target"]
     header += ["diverged"]
     header += ["notes"] if with_notes else []
     cells = []
@@ -445,7 +504,7 @@ def _curves(rows: list[Row], key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     length = min(len(r["evals"]) for r in rows)
     if x == "step":
         xs = np.array([e["step"] for e in rows[0]["evals"][:length]], dtype=float)
-    else:  # mean training seconds at each evaluated step
+    else:  # mean training CPU seconds at each evaluated step
         xs = np.array(
             [
                 statistics.fmean(
@@ -537,7 +596,7 @@ def curves_figure(p: Plots) -> Any:
     plt = pyplot()
     has_acc = any("test_acc" in e for r in p.rows for e in r["evals"])
     panels = [("train_loss", "step", "training loss vs step")]
-    panels.append(("train_loss", "time", "training loss vs training seconds"))
+    panels.append(("train_loss", "time", "training loss vs training CPU seconds"))
     if has_acc:
         panels.append(("test_acc", "step", "held-out accuracy vs step"))
     fig, axes = plt.subplots(
@@ -570,7 +629,7 @@ def curves_figure(p: Plots) -> Any:
             if key == "train_loss" and p.positive:
                 _log_floor(ax, p.floor)
             ax.set_title(f"{p.workload} [{regime}]: {title}", fontsize=9)
-            ax.set_xlabel("seconds" if x == "time" else "step")
+            ax.set_xlabel("CPU seconds" if x == "time" else "step")
             ax.grid(alpha=0.3)
         _legend_outside(axes[i][-1])
     return fig
@@ -681,7 +740,7 @@ def plot_workload(
     figures = [
         (
             f"{p.describe()}: training loss at each optimizer's best lr against steps and "
-            f"training seconds; line = mean over {seeds} seed(s), band = min-max; "
+            f"training CPU seconds; line = mean over {seeds} seed(s), band = min-max; "
             f"{p.floor_text()}.{target_text}",
             save_figure(curves_figure(p), folder / f"{workload}-curves.png"),
         ),
@@ -714,7 +773,8 @@ RULES = (
     "the lr reaching the target on more seeds, then in fewer steps) and for the verdicts. "
     "A verdict names a winner only when its mean ± std interval over seeds, widened by the "
     "floor (losses) or one evaluation interval (steps to target), overlaps no other "
-    "optimizer's; otherwise it says no clear winner and lists those that overlap the best."
+    "optimizer's; otherwise it says no clear winner and lists those that overlap the best. "
+    + TIMING
 )
 
 
@@ -760,8 +820,8 @@ def sections(
                 f"Steps to target: the first evaluated step (evaluated every "
                 f"{mine[0]['eval_every']} steps) at which the full training loss is ≤ "
                 f"{target:g}; the table shows the median over seeds and (k/n): k of the n "
-                "seeds that did not diverge reached it. 's to target' is the median "
-                "training seconds to that step."
+                "seeds that did not diverge reached it. 'CPU s to target' is the median "
+                "CPU seconds of the training thread to that step."
             )
         if seeds == 1:
             definitions.append("One seed: no spread, so verdicts compare single runs.")

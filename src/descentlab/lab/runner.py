@@ -9,6 +9,10 @@ The file is strict JSON: a non-finite number (a diverged loss) is written as the
 be read is skipped with one warning, and every other run is kept; the file is never cut.
 Appends happen under a lock (``.descentlab.lock`` in the folder), after a fresh look at the
 file, so several processes writing into one folder never record a run twice.
+
+Each run's per-step ``time`` and its ``seconds`` are CPU seconds of the training thread, so a
+busy machine slows them far less than wall time; ``wall_seconds`` keeps the wall-clock total,
+and ``load``/``load_end`` the machine's load average at the run's start and end.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ from .spec import OptimizerSpec, Regime
 from .workloads import Problem, Workload
 
 DIVERGED_FACTOR = 1e6  # a loss this many times its start (or non-finite) has diverged
+CLOCK = "process_cpu"
+"""Per-step times are CPU seconds of the process (``time.process_time``, which includes the
+threads torch spreads an operation over): time spent waiting for a CPU on a loaded machine
+does not count, so load cannot invert rankings."""
 _CLASSES = {c.info.name: c for c in (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW)}
 
 
@@ -87,11 +95,25 @@ class Record:
     lr: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     update_norm: list[float] = field(default_factory=list)
-    time: list[float] = field(default_factory=list)  # cumulative seconds of training
+    time: list[float] = field(default_factory=list)  # cumulative CPU seconds of training
     evals: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, test_*
     points: list[tuple[float, float]] = field(default_factory=list)  # 2-D trajectory
     diverged: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0  # CPU seconds of the training thread over the training steps
+    wall_seconds: float = 0.0  # wall-clock seconds over the same steps (varies with load)
+    clock: str = CLOCK  # what ``time`` and ``seconds`` measure
+    load: list[float] = field(default_factory=list)  # load average (1, 5, 15 min) at start
+    load_end: list[float] = field(default_factory=list)  # and at the end of the run
+    cpus: int = 0  # logical CPUs of the machine
+
+
+def machine_load() -> tuple[list[float], int]:
+    """The load average over 1, 5 and 15 minutes (empty where unknown) and the CPU count."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - not available on this platform
+        load = []
+    return load, os.cpu_count() or 1
 
 
 def steps_for(
@@ -128,7 +150,8 @@ def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> R
     gen = torch.Generator().manual_seed(10_000 + spec.seed)
     batch = spec.regime.batch_size(problem.n_train)
     batches = iter(_batches(problem.n_train, batch, gen)) if batch and problem.n_train else None
-    rec = Record(spec=spec.describe(), id=spec.id)
+    load, cpus = machine_load()
+    rec = Record(spec=spec.describe(), id=spec.id, load=load, cpus=cpus)
 
     def evaluate(step: int) -> None:
         row = {"step": step, "train_loss": problem.full_loss()}
@@ -140,16 +163,17 @@ def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> R
     if problem.point is not None:
         rec.points.append(problem.point())
     start_loss = abs(rec.evals[0]["train_loss"])
-    elapsed = 0.0
+    elapsed = wall = 0.0
     for step in range(1, spec.steps + 1):
-        t0 = time.perf_counter()
+        t0, w0 = time.process_time(), time.perf_counter()
         before = [p.detach().clone() for p in problem.params]
         opt.zero_grad()
         loss = problem.loss(next(batches) if batches is not None else None)
         loss.backward()
         grad_norm = _norm(p.grad for p in problem.params if p.grad is not None)
         opt.step()
-        elapsed += time.perf_counter() - t0
+        elapsed += time.process_time() - t0
+        wall += time.perf_counter() - w0
         value = float(loss.detach())
         rec.loss.append(value)
         rec.lr.append(float(opt.param_groups[0]["lr"]))
@@ -165,7 +189,8 @@ def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> R
             evaluate(step)
     if rec.diverged:
         rec.evals.append({"step": len(rec.loss), "train_loss": float("nan")})
-    rec.seconds = elapsed
+    rec.seconds, rec.wall_seconds = elapsed, wall
+    rec.load_end = machine_load()[0]
     return rec
 
 
@@ -281,14 +306,20 @@ def sweep(
     builds: dict[str, Callable[[int, dict[str, Any]], Problem]],
     folder: Path,
     progress: Callable[[RunSpec, bool], None] = lambda spec, cached: None,
+    started: Callable[[RunSpec], None] = lambda spec: None,
 ) -> list[dict[str, Any]]:
-    """Run every spec not already in ``folder/runs.jsonl``; returns all their records."""
+    """Run every spec not already in ``folder/runs.jsonl``; returns all their records.
+
+    ``started(spec)`` is called just before a run is trained (never for a run read back),
+    ``progress(spec, cached)`` once each run is done, ``cached`` when it was read back.
+    """
     store = Store(folder)
     store.load()
     rows = []
     for spec in specs:
         row = store.refresh().get(spec.id)  # another process may have run it meanwhile
         if row is None:
+            started(spec)
             row = store.append(run_one(spec, builds[spec.workload]))
             progress(spec, False)
         else:
