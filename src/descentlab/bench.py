@@ -45,14 +45,17 @@ import torch
 from . import torch as dt
 
 # bytes moved per fp32 parameter: reads (p, g, state...) + writes (p, state...)
-BYTES = {"adam": 28, "adamw": 28, "sgd-momentum": 20, "rmsprop": 20}
+BYTES = {"adam": 28, "adamw": 28, "sgd:momentum=0.9": 20, "rmsprop": 20}
 TORCH = {
     "adam": (torch.optim.Adam, dt.Adam, {"lr": 1e-3}),
     "adamw": (torch.optim.AdamW, dt.AdamW, {"lr": 1e-3}),
-    "sgd-momentum": (torch.optim.SGD, dt.SGD, {"lr": 1e-3, "momentum": 0.9}),
+    "sgd:momentum=0.9": (torch.optim.SGD, dt.SGD, {"lr": 1e-3, "momentum": 0.9}),
     "rmsprop": (torch.optim.RMSprop, dt.RMSprop, {"lr": 1e-3}),
 }
-FUSED = {"adam", "adamw", "sgd-momentum"}  # torch has no fused CPU RMSprop
+FUSED = {"adam", "adamw", "sgd:momentum=0.9"}
+# Names are the lab's optimizer specs (``descentlab compare --optimizers``); older names
+# are still accepted.
+ALIASES = {"sgd-momentum": "sgd:momentum=0.9"}  # torch has no fused CPU RMSprop
 TORCH_VARIANTS: dict[str, dict[str, Any]] = {
     "torch for-loop": {"foreach": False},
     "torch foreach": {"foreach": True},
@@ -511,7 +514,7 @@ def run(
 ) -> dict[str, Any]:
     """Time every variant (and measure peak memory); returns a JSON-able report."""
     check_args(scale, reps, warmup, memory_jobs)
-    optimizers = optimizers or list(TORCH)
+    optimizers = [ALIASES.get(o, o) for o in optimizers] if optimizers else list(TORCH)
     all_layouts = layouts(scale)
     keys = [layout_key(n) for n in layout_names] if layout_names else list(all_layouts)
     load_before = os.getloadavg()

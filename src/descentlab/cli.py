@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--optimizers",
-        type=_csv(list(bench.TORCH), "optimizer"),
+        type=_csv([*bench.TORCH, *bench.ALIASES], "optimizer"),
         default=None,
         help=f"comma list from {','.join(bench.TORCH)} (None: all)",
     )
