@@ -3,12 +3,24 @@
 * :mod:`descentlab.rules` - the math, pure functions of one array;
 * :mod:`descentlab.torch` - drop-in ``torch.optim`` optimizers (``SGD``, ``Adam``...);
 * :mod:`descentlab.numpy` - the same rules on NumPy arrays;
-* :func:`list_optimizers` / :func:`get_optimizer` - the registry both drivers share.
+* :func:`list_optimizers` / :func:`get_optimizer` - the registry both drivers share;
+* :func:`guard` - catches the training-loop pitfalls in any torch optimizer's loop
+  (:mod:`descentlab.guards`).
 """
 
+from .guards import PitfallWarning, guard, param_groups_for_decay
 from .optimizers import REGISTRY, OptimizerInfo, list_optimizers
 from .optimizers import get as get_optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["REGISTRY", "OptimizerInfo", "__version__", "get_optimizer", "list_optimizers"]
+__all__ = [
+    "REGISTRY",
+    "OptimizerInfo",
+    "PitfallWarning",
+    "__version__",
+    "get_optimizer",
+    "guard",
+    "list_optimizers",
+    "param_groups_for_decay",
+]

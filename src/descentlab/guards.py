@@ -1,0 +1,503 @@
+"""An opt-in guard that reports training-loop pitfalls while the loop runs.
+
+:func:`guard` attaches to any ``torch.optim`` optimizer (descentlab's drop-ins included)
+through torch's per-optimizer step hooks and per-parameter gradient hooks. It only reads:
+parameters, gradients and optimizer state are never written, and the guarded run is
+bit-identical to the unguarded one. Each pitfall is reported once, as a
+:class:`PitfallWarning` whose one-line message names the parameter, the measured figure and
+the fix, and is kept as a :class:`Finding` in :attr:`Guard.findings`.
+
+What it catches (``kind`` of the finding):
+
+* ``"grad_accumulation"`` - a step reads a ``.grad`` that still holds the gradient of a
+  previous step (``zero_grad`` forgotten);
+* ``"coupled_weight_decay"`` - an adaptive optimizer (Adam, RMSprop...) with L2
+  ``weight_decay``: the decay is divided by the adaptive denominator; use AdamW;
+* ``"nonfinite_grad"`` - a gradient holding a NaN or an infinity;
+* ``"update_ratio"`` - ``||dw|| / ||w||`` above ``max_update_ratio`` in the first steps;
+* ``"eps_underflow"`` - a 16-bit parameter whose ``eps`` rounds to zero in its dtype;
+* ``"decay_on_bias_or_norm"`` - weight decay applied to biases or normalization weights;
+* ``"lr_jump"`` - the lr of a group changed by ``lr_jump`` times or more between two steps,
+  in an optimizer that keeps the lr inside its velocity (none of torch.optim's does).
+
+Example:
+    >>> import torch, warnings
+    >>> from descentlab import guard
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     g = guard(opt, model)
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    coupled_weight_decay after 0 steps: group 0 (Adam, 2 params, first weight): ...
+    >>> [f.kind for f in g.findings]
+    ['coupled_weight_decay', 'decay_on_bias_or_norm']
+    >>> g.remove()
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Finding", "Guard", "PitfallWarning", "guard", "param_groups_for_decay"]
+
+# Karpathy's "update/data ratio" rule of thumb (CS231n notes, "Neural Networks Part 3":
+# ratio of the update magnitudes to the value magnitudes) is ~1e-3 per step. Ten times that
+# in the first steps moves a weight by 1% of its norm per step, which wipes out pretrained
+# weights within a few hundred steps: the fine-tuning pitfall. Note that Adam's first steps
+# move every element by about lr, so the ratio is about lr / rms(w): lr=1e-3 on a small,
+# freshly initialised layer (rms(w) ~ 0.05) reaches 2e-2 by design; raise the threshold or
+# pass ``max_update_ratio=None`` when training from scratch with such settings.
+MAX_UPDATE_RATIO = 1e-2
+# The number of first steps whose update ratio is measured (a copy of each weight tensor is
+# kept during those steps only).
+RATIO_STEPS = 3
+LR_JUMP = 10.0
+
+_ADAPTIVE = {"Adam", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta"}
+_NORMS: tuple[type[nn.Module], ...] = tuple(
+    cls
+    for cls in (
+        nn.modules.batchnorm._NormBase,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.LocalResponseNorm,
+        getattr(nn, "RMSNorm", None),
+    )
+    if isinstance(cls, type)
+)
+_SKIP_FRAMES = (str(Path(__file__).resolve()), str(Path(torch.__file__).resolve().parent))
+
+
+class PitfallWarning(UserWarning):
+    """A training-loop pitfall found by :func:`guard`."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One pitfall: what, where, the measured figure, and the fix."""
+
+    kind: str
+    param: str
+    figure: float
+    detail: str
+    fix: str
+    step: int  # optimizer steps completed when it was found (0: at attach time)
+
+    @property
+    def message(self) -> str:
+        """The one-line message of the warning."""
+        return f"{self.kind} after {self.step} steps: {self.param}: {self.detail}; fix: {self.fix}"
+
+
+@dataclass
+class _GradTrack:
+    """Backward passes that summed into one parameter's ``.grad``."""
+
+    since_reset: int = 0  # passes since the .grad was last None or all zeros
+    since_step: int = 0  # passes since the last optimizer step
+    grad: weakref.ref[torch.Tensor] | None = None  # the .grad after the last pass...
+    version: int = -1  # ...and its version counter then
+
+
+@dataclass
+class Guard:
+    """The handle returned by :func:`guard`: ``findings``, ``remove()``; a context manager."""
+
+    optimizer: torch.optim.Optimizer
+    model: nn.Module | None = None
+    accumulation_steps: int = 1
+    max_update_ratio: float | None = MAX_UPDATE_RATIO
+    lr_jump: float | None = LR_JUMP
+    check_every: int = 1
+    ratio_steps: int = RATIO_STEPS
+    findings: list[Finding] = field(default_factory=list)
+    steps: int = 0
+    _handles: list[Any] = field(default_factory=list, repr=False)
+    _tracks: dict[int, _GradTrack] = field(default_factory=dict, repr=False)
+    _names: dict[int, str] = field(default_factory=dict, repr=False)
+    _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _settings: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    _before: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _lrs: list[float] = field(default_factory=list, repr=False)
+    _norm_params: set[int] = field(default_factory=set, repr=False)
+
+    # -- attaching --------------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        if self.model is not None:
+            self._names = {id(p): name for name, p in self.model.named_parameters()}
+            self._norm_params = _norm_params(self.model)
+        self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        self._track_new_params()
+        self._check_settings()
+
+    def remove(self) -> None:
+        """Detach every hook; the findings stay."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._before.clear()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _params(self) -> list[tuple[int, int, torch.Tensor]]:
+        return [
+            (g, i, p)
+            for g, group in enumerate(self.optimizer.param_groups)
+            for i, p in enumerate(group["params"])
+        ]
+
+    def _track_new_params(self) -> None:
+        for _, _, p in self._params():
+            if id(p) in self._tracks or not p.requires_grad or not p.is_leaf:
+                continue
+            track = self._tracks[id(p)] = _GradTrack()
+            self._handles.append(p.register_hook(self._before_accumulate(p, track)))
+            self._handles.append(
+                p.register_post_accumulate_grad_hook(self._after_accumulate(track))
+            )
+
+    # -- gradient accumulation ---------------------------------------------------------------
+
+    @staticmethod
+    def _before_accumulate(p: torch.Tensor, track: _GradTrack) -> Any:
+        ref = weakref.ref(p)
+
+        def hook(incoming: torch.Tensor) -> None:  # runs before autograd adds into .grad
+            param = ref()
+            old = None if param is None else param.grad
+            if old is None:
+                reset = True
+            elif track.grad is not None and track.grad() is old and old._version == track.version:
+                reset = False  # untouched since the last pass: still holds its sum
+            else:
+                with torch.no_grad():  # touched (zero_, clipping, a new tensor): read it
+                    reset = not bool(old.any())
+            if reset:
+                track.since_reset = 0
+            return None
+
+        return hook
+
+    @staticmethod
+    def _after_accumulate(track: _GradTrack) -> Any:
+        def hook(param: torch.Tensor) -> None:  # runs after autograd added into .grad
+            track.since_reset += 1
+            track.since_step += 1
+            grad = param.grad
+            track.grad = None if grad is None else weakref.ref(grad)
+            track.version = -1 if grad is None else grad._version
+
+        return hook
+
+    def _check_accumulation(self) -> None:
+        offenders = []
+        for g, i, p in self._params():
+            track = self._tracks.get(id(p))
+            if track is None or p.grad is None:
+                continue
+            carried = track.since_reset > track.since_step
+            if carried and track.since_reset > self.accumulation_steps:
+                offenders.append((self._name(g, i, p), track))
+        if offenders:
+            name, track = offenders[0]
+            more = f" (and {len(offenders) - 1} more parameters)" if len(offenders) > 1 else ""
+            self._report(
+                "grad_accumulation",
+                name,
+                track.since_reset,
+                f".grad sums {track.since_reset} backward passes{more}, "
+                f"{track.since_reset - track.since_step} of them already applied by an "
+                f"earlier step (accumulation_steps={self.accumulation_steps})",
+                "call optimizer.zero_grad() after each optimizer.step() (once per "
+                "accumulation_steps micro-batches when accumulating)",
+            )
+
+    # -- settings: weight decay, eps, lr -----------------------------------------------------
+
+    def _check_settings(self) -> None:
+        settings = [
+            (
+                _as_float(group.get("weight_decay", 0.0)),
+                bool(group.get("decoupled_weight_decay", False)),
+                group.get("eps"),
+                tuple(map(id, group["params"])),
+            )
+            for group in self.optimizer.param_groups
+        ]
+        if settings == self._settings:
+            return
+        self._settings = settings
+        adaptive = any(c.__name__ in _ADAPTIVE for c in type(self.optimizer).__mro__)
+        computes_in_fp32 = _descentlab_optimizer(self.optimizer)
+        for g, group in enumerate(self.optimizer.param_groups):
+            params = group["params"]
+            decay = _as_float(group.get("weight_decay", 0.0))
+            if not params:
+                continue
+            if adaptive and decay > 0 and not group.get("decoupled_weight_decay", False):
+                self._report(
+                    "coupled_weight_decay",
+                    f"group {g} ({type(self.optimizer).__name__}, {len(params)} params, "
+                    f"first {self._name(g, 0, params[0])})",
+                    decay,
+                    f"weight_decay={decay:g} is L2 added to the gradient, so the adaptive "
+                    "denominator scales it down for weights with large gradients",
+                    "use AdamW (torch.optim.AdamW or descentlab.torch.AdamW), or "
+                    "decoupled_weight_decay=True where the optimizer offers it",
+                )
+            if decay > 0:
+                flat = [(i, p) for i, p in enumerate(params) if self._no_decay(p)]
+                if flat:
+                    i, p = flat[0]
+                    self._report(
+                        "decay_on_bias_or_norm",
+                        self._name(g, i, p),
+                        decay,
+                        f"weight_decay={decay:g} shrinks {len(flat)} bias/normalization "
+                        f"parameter(s) of group {g} towards 0",
+                        "put them in a group with weight_decay=0: "
+                        "descentlab.param_groups_for_decay(model, weight_decay)",
+                    )
+            eps = group.get("eps")
+            if isinstance(eps, (int, float)) and eps > 0 and not computes_in_fp32:
+                if group.get("fused"):
+                    continue  # fused kernels compute in float32
+                for i, p in enumerate(params):
+                    sixteen = p.dtype in (torch.float16, torch.bfloat16)
+                    if sixteen and torch.tensor(eps, dtype=p.dtype).item() == 0:
+                        self._report(
+                            "eps_underflow",
+                            self._name(g, i, p),
+                            float(eps),
+                            f"eps={eps:g} rounds to 0 in {str(p.dtype)[6:]}, so a zero "
+                            "second moment divides by zero",
+                            "keep float32 master weights (torch.autocast + GradScaler), "
+                            "use eps>=1e-4 in float16, or descentlab.torch's optimizers "
+                            "(float32 arithmetic)",
+                        )
+                        break
+
+    def _check_lr(self) -> None:
+        lrs = [_as_float(group.get("lr", 0.0)) for group in self.optimizer.param_groups]
+        inside = bool(getattr(self.optimizer, "lr_inside_velocity", False))
+        if self.lr_jump is not None and inside and len(lrs) == len(self._lrs):
+            for g, (old, new) in enumerate(zip(self._lrs, lrs, strict=True)):
+                if old > 0 and new > 0 and max(new / old, old / new) >= self.lr_jump:
+                    self._report(
+                        "lr_jump",
+                        f"group {g}",
+                        new / old,
+                        f"lr changed from {old:g} to {new:g} while the velocity still "
+                        "carries the old lr",
+                        "change the lr gradually (warmup/decay schedule) or rescale the "
+                        "velocity by new_lr/old_lr",
+                    )
+        self._lrs = lrs
+
+    # -- step hooks ---------------------------------------------------------------------------
+
+    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._track_new_params()
+        self._check_settings()
+        self._check_lr()
+        self._check_accumulation()
+        if self.check_every > 0 and self.steps % self.check_every == 0:
+            self._check_finite()
+        if self.max_update_ratio is not None and self.steps < self.ratio_steps:
+            with torch.no_grad():
+                self._before = {
+                    id(p): p.detach().clone()
+                    for _, _, p in self._params()
+                    if p.grad is not None and p.dim() >= 2
+                }
+        return None
+
+    def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._before:
+            self._check_ratio()
+            self._before = {}
+        for track in self._tracks.values():
+            track.since_step = 0
+        self.steps += 1
+
+    def _check_finite(self) -> None:
+        grads = [
+            (g, i, p, p.grad)
+            for g, i, p in self._params()
+            if p.grad is not None and not p.grad.is_sparse
+        ]
+        by_device: dict[torch.device, list[int]] = {}
+        for k, (*_, grad) in enumerate(grads):
+            by_device.setdefault(grad.device, []).append(k)
+        bad: list[int] = []
+        with torch.no_grad():  # one reduction and one read per device
+            for ks in by_device.values():
+                finite = torch.stack([torch.isfinite(grads[k][3]).all() for k in ks])
+                if not bool(finite.all()):
+                    bad.extend(k for k, ok in zip(ks, finite.tolist(), strict=True) if not ok)
+        if bad:
+            g, i, p, grad = grads[min(bad)]  # the first offending parameter
+            count = int((~torch.isfinite(grad)).sum())
+            self._report(
+                "nonfinite_grad",
+                self._name(g, i, p),
+                count,
+                f"{count} of {grad.numel()} gradient elements are NaN or infinite",
+                "lower the lr, clip gradients (torch.nn.utils.clip_grad_norm_), look for "
+                "log(0) or x/0 in the loss; under float16 use torch.amp.GradScaler",
+            )
+
+    def _check_ratio(self) -> None:
+        assert self.max_update_ratio is not None
+        for g, i, p in self._params():
+            old = self._before.get(id(p))
+            if old is None:
+                continue
+            with torch.no_grad():
+                norm = float(old.float().norm())
+                if norm == 0 or not math.isfinite(norm):
+                    continue
+                ratio = float((p.detach().float() - old.float()).norm()) / norm
+            if ratio > self.max_update_ratio:
+                self._report(
+                    "update_ratio",
+                    self._name(g, i, p),
+                    ratio,
+                    f"||dw||/||w|| = {ratio:.3g} > {self.max_update_ratio:g} "
+                    f"(step {self.steps + 1}; rule of thumb ~1e-3)",
+                    "lower the lr (fine-tuning: 1e-5..1e-4 with Adam) or add a warmup",
+                )
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _name(self, g: int, i: int, p: torch.Tensor) -> str:
+        name = self._names.get(id(p))
+        if name is not None:
+            return name
+        names = self.optimizer.param_groups[g].get("param_names")
+        if names is not None and i < len(names):
+            return str(names[i])
+        return f"group {g}, param {i}, shape {tuple(p.shape)}"
+
+    def _no_decay(self, p: torch.Tensor) -> bool:
+        return p.dim() <= 1 or id(p) in self._norm_params
+
+    def _report(self, kind: str, param: str, figure: float, detail: str, fix: str) -> None:
+        if (kind, param) in self._reported:
+            return
+        self._reported.add((kind, param))
+        finding = Finding(kind, param, float(figure), detail, fix, self.steps)
+        self.findings.append(finding)
+        warnings.warn(finding.message, PitfallWarning, stacklevel=_user_stacklevel())
+
+
+def guard(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module | None = None,
+    *,
+    accumulation_steps: int = 1,
+    max_update_ratio: float | None = MAX_UPDATE_RATIO,
+    lr_jump: float | None = LR_JUMP,
+    check_every: int = 1,
+    ratio_steps: int = RATIO_STEPS,
+) -> Guard:
+    """Watch ``optimizer`` for training-loop pitfalls; returns a :class:`Guard`.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` (descentlab's drop-ins included).
+        model: names parameters by module path and recognises normalization layers.
+        accumulation_steps: backward passes one step may sum (gradient accumulation).
+        max_update_ratio: ``||dw|| / ||w||`` per weight tensor above which the first
+            ``ratio_steps`` steps are reported (default 1e-2: ten times the ~1e-3 rule of
+            thumb); ``None`` switches it off.
+        lr_jump: factor of lr change between two steps reported for optimizers that keep the
+            lr inside the velocity (those with ``lr_inside_velocity = True``; torch.optim and
+            descentlab apply a new lr at once, so they are never reported); ``None`` disables.
+        check_every: scan gradients for NaN/inf every this many steps (0 disables).
+        ratio_steps: how many first steps measure the update ratio.
+
+    Settings (weight decay, eps, dtypes) are checked at once and again when a group changes.
+    """
+    if accumulation_steps < 1:
+        raise ValueError(f"guard: accumulation_steps must be >= 1, got {accumulation_steps}")
+    if check_every < 0:
+        raise ValueError(f"guard: check_every must be >= 0, got {check_every}")
+    handle = Guard(
+        optimizer,
+        model,
+        accumulation_steps=accumulation_steps,
+        max_update_ratio=max_update_ratio,
+        lr_jump=lr_jump,
+        check_every=check_every,
+        ratio_steps=ratio_steps,
+    )
+    handle._attach()
+    return handle
+
+
+def param_groups_for_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The usual two param groups: decay for weight matrices and kernels, none for the rest.
+
+    Parameters with 2 or more dimensions decay (Linear and Conv weights, embeddings), except
+    those of normalization layers; biases, other 1-D parameters and normalization weights get
+    ``weight_decay=0``. Empty groups are left out.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+        >>> groups = param_groups_for_decay(model, 0.1)
+        >>> [(len(g["params"]), g["weight_decay"]) for g in groups]
+        [(1, 0.1), (3, 0.0)]
+        >>> opt = torch.optim.AdamW(groups, lr=1e-3)
+    """
+    norm_params = _norm_params(model)
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        (decay if p.dim() >= 2 and id(p) not in norm_params else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def _norm_params(model: nn.Module) -> set[int]:
+    """The ids of the parameters of normalization layers."""
+    return {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(False)}
+
+
+def _as_float(value: Any) -> float:
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _descentlab_optimizer(optimizer: torch.optim.Optimizer) -> bool:
+    from .torch import Optimizer
+
+    return isinstance(optimizer, Optimizer)
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first frame outside this module and torch (the user's call)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP_FRAMES):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
