@@ -285,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("list", help="list the optimizers")
     p.set_defaults(func=_cmd_list)
+    p = sub.add_parser(
+        "check",
+        help="run a training script with every optimizer guarded against the seed's pitfalls",
+        description="descentlab check -- python train.py [args]: runs the command unchanged, "
+        "with descentlab.guard attached to every optimizer it creates; prints the findings at "
+        "the end and exits with the command's exit code.",
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=_cmd_check)
     p = sub.add_parser("demo", help="train the seed's nn.Linear(10, 1) with every variant")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
@@ -405,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from . import check
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    try:
+        return check.run(command)
+    except ValueError as exc:
+        print(f"descentlab check: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

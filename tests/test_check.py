@@ -1,0 +1,90 @@
+"""``descentlab check -- python train.py``: an unmodified script, every optimizer guarded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLANTED = """
+import sys, torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01)  # L2 in Adam
+x, y = torch.randn(32, 4), torch.randn(32, 1)
+for step in range(5):
+    torch.nn.functional.mse_loss(model(x), y).backward()  # never zeroed
+    opt.step()
+print("trained")
+sys.exit(3)
+"""
+
+CLEAN = """
+import torch
+import descentlab
+import descentlab.torch as optim
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+opts = [
+    torch.optim.AdamW(descentlab.param_groups_for_decay(model, 0.01), lr=1e-3),
+    optim.SGD(model.parameters(), lr=1e-3, momentum=0.9),
+]
+x, y = torch.randn(32, 4), torch.randn(32, 1)
+for opt in opts:
+    for step in range(5):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+print("trained")
+"""
+
+
+def _check(tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "descentlab", "check", "--", *command],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
+def test_a_planted_pitfall_is_reported_and_the_exit_code_passed_through(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(PLANTED)
+    proc = _check(tmp_path, sys.executable, "train.py")
+    assert proc.returncode == 3  # the script's own exit code
+    assert "trained" in proc.stdout  # the script ran unchanged
+    summary = proc.stderr[proc.stderr.index("descentlab check: exit code 3") :]
+    assert "optimizers guarded: Adam" in summary
+    for kind in ("coupled_weight_decay", "grad_accumulation", "decay_on_bias_or_norm"):
+        assert f"] {kind} (step" in summary, kind
+    assert "fix: call optimizer.zero_grad()" in summary and "use AdamW" in summary
+
+
+def test_a_clean_script_has_no_finding(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(CLEAN)
+    proc = _check(tmp_path, sys.executable, "train.py")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "optimizers guarded: AdamW, SGD" in proc.stderr
+    assert "no pitfall found" in proc.stderr and "PitfallWarning" not in proc.stderr
+
+
+def test_the_examples_train_without_a_finding(tmp_path: Path) -> None:
+    proc = _check(tmp_path, sys.executable, str(ROOT / "examples" / "swap_import.py"))
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "no pitfall found" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [([], "give the command to run after --"), (["no-such-program-x"], "cannot run")],
+)
+def test_a_bad_command_is_one_line_and_exit_2(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    proc = _check(tmp_path, *command)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
