@@ -84,7 +84,7 @@ def test_sweep_records_load_and_warns_in_report_and_terminal(
         assert row["load"] == [0.1, 0.1, 0.1] and row["cpus"] == 2
         assert row["clock"] == "process_cpu" and row["wall_seconds"] >= 0
     text = (tmp_path / "quiet" / "report.md").read_text()
-    assert "CPU seconds of the training thread" in text and "Warning" not in text
+    assert "CPU seconds of the process" in text and "Warning" not in text
     assert not any("Warning" in n for n in quiet.notes)
 
     # the same folder resumed on a busy machine: the new runs were timed under other load

@@ -201,7 +201,7 @@ def compare(
         progress: show the run being trained, "N of M" and an estimated time left on
             stderr; ``None`` (the default): only when stderr is a terminal.
 
-    Timings (``time`` and ``seconds`` of each run) are CPU seconds of the training thread;
+    Timings (``time`` and ``seconds`` of each run) are CPU seconds of the process;
     each run and ``config.json`` also record the machine's load average, and the report
     warns when the load was high or differed much between the runs.
 

@@ -821,7 +821,7 @@ def sections(
                 f"{mine[0]['eval_every']} steps) at which the full training loss is ≤ "
                 f"{target:g}; the table shows the median over seeds and (k/n): k of the n "
                 "seeds that did not diverge reached it. 'CPU s to target' is the median "
-                "CPU seconds of the training thread to that step."
+                "CPU seconds of the process to that step."
             )
         if seeds == 1:
             definitions.append("One seed: no spread, so verdicts compare single runs.")

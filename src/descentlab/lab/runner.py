@@ -10,7 +10,7 @@ be read is skipped with one warning, and every other run is kept; the file is ne
 Appends happen under a lock (``.descentlab.lock`` in the folder), after a fresh look at the
 file, so several processes writing into one folder never record a run twice.
 
-Each run's per-step ``time`` and its ``seconds`` are CPU seconds of the training thread, so a
+Each run's per-step ``time`` and its ``seconds`` are CPU seconds of the process, so a
 busy machine slows them far less than wall time; ``wall_seconds`` keeps the wall-clock total,
 and ``load``/``load_end`` the machine's load average at the run's start and end.
 """
@@ -99,7 +99,7 @@ class Record:
     evals: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, test_*
     points: list[tuple[float, float]] = field(default_factory=list)  # 2-D trajectory
     diverged: bool = False
-    seconds: float = 0.0  # CPU seconds of the training thread over the training steps
+    seconds: float = 0.0  # CPU seconds of the process over the training steps
     wall_seconds: float = 0.0  # wall-clock seconds over the same steps (varies with load)
     clock: str = CLOCK  # what ``time`` and ``seconds`` measure
     load: list[float] = field(default_factory=list)  # load average (1, 5, 15 min) at start
