@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,22 @@ def test_a_bad_command_is_one_line_and_exit_2(
     proc = _check(tmp_path, *command)
     assert proc.returncode == 2 and message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_the_environments_own_sitecustomize_still_runs(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "sitecustomize.py").write_text("import os\nos.environ['OWN_SITE'] = 'ran'\n")
+    (tmp_path / "train.py").write_text(
+        "import os\nprint('own:', os.environ.get('OWN_SITE'))\n" + CLEAN
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "descentlab", "check", "--", sys.executable, "train.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(own)},
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "own: ran" in proc.stdout
+    assert "Error in sitecustomize" not in proc.stderr and "no pitfall found" in proc.stderr

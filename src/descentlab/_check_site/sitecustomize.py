@@ -4,11 +4,11 @@
 ``sitecustomize`` by itself. It registers torch's global optimizer step hook, which attaches
 :func:`descentlab.guard` to each optimizer at its first step, and writes every finding to the
 file named by ``DESCENTLAB_CHECK_REPORT`` as it happens (one JSON line each). A
-``sitecustomize`` the environment already had is imported afterwards.
+``sitecustomize`` the environment already had is run afterwards.
 """
 
-import contextlib
-import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
@@ -24,11 +24,16 @@ def _install() -> None:
     attach_everywhere(report)
 
 
+def _run_the_environments_own() -> None:
+    path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
 try:
     _install()
 finally:
-    # the environment's own sitecustomize, if any, still runs
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.modules.pop("sitecustomize", None)
-    with contextlib.suppress(ImportError):
-        importlib.import_module("sitecustomize")
+    _run_the_environments_own()
