@@ -13,6 +13,16 @@ from helpers import random_params, rel_err
 TWINNED = [c for c in CASES if c.twin is not None and c.state_scale == 1.0]
 
 
+def _step_alike(ours, theirs, ours_params, theirs_params, gen, steps):  # type: ignore[no-untyped-def]
+    """``steps`` steps of both optimizers on the same random gradients."""
+    for _ in range(steps):
+        for a, b in zip(ours_params, theirs_params, strict=True):
+            a.grad = torch.randn(a.shape, generator=gen, dtype=a.dtype)
+            b.grad = a.grad.clone()
+        ours.step()
+        theirs.step()
+
+
 @pytest.mark.parametrize("case", TWINNED, ids=ids(TWINNED))
 def test_a_checkpoint_with_plain_number_steps_resumes_in_lock_step(case: Case) -> None:
     """Older torch releases saved ``step`` as a Python number; torch still loads them."""
@@ -36,12 +46,7 @@ def test_a_checkpoint_with_plain_number_steps_resumes_in_lock_step(case: Case) -
     ours, theirs = case.make(ours_params), case.twin(theirs_params)
     ours.load_state_dict(copy.deepcopy(old))
     theirs.load_state_dict(copy.deepcopy(old))
-    for _ in range(5):
-        for a, b in zip(ours_params, theirs_params, strict=True):
-            a.grad = torch.randn(a.shape, generator=gen, dtype=a.dtype)
-            b.grad = a.grad.clone()
-        ours.step()
-        theirs.step()
+    _step_alike(ours, theirs, ours_params, theirs_params, gen, 5)
     for a, b in zip(ours_params, theirs_params, strict=True):
         assert rel_err(a, b) <= 1e-12
         for key, value in theirs.state[b].items():
@@ -103,7 +108,7 @@ def test_sgd_momentum_switched_on_mid_run_starts_its_buffer_at_the_gradient(engi
         assert rel_err(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]) <= 1e-12
 
 
-DIFFERENT = "differences listed in the README, each shown on torch.optim too"
+# Differences listed in the README, each shown on torch.optim too.
 
 
 def test_differentiable_and_capturable_are_refused_at_construction() -> None:
@@ -231,13 +236,7 @@ def test_what_torch_accepts_is_accepted_and_steps_alike(name: str, kwargs: dict)
         getattr(dt, name)(ours_p, **kwargs),
         getattr(torch.optim, name)(theirs_p, **kwargs),
     )
-    for seed in range(3):
-        gen = torch.Generator().manual_seed(seed)
-        for p, q in zip(ours_p, theirs_p, strict=True):
-            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-            q.grad = p.grad.clone()
-        ours.step()
-        theirs.step()
+    _step_alike(ours, theirs, ours_p, theirs_p, torch.Generator().manual_seed(0), 3)
     for p, q in zip(ours_p, theirs_p, strict=True):
         assert torch.equal(p.isnan(), q.isnan())
         assert rel_err(torch.nan_to_num(p), torch.nan_to_num(q)) <= 1e-12

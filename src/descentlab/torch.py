@@ -38,10 +38,10 @@ AUTO_TENSORS = 16
 AUTO_NUMEL = 1 << 16
 
 
-def _scalar_dtype(group: dict[str, Any] | None = None) -> torch.dtype:
+def _scalar_dtype(group: dict[str, Any]) -> torch.dtype:
     """The dtype of ``step``: torch.optim's rule (float32 with ``fused=True``, else float64
     only when that is the default dtype)."""
-    if group is not None and group.get("fused"):
+    if group.get("fused"):
         return torch.float32
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
