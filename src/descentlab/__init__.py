@@ -5,10 +5,13 @@
 * :mod:`descentlab.numpy` - the same rules on NumPy arrays;
 * :func:`list_optimizers` / :func:`get_optimizer` - the registry both drivers share;
 * :func:`guard` - catches the training-loop pitfalls in any torch optimizer's loop
-  (:mod:`descentlab.guards`).
+  (:mod:`descentlab.guards`);
+* :func:`telemetry` - lr, gradient and update norms of any torch optimizer, sampled every N
+  steps (:mod:`descentlab.monitoring`).
 """
 
 from .guards import PitfallWarning, guard, param_groups_for_decay
+from .monitoring import telemetry
 from .optimizers import REGISTRY, OptimizerInfo, list_optimizers
 from .optimizers import get as get_optimizer
 
@@ -23,4 +26,5 @@ __all__ = [
     "guard",
     "list_optimizers",
     "param_groups_for_decay",
+    "telemetry",
 ]

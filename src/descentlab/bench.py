@@ -298,6 +298,69 @@ def _time_case(
     return rows
 
 
+# ------------------------------------------------------------------------------ telemetry
+
+TELEMETRY_EVERY = 10
+
+
+def telemetry_overhead(scale: float, blocks: int, device: str = "cpu") -> dict[str, Any]:
+    """Step time with and without ``descentlab.telemetry(every=10)``, AdamW, GPT-like layout.
+
+    Timed in blocks of ``every`` steps, so each block holds exactly one sampled step; the
+    four variants take turns block by block (round-robin, who goes first rotating), and the
+    overhead is the median block time with telemetry over the median without, per pair.
+    torch.optim's AdamW is measured by a copy of the parameters around the sampled step;
+    descentlab's by sums computed inside its own step (no copy).
+    """
+    from .monitoring import telemetry
+
+    layout = layouts(scale)["gpt"]
+    grads = _grads(layout.shapes, device)
+    pairs = {
+        "torch foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
+        "descentlab default": lambda ps: dt.AdamW(ps, lr=1e-3),
+    }
+    variants: list[tuple[str, bool, _Variant, Any]] = []
+    for label, make in pairs.items():
+        for watched in (False, True):
+            params = _params(layout.shapes, device)
+            opt = make(params)
+            handle = telemetry(opt, every=TELEMETRY_EVERY) if watched else None
+            variants.append((label, watched, _Variant(label, opt, params), handle))
+    times: dict[tuple[str, bool], list[float]] = {(v[0], v[1]): [] for v in variants}
+    for _, _, v, _ in variants:  # warm-up: compiling (both kernels), allocating state
+        for _ in range(TELEMETRY_EVERY + 1):
+            v.step(grads, device)
+    for _, _, v, h in variants:  # align: every block starts on a sampled step
+        while h is not None and h.steps % TELEMETRY_EVERY:
+            v.step(grads, device)
+    for r in range(blocks):
+        k = r % len(variants)
+        for label, watched, v, _ in variants[k:] + variants[:k]:
+            seconds = sum(v.step(grads, device) for _ in range(TELEMETRY_EVERY))
+            times[(label, watched)].append(seconds / TELEMETRY_EVERY)
+    rows = []
+    for label in pairs:
+        off = statistics.median(times[(label, False)])
+        on = statistics.median(times[(label, True)])
+        rows.append(
+            {
+                "optimizer": label,
+                "ms": off * 1e3,
+                "ms_with_telemetry": on * 1e3,
+                "overhead_pct": 100 * (on - off) / off,
+            }
+        )
+    samples = [h.engine_samples for *_, h in variants if h is not None]
+    return {
+        "layout": layout.label,
+        "every": TELEMETRY_EVERY,
+        "blocks": blocks,
+        "rows": rows,
+        "engine_samples": samples,  # sampled steps measured inside descentlab's engine
+    }
+
+
 # --------------------------------------------------------------------------------- memory
 
 # Run as ``python -c _MEMORY_CHILD SPEC_JSON``: the user's program and nothing else (the
@@ -548,6 +611,7 @@ def run(
         "warmup": warmup,
         "rows": rows,
         "numpy": numpy_vs_seed(max(10_000, int(10_000_000 * scale)), reps),
+        "telemetry": telemetry_overhead(scale, max(6, reps // 2), device),
     }
     if measure_memory and device == "cpu":  # host RSS says nothing about device memory
         report["memory"] = memory(scale, jobs=memory_jobs, progress=progress)
@@ -734,6 +798,17 @@ def print_report(report: dict[str, Any]) -> None:
         f"descentlab reference {npy['descentlab reference ms']:.1f} ms, compiled "
         f"{npy['descentlab compiled ms']:.1f} ms ({npy['compiled speed-up vs seed']:.1f}x the seed)"
     )
+    tel = report.get("telemetry")
+    if tel:
+        parts = [
+            f"{r['optimizer']} {r['ms']:.2f} -> {r['ms_with_telemetry']:.2f} ms "
+            f"({r['overhead_pct']:+.1f}%)"
+            for r in tel["rows"]
+        ]
+        console.print(
+            f"telemetry every {tel['every']} steps, AdamW on {tel['layout']}, median of "
+            f"{tel['blocks']} blocks: " + "; ".join(parts)
+        )
     console.print(
         f"load average before {m['loadavg_before']}, after timing {m['loadavg_after_timing']}, "
         f"after {m['loadavg_after']}"

@@ -52,6 +52,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .monitoring import UpdateMeter
+
 __all__ = ["Finding", "Guard", "PitfallWarning", "guard", "param_groups_for_decay"]
 
 # Karpathy's "update/data ratio" rule of thumb (CS231n notes, "Neural Networks Part 3":
@@ -134,7 +136,8 @@ class Guard:
     _names: dict[int, str] = field(default_factory=dict, repr=False)
     _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
     _settings: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
-    _before: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _meter: UpdateMeter = field(default_factory=UpdateMeter, repr=False)
+    _measured: list[tuple[int, int, torch.Tensor]] = field(default_factory=list, repr=False)
     _lrs: list[float] = field(default_factory=list, repr=False)
     _norm_params: set[int] = field(default_factory=set, repr=False)
 
@@ -154,7 +157,7 @@ class Guard:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._before.clear()
+        self._meter.clear()
 
     def __enter__(self) -> Guard:
         return self
@@ -327,18 +330,17 @@ class Guard:
         if self.check_every > 0 and self.steps % self.check_every == 0:
             self._check_finite()
         if self.max_update_ratio is not None and self.steps < self.ratio_steps:
-            with torch.no_grad():
-                self._before = {
-                    id(p): p.detach().clone()
-                    for _, _, p in self._params()
-                    if p.grad is not None and p.dim() >= 2
-                }
+            self._measured = [
+                (g, i, p) for g, i, p in self._params() if p.grad is not None and p.dim() >= 2
+            ]
+            self._meter.begin([p for _, _, p in self._measured])
         return None
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._before:
+        if self._meter.active:
             self._check_ratio()
-            self._before = {}
+        if self.steps + 1 >= self.ratio_steps:
+            self._meter.clear()  # the copies are needed during the first steps only
         for track in self._tracks.values():
             track.since_step = 0
         self.steps += 1
@@ -372,15 +374,11 @@ class Guard:
 
     def _check_ratio(self) -> None:
         assert self.max_update_ratio is not None
-        for g, i, p in self._params():
-            old = self._before.get(id(p))
-            if old is None:
+        update, before = self._meter.end()
+        for (g, i, p), du, w in zip(self._measured, update, before, strict=True):
+            if w == 0 or not math.isfinite(w):
                 continue
-            with torch.no_grad():
-                norm = float(old.float().norm())
-                if norm == 0 or not math.isfinite(norm):
-                    continue
-                ratio = float((p.detach().float() - old.float()).norm()) / norm
+            ratio = du / w
             if ratio > self.max_update_ratio:
                 self._report(
                     "update_ratio",
@@ -390,6 +388,7 @@ class Guard:
                     f"(step {self.steps + 1}; rule of thumb ~1e-3)",
                     "lower the lr (fine-tuning: 1e-5..1e-4 with Adam) or add a warmup",
                 )
+        self._measured = []
 
     # -- reporting ----------------------------------------------------------------------------
 

@@ -129,6 +129,10 @@ class Optimizer(torch.optim.Optimizer):
         self._plans: dict[int, GroupPlan] = {}
         self._refused: set[str] = set()
         self._step_home: dict[int, dict[str, torch.Tensor]] = {}  # see _prepare_state
+        # Telemetry (descentlab.monitoring) sets _measure for a sampled step: the engines then
+        # leave update_stats per parameter in _update_stats (keyed by id(param)).
+        self._measure = False
+        self._update_stats: dict[int, torch.Tensor] = {}
         super().__init__(params, defaults)
 
     # Settings that are not torch's: kept by pickling/copying (__getstate__) AND by
@@ -160,6 +164,7 @@ class Optimizer(torch.optim.Optimizer):
         # Private step counters are keyed by id(param): a copy's parameters are new objects
         # (its counters restart from its buffers), a loaded state replaced the buffers.
         self._step_home = {}
+        self._measure, self._update_stats = False, {}
         super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -197,6 +202,7 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update_stats = {}
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
             return loss
@@ -265,7 +271,9 @@ class Optimizer(torch.optim.Optimizer):
             t = int(home["step"].item())
             if t not in cache:
                 cache[t] = rule.coefficients(hp, t)
-            apply_reference(rule, p, p.grad, state, cache[t])
+            stats = apply_reference(rule, p, p.grad, state, cache[t], self._measure)
+            if stats is not None:
+                self._update_stats[id(p)] = stats
             self.engine_counts["reference"] += 1
 
     def _compiled_step(
@@ -280,8 +288,11 @@ class Optimizer(torch.optim.Optimizer):
             plan = self._plans[index] = GroupPlan(list(params), rule, _scalar_dtype(group))
         if self.engine == "auto" and len(plan.eligible) < AUTO_TENSORS and plan.numel < AUTO_NUMEL:
             return params
-        stepped, rest = plan.step(self.state, hp, lambda p: self._prepare_state(p, rule, group))
+        stepped, rest = plan.step(
+            self.state, hp, lambda p: self._prepare_state(p, rule, group), self._measure
+        )
         self.engine_counts["compiled"] += stepped
+        self._update_stats.update((id(p), row) for p, row in plan.measured)
         return rest
 
     def _flat_allowed(self, group: dict[str, Any]) -> bool:

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..rules.base import Rule
-from .reference import compute, write_back
+from .reference import compute, update_stats, write_back
 
 SMALL = 1 << 15  # elements: below this a tensor's loop runs on one thread
 CHUNK = {"small": 16, "large": 4}  # tensors per compiled call, by size class
@@ -55,6 +55,7 @@ class KernelKey(NamedTuple):
     device: torch.device
     cls: str  # size class: "small" or "large"
     step_dtype: torch.dtype
+    measure: bool = False  # also return update_stats per tensor (telemetry's sampled steps)
 
 
 _KERNELS: dict[KernelKey, Kernel] = {}
@@ -79,20 +80,27 @@ def size_class(numel: int) -> str:
 _SOURCE = re.compile(r"L\['cmat'\](\.size\(\)\[[01]\])?|L\['\w+'\](\[\d+\])+(\.size\(\)\[0\])?")
 
 
-def _chunk_function(rule: Rule, names: tuple[str, ...], k: int, in_graph_steps: bool) -> Any:
+def _chunk_function(
+    rule: Rule, names: tuple[str, ...], k: int, in_graph_steps: bool, measure: bool
+) -> Any:
     slots = rule.slots
 
     def step_chunk(ps, gs, state_lists, steps, cmat):  # type: ignore[no-untyped-def]
+        stats = []
         for i in range(k):
             if in_graph_steps:
                 steps[i].add_(1)
             c = {n: cmat[i, j] for j, n in enumerate(names)}
             s = {name: state_lists[j][i] for j, name in enumerate(slots)}
-            write_back(ps[i], s, *compute(rule, ps[i], gs[i], s, c))
+            new_p, new_s = compute(rule, ps[i], gs[i], s, c)
+            if measure:  # telemetry: sums over what the update reads anyway
+                stats.append(update_stats(ps[i], new_p, gs[i]))
+            write_back(ps[i], s, new_p, new_s)
+        return torch.stack(stats) if measure else None
 
     # Dynamo keys its caches by code object: one per kernel keeps them apart.
     step_chunk.__code__ = step_chunk.__code__.replace(
-        co_name=f"{rule.name}_chunk{k}_{len(_KERNELS)}"
+        co_name=f"{rule.name}_chunk{k}{'_measured' * measure}_{len(_KERNELS)}"
     )
     return step_chunk
 
@@ -101,12 +109,13 @@ class Kernel:
     """One compiled chunk step: ``k`` tensors of one dtype, device and size class."""
 
     def __init__(self, key: KernelKey) -> None:
-        rule, names, dtype, device, cls, step_dtype = key
+        rule, names, dtype, device, cls, step_dtype, measure = key
         self.k = CHUNK[cls]
+        self.measure = measure
         self.in_graph_steps = device.type == "cpu"  # step counters live on the CPU
         self.direct: Callable[..., Any] | None = None
         fn = torch.compile(
-            _chunk_function(rule, names, self.k, self.in_graph_steps),
+            _chunk_function(rule, names, self.k, self.in_graph_steps, measure),
             dynamic=True,
             fullgraph=True,
             backend=self._capture,
@@ -144,8 +153,10 @@ class Kernel:
         state: list[list[torch.Tensor]],
         steps: list[torch.Tensor],
         cmat: torch.Tensor,
-    ) -> None:
-        """Step ``len(ps) <= k`` tensors; ``cmat`` has ``k`` rows (padding rows are unused)."""
+    ) -> torch.Tensor | None:
+        """Step ``len(ps) <= k`` tensors; ``cmat`` has ``k`` rows (padding rows are unused).
+
+        A measuring kernel returns ``k`` rows of :func:`update_stats` (padding rows last)."""
         n = len(ps)
         if n < self.k:
             pp, pg, pst, psteps = self.pad
@@ -155,7 +166,8 @@ class Kernel:
         if not self.in_graph_steps:
             torch._foreach_add_(steps[:n], 1.0)
         assert self.direct is not None
-        self.direct({"ps": ps, "gs": gs, "state_lists": state, "steps": steps, "cmat": cmat})
+        out = self.direct({"ps": ps, "gs": gs, "state_lists": state, "steps": steps, "cmat": cmat})
+        return out[0] if self.measure else None
 
     def _capture(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
         """Backend: compile the graph with inductor and keep a direct way to call it.
@@ -181,8 +193,8 @@ class Kernel:
         ]
         gather = eval(f"lambda L: ({', '.join(exprs)},)")  # only the names matched above
 
-        def direct(local: dict[str, Any]) -> None:
-            compiled(*gather(local))
+        def direct(local: dict[str, Any]) -> Any:
+            return compiled(*gather(local))
 
         self.direct = direct
         return compiled
@@ -291,10 +303,15 @@ class GroupPlan:
         state: Any,
         hp: Mapping[str, float],
         prepare: Callable[[torch.Tensor], tuple[dict[str, Any], dict[str, Any]]],
+        measure: bool = False,
     ) -> tuple[int, list[torch.Tensor]]:
         """Step the active parameters; returns (how many were stepped, what the reference must
         step: parameters outside the plan, or whose gradient or state the kernel cannot take).
+
+        With ``measure``, ``measured`` then holds ``(param, update_stats row)`` per parameter
+        stepped here.
         """
+        self.measured: list[tuple[torch.Tensor, torch.Tensor]] = []
         grads = list(map(_GRAD, self.eligible))
         mask = list(map(operator.is_not, grads, itertools.repeat(None)))
         if (
@@ -313,7 +330,7 @@ class GroupPlan:
         extra = self.extra
         if not self.active:
             return 0, self.rest + extra
-        if not self._run(hp, active_grads):
+        if not self._run(hp, active_grads, measure):
             # Compiling is unavailable (one warning was given): the reference takes it all.
             self.eligible, self.rest, self._steady = [], list(self.members), False
             return 0, self.rest
@@ -460,7 +477,7 @@ class GroupPlan:
             return torch.stack(self.steps).tolist()  # type: ignore[no-any-return]
         return [float(self.steps[0])]
 
-    def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor]) -> bool:
+    def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor], measure: bool) -> bool:
         """Step every active parameter; False (nothing stepped) if a kernel is unavailable."""
         before = self._step_counts()
         rows: dict[float, list[float]] = {}
@@ -470,7 +487,8 @@ class GroupPlan:
             names = names or tuple(c)
             rows[t] = [c[n] for n in names]
         kernels = {
-            key: kernel(KernelKey(self.rule, names, *key, self.scalar_dtype)) for key in self.order
+            key: kernel(KernelKey(self.rule, names, *key, self.scalar_dtype, measure))
+            for key in self.order
         }
         if None in kernels.values():
             return False
@@ -496,7 +514,10 @@ class GroupPlan:
             sl = [get(v) for v in self.slot_views]
             for a in range(0, len(idx), k):
                 b = a + k
-                kern(ps[a:b], gs[a:b], [v[a:b] for v in sl], steps[a:b], cmat[a:b])
+                stats = kern(ps[a:b], gs[a:b], [v[a:b] for v in sl], steps[a:b], cmat[a:b])
+                if stats is not None:
+                    chunk = [self.active[i] for i in idx[a:b]]
+                    self.measured.extend(zip(chunk, stats.unbind(0), strict=False))
         self._counted = (list(map(_VERSION, self.steps)), [t + 1.0 for t in before])
         return True
 

@@ -52,10 +52,32 @@ def write_back(
         slots[k].copy_(v)
 
 
+def update_stats(p: torch.Tensor, new_p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``[||new_p - p||^2, ||p||^2, ||g||^2]`` (float64 for float64, else float32 sums).
+
+    What telemetry reads from a step, computed where the step is computed: in a compiled
+    kernel the three sums read what the update reads anyway, so they cost no extra pass.
+    """
+    acc = torch.float64 if p.dtype == torch.float64 else torch.float32
+    p, new_p, g = p.to(acc), new_p.to(acc), g.to(acc)
+    return torch.stack([(new_p - p).pow(2).sum(), p.pow(2).sum(), g.pow(2).sum()])
+
+
 def apply_reference(
-    rule: Rule, p: torch.Tensor, g: torch.Tensor, state: Mapping[str, Any], c: Mapping[str, Any]
-) -> None:
-    """One parameter, one step: the ground truth every fast path is tested against."""
-    p_view = real(p)
+    rule: Rule,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    state: Mapping[str, Any],
+    c: Mapping[str, Any],
+    measure: bool = False,
+) -> torch.Tensor | None:
+    """One parameter, one step: the ground truth every fast path is tested against.
+
+    With ``measure``, also returns :func:`update_stats` of the step (else None).
+    """
+    p_view, g_view = real(p), real(g)
     slots = {k: real(state[k]) for k in rule.slots}
-    write_back(p_view, slots, *compute(rule, p_view, real(g), slots, c))
+    new_p, new_state = compute(rule, p_view, g_view, slots, c)
+    stats = update_stats(p_view, new_p, g_view) if measure else None
+    write_back(p_view, slots, new_p, new_state)
+    return stats

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - not on POSIX: no cross-process lock
     fcntl = None  # type: ignore[assignment]
 
 from .. import torch as dt
+from ..monitoring import telemetry
 from .errors import LabError
 from .spec import OptimizerSpec, Regime
 from .workloads import Problem, Workload
@@ -93,8 +94,9 @@ class Record:
     id: str
     loss: list[float] = field(default_factory=list)  # the loss of each step's batch
     lr: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)
-    update_norm: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # ||g|| the step read
+    update_norm: list[float] = field(default_factory=list)  # ||w_t - w_{t-1}||
+    param_norm: list[float] = field(default_factory=list)  # ||w_{t-1}|| (absent: older runs)
     time: list[float] = field(default_factory=list)  # cumulative CPU seconds of training
     evals: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, test_*
     points: list[tuple[float, float]] = field(default_factory=list)  # 2-D trajectory
@@ -138,15 +140,12 @@ def _batches(n: int, batch: int, gen: torch.Generator) -> Iterable[torch.Tensor]
             yield order[start : start + batch]
 
 
-def _norm(tensors: Iterable[torch.Tensor]) -> float:
-    return math.sqrt(sum(float(t.detach().double().pow(2).sum()) for t in tensors))
-
-
 def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> Record:
     """Train one run; a diverging run stops early and is marked ``diverged``."""
     problem = build(spec.seed, dict(spec.options))
     cls = _CLASSES[spec.optimizer.name]
     opt = cls(problem.params, lr=spec.lr, **spec.optimizer.kwargs(), engine="reference")
+    meter = telemetry(opt, every=1)  # lr and norms of every step, measured inside it
     gen = torch.Generator().manual_seed(10_000 + spec.seed)
     batch = spec.regime.batch_size(problem.n_train)
     batches = iter(_batches(problem.n_train, batch, gen)) if batch and problem.n_train else None
@@ -166,19 +165,19 @@ def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> R
     elapsed = wall = 0.0
     for step in range(1, spec.steps + 1):
         t0, w0 = time.process_time(), time.perf_counter()
-        before = [p.detach().clone() for p in problem.params]
         opt.zero_grad()
         loss = problem.loss(next(batches) if batches is not None else None)
         loss.backward()
-        grad_norm = _norm(p.grad for p in problem.params if p.grad is not None)
         opt.step()
         elapsed += time.process_time() - t0
         wall += time.perf_counter() - w0
         value = float(loss.detach())
         rec.loss.append(value)
-        rec.lr.append(float(opt.param_groups[0]["lr"]))
-        rec.grad_norm.append(grad_norm)
-        rec.update_norm.append(_norm(p - b for p, b in zip(problem.params, before, strict=True)))
+        (sample,) = meter.history[-1:]
+        rec.lr.append(sample.lr)
+        rec.grad_norm.append(sample.grad_norm)
+        rec.update_norm.append(sample.update_norm)
+        rec.param_norm.append(sample.param_norm)
         rec.time.append(elapsed)
         if problem.point is not None:
             rec.points.append(problem.point())
