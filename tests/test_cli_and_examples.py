@@ -14,10 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
-def test_examples_run(script: Path) -> None:
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+def test_examples_run_and_the_guard_finds_nothing(script: Path) -> None:
+    """Each example runs under ``descentlab check``: it works, and teaches no pitfall."""
+    out = subprocess.run(
+        [sys.executable, "-m", "descentlab", "check", "--", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
+    if script.name == "seed_adam_from_scratch.py":  # NumPy only: no torch optimizer to guard
+        assert out.stderr.rstrip().endswith("nothing was checked"), out.stderr
+    else:
+        assert out.stderr.rstrip().endswith("no pitfall found"), out.stderr
 
 
 def test_seed_example_prints_what_adam_really_does() -> None:

@@ -241,7 +241,7 @@ def test_finite_loop_is_silent() -> None:
 
 
 def test_update_ratio_caught_in_first_steps() -> None:
-    handle = _run(lambda p: torch.optim.Adam(p, lr=0.1), "zero_grad")
+    handle = _run(lambda p: torch.optim.Adam(p, lr=0.1), "zero_grad", finetuning=True)
     assert set(_kinds(handle)) == {"update_ratio"}
     assert [f.param for f in handle.findings] == ["0.weight", "2.weight"]  # not the biases
     assert all(f.figure > 1e-2 and f.step == 0 for f in handle.findings)
@@ -251,9 +251,34 @@ def test_update_ratio_small_lr_is_silent_and_threshold_configurable() -> None:
     def adam(lr: float) -> Callable[[Any], torch.optim.Optimizer]:
         return lambda p: torch.optim.Adam(p, lr=lr)
 
-    assert _run(adam(1e-5), "zero_grad").findings == []
-    assert _run(adam(0.1), "zero_grad", max_update_ratio=None).findings == []
-    assert _run(adam(0.1), "zero_grad", max_update_ratio=10.0).findings == []
+    assert _run(adam(1e-5), "zero_grad", finetuning=True).findings == []
+    assert _run(adam(0.1), "zero_grad", finetuning=True, max_update_ratio=None).findings == []
+    assert _run(adam(0.1), "zero_grad", finetuning=True, max_update_ratio=10.0).findings == []
+
+
+@pytest.mark.parametrize("finetuning", [None, False])
+def test_update_ratio_by_default_watches_large_layers_only(finetuning: bool | None) -> None:
+    """Small fresh layers take large first steps harmlessly; a pretrained-sized one not."""
+    assert (
+        _run(lambda p: torch.optim.Adam(p, lr=0.1), "zero_grad", finetuning=finetuning).findings
+        == []
+    )
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 1))  # 90,000 >= 65,536 weights
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def body() -> Guard:
+        handle = guard(opt, model, finetuning=finetuning)
+        model(torch.ones(2, 300)).sum().backward()
+        opt.step()
+        return handle
+
+    handle = _recorded(body)[0]
+    if finetuning is None:
+        assert [(f.kind, f.param) for f in handle.findings] == [("update_ratio", "0.weight")]
+        assert handle.findings[0].figure > 3e-2  # Adam moves each weight by ~lr = 1e-3
+    else:
+        assert handle.findings == []
 
 
 def test_update_ratio_only_measured_in_first_steps() -> None:
@@ -452,7 +477,7 @@ def test_guarded_run_is_bit_identical(name: str, zeroing: str | None) -> None:
         opt = BIT_IDENTICAL[name](model.parameters())
 
         def body(model: nn.Module = model, opt: Any = opt, guarded: bool = guarded) -> Guard:
-            handle = guard(opt, model, accumulation_steps=2) if guarded else None
+            handle = guard(opt, model, accumulation_steps=2, finetuning=True) if guarded else None
             _train(model, opt, zeroing, steps=4, micro=2, clip=True)
             return handle or Guard(opt)
 
@@ -469,3 +494,33 @@ def test_guarded_run_is_bit_identical(name: str, zeroing: str | None) -> None:
         for name, value in state.items():
             other = b["state"][key][name]
             assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other
+
+
+# -- the lab's own workloads ------------------------------------------------------------------
+
+
+def test_lab_workloads_produce_no_finding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every built-in workload, every default optimizer, every lr of its default grid (the
+    largest included), trained by the lab's own runner with every optimizer guarded."""
+    from descentlab.guards import attach_everywhere
+    from descentlab.lab.compare import DEFAULT_OPTIMIZERS, default_lrs
+    from descentlab.lab.runner import RunSpec, run_one
+    from descentlab.lab.spec import parse_optimizer, parse_regime
+    from descentlab.lab.workloads import WORKLOADS
+
+    report = tmp_path / "findings.jsonl"
+    hook = attach_everywhere(report)
+    runs = 0
+    try:
+        for name, workload in WORKLOADS.items():
+            for text in DEFAULT_OPTIMIZERS:
+                opt = parse_optimizer(text)
+                for lr in default_lrs(workload, opt):
+                    spec = RunSpec(name, opt, lr, 0, parse_regime("minibatch:32"), 4, 4)
+                    run_one(spec, workload.build)
+                    runs += 1
+    finally:
+        hook.remove()
+    lines = report.read_text().splitlines()
+    assert sum('"attached"' in line for line in lines) == runs > 100
+    assert [line for line in lines if '"kind"' in line] == []

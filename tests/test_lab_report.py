@@ -233,3 +233,36 @@ def test_a_reused_folder_keeps_no_stale_plots(tmp_path: Path) -> None:
     assert pngs and not stale.exists()
     assert all(p.name in (tmp_path / "report.md").read_text() for p in pngs)
     assert result.folder == tmp_path
+
+
+def test_update_ratio_figure_from_the_runs_telemetry(tmp_path: Path) -> None:
+    """A supervised workload's report plots each run's update/weight ratio; records from
+    before the weight norm was recorded simply go without it."""
+    rows = [_run(o, 0.1, seed, [0.5, 0.2, 0.1]) for o in ("a", "b") for seed in (0, 1)]
+    for r in rows:
+        r["evals"][-1]["test_loss"] = 0.3
+        r["update_norm"], r["param_norm"] = [0.3, 0.2, 0.1], [10.0, 10.0, 10.0]
+    md = report.write_report(tmp_path, "t", [], rows, {"toy": None})["markdown"].read_text()
+    assert "toy-update-ratio.png" in md and list(tmp_path.rglob("toy-update-ratio.png"))
+    assert "update-to-weight ratio" in md
+    for r in rows:
+        del r["param_norm"]
+    md = report.write_report(tmp_path, "t", [], rows, {"toy": None})["markdown"].read_text()
+    assert "update-ratio" not in md and not list(tmp_path.rglob("toy-update-ratio.png"))
+
+
+def test_runs_record_the_ratio_their_telemetry_measured() -> None:
+    from descentlab.lab.runner import RunSpec, run_one
+    from descentlab.lab.spec import parse_optimizer, parse_regime
+
+    workload = WORKLOADS["digits-mlp"]
+    spec = RunSpec("digits-mlp", parse_optimizer("adam"), 1e-2, 0, parse_regime("full"), 3, 3)
+    rec = run_one(spec, workload.build)
+    assert len(rec.param_norm) == len(rec.update_norm) == 3
+    # Adam's first step moves each element with a gradient by ~lr (a pixel that is 0 in
+    # every image gives its weights none): ||dw|| <= lr * sqrt(number of weights)
+    bound = 1e-2 * (128 * 64 + 128 + 10 * 128 + 10) ** 0.5
+    assert 0.8 * bound < rec.update_norm[0] <= bound
+    start = workload.build(0, {}).params  # the same seed: the same initial weights
+    norm = sum(float(p.detach().pow(2).sum()) for p in start) ** 0.5
+    assert rec.param_norm[0] == pytest.approx(norm)

@@ -14,7 +14,9 @@ What it catches (``kind`` of the finding):
 * ``"coupled_weight_decay"`` - an adaptive optimizer (Adam, RMSprop...) with L2
   ``weight_decay``: the decay is divided by the adaptive denominator; use AdamW;
 * ``"nonfinite_grad"`` - a gradient holding a NaN or an infinity;
-* ``"update_ratio"`` - ``||dw|| / ||w||`` above ``max_update_ratio`` in the first steps;
+* ``"update_ratio"`` - ``||dw|| / ||w||`` above ``max_update_ratio`` in the first steps
+  (by default on weight tensors of ``RATIO_MIN_NUMEL`` elements or more; every weight
+  tensor with ``finetuning=True``);
 * ``"eps_underflow"`` - a 16-bit parameter whose ``eps`` rounds to zero in its dtype;
 * ``"decay_on_bias_or_norm"`` - weight decay applied to biases or normalization weights;
 * ``"lr_jump"`` - the lr of a group changed by ``lr_jump`` times or more between two steps,
@@ -54,7 +56,7 @@ from torch import nn
 
 from .monitoring import UpdateMeter
 
-__all__ = ["Finding", "Guard", "PitfallWarning", "guard", "param_groups_for_decay"]
+__all__ = ["Finding", "Guard", "PitfallWarning", "decay_split", "guard", "param_groups_for_decay"]
 
 # Karpathy's "update/data ratio" rule of thumb (CS231n notes, "Neural Networks Part 3":
 # ratio of the update magnitudes to the value magnitudes) is ~1e-3 per step. Adam's first
@@ -65,6 +67,13 @@ __all__ = ["Finding", "Guard", "PitfallWarning", "guard", "param_groups_for_deca
 # rms(w) ~ 1/sqrt(fan_in) (0.1-0.3 for small layers), where lr 1e-3..3e-3 stays below 0.03.
 # The default sits between the two; a from-scratch run with tiny weights or a large lr may
 # still cross it (raise it, or pass ``max_update_ratio=None``).
+# From scratch, the first steps of a small layer are naturally large (Adam moves every
+# element by ~lr while rms(w) ~ 1/sqrt(fan_in) is small): the lab's MLPs and CNNs reach
+# ratios of 0.03-0.2 at their best lrs and train well. Pretrained layers are large (a
+# 256x256 matrix and up), and there a large first step is the fine-tuning pitfall or, from
+# scratch, a missing warmup (Adam on transformers: Liu et al., 2020). So by default only
+# tensors of RATIO_MIN_NUMEL elements or more are watched; ``finetuning=True`` watches all.
+RATIO_MIN_NUMEL = 65_536
 MAX_UPDATE_RATIO = 3e-2
 # The number of first steps whose update ratio is measured (a copy of each weight tensor is
 # kept during those steps only).
@@ -128,6 +137,7 @@ class Guard:
     lr_jump: float | None = LR_JUMP
     check_every: int = 1
     ratio_steps: int = RATIO_STEPS
+    finetuning: bool | None = None
     findings: list[Finding] = field(default_factory=list)
     steps: int = 0
     on_finding: Callable[[Finding], None] | None = None  # called with each new finding
@@ -272,7 +282,8 @@ class Guard:
                     "decoupled_weight_decay=True where the optimizer offers it",
                 )
             if decay > 0:
-                flat = [(i, p) for i, p in enumerate(params) if self._no_decay(p)]
+                everything = [q for group in self.optimizer.param_groups for q in group["params"]]
+                flat = [(i, p) for i, p in enumerate(params) if self._no_decay(p, everything)]
                 if flat:
                     i, p = flat[0]
                     self._report(
@@ -331,7 +342,7 @@ class Guard:
             self._check_finite()
         if self.max_update_ratio is not None and self.steps < self.ratio_steps:
             self._measured = [
-                (g, i, p) for g, i, p in self._params() if p.grad is not None and p.dim() >= 2
+                (g, i, p) for g, i, p in self._params() if p.grad is not None and self._watched(p)
             ]
             self._meter.begin([p for _, _, p in self._measured])
         return None
@@ -401,8 +412,14 @@ class Guard:
             return str(names[i])
         return f"group {g}, param {i}, shape {tuple(p.shape)}"
 
-    def _no_decay(self, p: torch.Tensor) -> bool:
-        return p.dim() <= 1 or id(p) in self._norm_params
+    def _watched(self, p: torch.Tensor) -> bool:
+        """Is ``p`` a weight tensor whose update ratio is measured?"""
+        if p.dim() < 2 or self.finetuning is False:
+            return False
+        return bool(self.finetuning) or p.numel() >= RATIO_MIN_NUMEL
+
+    def _no_decay(self, p: torch.Tensor, params: list[torch.Tensor]) -> bool:
+        return any(q is p for q in decay_split(params, self._norm_params)[1])
 
     def _report(self, kind: str, param: str, figure: float, detail: str, fix: str) -> None:
         if (kind, param) in self._reported:
@@ -424,6 +441,7 @@ def guard(
     lr_jump: float | None = LR_JUMP,
     check_every: int = 1,
     ratio_steps: int = RATIO_STEPS,
+    finetuning: bool | None = None,
 ) -> Guard:
     """Watch ``optimizer`` for training-loop pitfalls; returns a :class:`Guard`.
 
@@ -432,13 +450,18 @@ def guard(
         model: names parameters by module path and recognises normalization layers.
         accumulation_steps: backward passes one step may sum (gradient accumulation).
         max_update_ratio: ``||dw|| / ||w||`` per weight tensor above which the first
-            ``ratio_steps`` steps are reported (default 1e-2: ten times the ~1e-3 rule of
-            thumb); ``None`` switches it off.
+            ``ratio_steps`` steps are reported (default ``MAX_UPDATE_RATIO`` = 3e-2, 30 times
+            the ~1e-3 rule of thumb; its source is noted there); ``None`` switches it off.
         lr_jump: factor of lr change between two steps reported for optimizers that keep the
             lr inside the velocity (those with ``lr_inside_velocity = True``; torch.optim and
             descentlab apply a new lr at once, so they are never reported); ``None`` disables.
         check_every: scan gradients for NaN/inf every this many steps (0 disables).
         ratio_steps: how many first steps measure the update ratio.
+        finetuning: ``True`` measures the update ratio of every weight tensor (you adapt
+            trained weights: any large first step destroys what they learned); ``None``
+            (default) only of tensors with ``RATIO_MIN_NUMEL`` (65,536) elements or more,
+            as small freshly initialised layers take large first steps harmlessly;
+            ``False`` never.
 
     Settings (weight decay, eps, dtypes) are checked at once and again when a group changes.
     """
@@ -454,6 +477,7 @@ def guard(
         lr_jump=lr_jump,
         check_every=check_every,
         ratio_steps=ratio_steps,
+        finetuning=finetuning,
     )
     handle._attach()
     return handle
@@ -474,16 +498,27 @@ def param_groups_for_decay(model: nn.Module, weight_decay: float) -> list[dict[s
         [(1, 0.1), (3, 0.0)]
         >>> opt = torch.optim.AdamW(groups, lr=1e-3)
     """
-    norm_params = _norm_params(model)
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        (decay if p.dim() >= 2 and id(p) not in norm_params else no_decay).append(p)
+    decay, no_decay = decay_split(list(model.parameters()), _norm_params(model))
     groups = [
         {"params": decay, "weight_decay": float(weight_decay)},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return [group for group in groups if group["params"]]
+
+
+def decay_split(
+    params: list[torch.Tensor], norm_params: set[int] | frozenset[int] = frozenset()
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(decayed, not decayed): weight matrices and kernels decay; normalization weights
+    (``norm_params``: ids) never do, nor do 1-D tensors (biases) beside weight matrices. 1-D
+    tensors alone are what is being optimized (a point on a 2-D landscape) and decay."""
+    matrices = any(p.dim() >= 2 for p in params)
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
+    for p in params:
+        skip = id(p) in norm_params or (matrices and p.dim() <= 1)
+        (no_decay if skip else decay).append(p)
+    return decay, no_decay
 
 
 def _norm_params(model: nn.Module) -> set[int]:

@@ -677,6 +677,46 @@ def lr_figure(p: Plots) -> Any:
     return fig
 
 
+def ratio_figure(p: Plots) -> Any | None:
+    """Update-to-weight ratio ``||w_t - w_{t-1}|| / ||w_{t-1}||`` per step (the telemetry of
+    each run) at each optimizer's best lr, one panel per regime; None for runs recorded
+    before the weight norm was (no ``param_norm``)."""
+    if not all(r.get("param_norm") for r in p.rows):
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(
+        1, len(p.regimes), squeeze=False, figsize=(4.6 * len(p.regimes) + 1.8, 3.4),
+        layout="constrained",
+    )  # fmt: skip
+    from ..guards import MAX_UPDATE_RATIO
+
+    for ax, regime in zip(axes[0], p.regimes, strict=True):
+        for opt in p.optimizers:
+            runs = p.best_runs(opt, regime)
+            if not runs:
+                continue
+            length = min(len(r["param_norm"]) for r in runs)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.array(
+                    [np.divide(r["update_norm"][:length], r["param_norm"][:length]) for r in runs]
+                )
+            ratios[~np.isfinite(ratios) | (ratios <= 0)] = np.nan
+            if np.isnan(ratios).all():
+                continue
+            steps = np.arange(1, length + 1)
+            ax.plot(steps, np.nanmean(ratios, axis=0), color=optimizer_color(opt),
+                    label=p.label(opt, regime), linewidth=1)  # fmt: skip
+        ax.axhline(1e-3, color="grey", linestyle=":", linewidth=1, label="rule of thumb 1e-3")
+        ax.axhline(MAX_UPDATE_RATIO, color="grey", linestyle="--", linewidth=1,
+                   label=f"guard threshold {MAX_UPDATE_RATIO:g}")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_title(f"{p.workload} [{regime}]: update / weight norm per step", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    _legend_outside(axes[0][-1])
+    return fig
+
+
 def trajectory_figure(p: Plots) -> Any | None:
     """Paths over the landscape's contours, clipped to the workload's frame (2-D only)."""
     info = p.info
@@ -750,6 +790,20 @@ def plot_workload(
             save_figure(lr_figure(p), folder / f"{workload}-lr-sensitivity.png"),
         ),
     ]
+    fig = ratio_figure(p)
+    supervised = any("test_loss" in e for r in p.rows for e in r["evals"])  # weights to scale
+    if fig is not None and supervised:
+        figures.append(
+            (
+                f"{p.describe()}: telemetry of each optimizer at its best lr, the update-to-"
+                "weight ratio ||w_t - w_(t-1)|| / ||w_(t-1)|| of every step (mean over seeds); "
+                "dotted: the ~1e-3 rule of thumb, dashed: descentlab.guard's threshold for "
+                "large pretrained layers.",
+                save_figure(fig, folder / f"{workload}-update-ratio.png"),
+            )
+        )
+    elif fig is not None:
+        pyplot().close(fig)
     fig = trajectory_figure(p)
     if fig is not None:
         figures.append(

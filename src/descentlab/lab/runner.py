@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover - not on POSIX: no cross-process lock
     fcntl = None  # type: ignore[assignment]
 
 from .. import torch as dt
-from ..monitoring import telemetry
+from ..guards import decay_split
+from ..monitoring import Sample, telemetry
 from .errors import LabError
 from .spec import OptimizerSpec, Regime
 from .workloads import Problem, Workload
@@ -83,6 +84,8 @@ class RunSpec:
         }
         if self.fingerprint:  # absent for registry workloads, so their ids stay as they were
             described["fingerprint"] = self.fingerprint
+        if weight_decay(self.optimizer) > 0:  # biases and norms are not decayed (since 0.2)
+            described["decay"] = "weights only"
         return described
 
 
@@ -140,12 +143,30 @@ def _batches(n: int, batch: int, gen: torch.Generator) -> Iterable[torch.Tensor]
             yield order[start : start + batch]
 
 
+def weight_decay(opt: OptimizerSpec) -> float:
+    """The weight decay ``opt`` applies: its own setting, else its optimizer's default."""
+    value = opt.kwargs().get("weight_decay", _CLASSES[opt.name].info.defaults.get("weight_decay"))
+    return float(value or 0.0)
+
+
+def param_groups(params: list[torch.Tensor], opt: OptimizerSpec) -> list[dict[str, Any]]:
+    """The groups the lab trains: with weight decay, biases beside weight matrices get none
+    (as ``descentlab.param_groups_for_decay`` does, and as ``descentlab.guard`` advises)."""
+    if weight_decay(opt) <= 0:
+        return [{"params": params}]
+    decay, no_decay = decay_split(params)
+    groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> Record:
     """Train one run; a diverging run stops early and is marked ``diverged``."""
     problem = build(spec.seed, dict(spec.options))
     cls = _CLASSES[spec.optimizer.name]
-    opt = cls(problem.params, lr=spec.lr, **spec.optimizer.kwargs(), engine="reference")
-    meter = telemetry(opt, every=1)  # lr and norms of every step, measured inside it
+    groups = param_groups(problem.params, spec.optimizer)
+    opt = cls(groups, lr=spec.lr, **spec.optimizer.kwargs(), engine="reference")
+    samples: list[Sample] = []  # the last step's, one per group
+    telemetry(opt, every=1, on_sample=lambda new: samples.__setitem__(slice(None), new))
     gen = torch.Generator().manual_seed(10_000 + spec.seed)
     batch = spec.regime.batch_size(problem.n_train)
     batches = iter(_batches(problem.n_train, batch, gen)) if batch and problem.n_train else None
@@ -173,11 +194,10 @@ def run_one(spec: RunSpec, build: Callable[[int, dict[str, Any]], Problem]) -> R
         wall += time.perf_counter() - w0
         value = float(loss.detach())
         rec.loss.append(value)
-        (sample,) = meter.history[-1:]
-        rec.lr.append(sample.lr)
-        rec.grad_norm.append(sample.grad_norm)
-        rec.update_norm.append(sample.update_norm)
-        rec.param_norm.append(sample.param_norm)
+        rec.lr.append(samples[0].lr)
+        rec.grad_norm.append(math.hypot(*(s.grad_norm for s in samples)))
+        rec.update_norm.append(math.hypot(*(s.update_norm for s in samples)))
+        rec.param_norm.append(math.hypot(*(s.param_norm for s in samples)))
         rec.time.append(elapsed)
         if problem.point is not None:
             rec.points.append(problem.point())
