@@ -73,10 +73,22 @@ def test_a_clean_script_has_no_finding(tmp_path: Path) -> None:
     assert "no pitfall found" in proc.stderr and "PitfallWarning" not in proc.stderr
 
 
-def test_the_examples_train_without_a_finding(tmp_path: Path) -> None:
-    proc = _check(tmp_path, sys.executable, str(ROOT / "examples" / "swap_import.py"))
-    assert proc.returncode == 0, proc.stderr[-1500:]
-    assert "no pitfall found" in proc.stderr
+def test_finetuning_watches_every_weight_tensor(tmp_path: Path) -> None:
+    """AdamW at lr 3e-2 on small layers: reported only with --finetuning (small fresh layers
+    take large first steps harmlessly; trained ones lose what they learned)."""
+    script = CLEAN.replace("0.01), lr=1e-3)", "0.01), lr=3e-2)")
+    assert script != CLEAN
+    (tmp_path / "train.py").write_text(script)
+    plain = _check(tmp_path, sys.executable, "train.py")
+    assert "no pitfall found" in plain.stderr, plain.stderr[-1500:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "descentlab", "check", "--finetuning", "--",
+         sys.executable, "train.py"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0
+    assert "] update_ratio (step 0): group 0, param 0, shape (8, 4): ||dw||/||w|| = " in proc.stderr
+    assert "fix: lower the lr (fine-tuning: 1e-5..1e-4 with Adam)" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ from typing import Any, TextIO
 SITE = Path(__file__).resolve().parent / "_check_site"
 
 
-def run(command: list[str], out: TextIO = sys.stderr) -> int:
+def run(command: list[str], out: TextIO = sys.stderr, *, finetuning: bool = False) -> int:
     """Run ``command`` with every optimizer guarded; print the summary to ``out``; return
-    the command's exit code."""
+    the command's exit code. ``finetuning``: watch the update ratio of every weight tensor
+    (``guard(finetuning=True)``), not only of large ones."""
     if not command:
         raise ValueError(
             "give the command to run after --, e.g. descentlab check -- python train.py"
@@ -33,6 +34,7 @@ def run(command: list[str], out: TextIO = sys.stderr) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), env.get("PYTHONPATH")]))
     env["DESCENTLAB_CHECK_REPORT"] = report
+    env["DESCENTLAB_CHECK_FINETUNING"] = "1" if finetuning else ""
     try:
         try:
             code = subprocess.call(command, env=env)

@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with descentlab.guard attached to every optimizer it creates; prints the findings at "
         "the end and exits with the command's exit code.",
     )
+    p.add_argument(
+        "--finetuning",
+        action="store_true",
+        help="the script adapts trained weights: watch the update-to-weight ratio of every "
+        "weight tensor, not only of large (>= 65,536 elements) ones",
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=_cmd_check)
     p = sub.add_parser("demo", help="train the seed's nn.Linear(10, 1) with every variant")
@@ -421,7 +427,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     try:
-        return check.run(command)
+        return check.run(command, finetuning=args.finetuning)
     except ValueError as exc:
         print(f"descentlab check: error: {exc}", file=sys.stderr)
         return 2

@@ -549,7 +549,7 @@ def _user_stacklevel() -> int:
 _ATTACHED: weakref.WeakKeyDictionary[torch.optim.Optimizer, Guard] = weakref.WeakKeyDictionary()
 
 
-def attach_everywhere(report: str | os.PathLike[str]) -> Any:
+def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None = None) -> Any:
     """Guard every optimizer of this process from its first step on (``descentlab check``).
 
     Registers torch's global step pre-hook; each finding is appended to ``report`` as one
@@ -568,7 +568,7 @@ def attach_everywhere(report: str | os.PathLike[str]) -> Any:
     def on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if optimizer in _ATTACHED:
             return
-        handle = guard(optimizer)
+        handle = guard(optimizer, finetuning=finetuning)
         _ATTACHED[optimizer] = handle
         write({"attached": type(optimizer).__name__})
         for finding in handle.findings:  # found when attaching (the optimizer's settings)

@@ -21,7 +21,7 @@ def _install() -> None:
         return
     from descentlab.guards import attach_everywhere
 
-    attach_everywhere(report)
+    attach_everywhere(report, finetuning=bool(os.environ.get("DESCENTLAB_CHECK_FINETUNING")))
 
 
 def _run_the_environments_own() -> None:
