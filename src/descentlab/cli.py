@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line naming the problem (argparse's conven
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import types
 from typing import Any, NoReturn
@@ -42,15 +43,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .lab import LabError, compare
+    from .lab.executors import executor_from
     from .lab.spec import parse_lrs, parse_optimizers
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
         return f"descentlab compare: warning: {message}\n"
 
     warnings.formatwarning = one_line
+    stack = contextlib.ExitStack()  # the executor's workers or Ray cluster, closed at the end
     try:
         if args.tensorboard is not None:
             _check_tensorboard(args.tensorboard)  # before any run: a missing extra fails fast
+        executor = stack.enter_context(executor_from(args.executor, args.jobs, args.address))
         result = compare(
             workloads=[w for w in args.workload.split(",") if w.strip()],
             optimizers=parse_optimizers(args.optimizers),
@@ -65,10 +69,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             steps=args.steps,
             out=args.out,
             progress=None,  # on stderr when it is a terminal
+            executor=executor,
         )
     except LabError as exc:
         print(f"descentlab compare: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        stack.close()
     from rich.markup import escape
 
     console = Console()
@@ -352,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         default=None,
         help='also write every run to TensorBoard event files in DIR (extra "tensorboard")',
+    )
+    p.add_argument(
+        "--executor",
+        default="inprocess",
+        help="where runs are trained: inprocess (default, one at a time), pool (worker "
+        'processes on this machine) or ray (a Ray cluster; extra "ray")',
+    )
+    p.add_argument(
+        "--jobs", type=int, default=None, help="runs at once for pool or ray (default: every CPU)"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help='Ray cluster to join: "auto", host:port or ray://host:port (default: start a local '
+        "one)",
     )
     p.set_defaults(func=_cmd_compare)
 

@@ -21,7 +21,8 @@ from .. import __version__
 from ..files import write_json
 from . import report
 from .errors import LabError
-from .runner import RunSpec, Store, folder_lock, machine_load, model_build, steps_for, sweep
+from .executors import Executor, InProcessExecutor, sweep_with
+from .runner import RunSpec, Store, folder_lock, machine_load, model_build, steps_for
 from .spec import (
     OptimizerSpec,
     Regime,
@@ -177,6 +178,7 @@ def compare(
     test_data: Any = None,
     name: str = "model",
     progress: bool | None = None,
+    executor: Executor | None = None,
 ) -> Result:
     """Train every optimizer x lr x seed x regime on each workload; write the report.
 
@@ -200,6 +202,9 @@ def compare(
             and the data, so another model in the same ``out`` gets runs of its own.
         progress: show the run being trained, "N of M" and an estimated time left on
             stderr; ``None`` (the default): only when stderr is a terminal.
+        executor: where runs are trained (:mod:`descentlab.lab.executors`): in this
+            process (default), a local process pool, or a Ray cluster; every executor writes
+            the same resumable store. ``compare`` does not close it.
 
     Timings (``time`` and ``seconds`` of each run) are CPU seconds of the process;
     each run and ``config.json`` also record the machine's load average, and the report
@@ -221,6 +226,11 @@ def compare(
     """
     # every input is checked before anything is written or trained
     _check_budget(seeds, epochs, steps)
+    if executor is not None and not isinstance(executor, Executor):
+        raise LabError(
+            f"executor must be a descentlab.lab.executors.Executor, got {type(executor).__name__}"
+        )
+    executor = executor or InProcessExecutor()
     specs_opt = [o if isinstance(o, OptimizerSpec) else parse_optimizer(o) for o in optimizers]
     if not specs_opt:
         raise LabError("no optimizer given; e.g. optimizers=['adam', 'sgd:momentum=0.9']")
@@ -313,6 +323,7 @@ def compare(
         "epochs": epochs,
         "steps": steps,
         "runs": len(specs),
+        "executor": repr(executor),
         "versions": {
             "descentlab": __version__,
             "torch": torch.__version__,
@@ -329,7 +340,9 @@ def compare(
     }
     with folder_lock(folder):
         write_json(folder / "config.json", config)
-    rows = _run(specs, builds, folder, sys.stderr.isatty() if progress is None else progress)
+    show = sys.stderr.isatty() if progress is None else progress
+    rows = _run(specs, builds, folder, show, executor)
+    notes += executor.notes
     notes += report.load_notes(rows)
     workload_map: dict[str, Workload | None] = {w.name: w for w, _ in chosen}
     title = "descentlab compare: " + ", ".join(workload_map)
@@ -411,10 +424,10 @@ class SweepProgress:
 
 
 def _run(
-    specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool
+    specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool, executor: Executor
 ) -> list[dict[str, Any]]:
     if not progress:
-        return sweep(specs, builds, folder)
+        return sweep_with(executor, specs, builds, folder)
     import warnings
 
     from rich.console import Console
@@ -453,7 +466,7 @@ def _run(
             show(1)
 
         show()
-        return sweep(specs, builds, folder, finished, started)
+        return sweep_with(executor, specs, builds, folder, finished, started)
 
 
 def list_workloads() -> dict[str, str]:
