@@ -303,6 +303,11 @@ def _time_case(
 TELEMETRY_EVERY = 10
 
 
+def _quartiles(values: list[float]) -> list[float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return [q[0], q[2]]
+
+
 def telemetry_overhead(scale: float, blocks: int, device: str = "cpu") -> dict[str, Any]:
     """Step time with and without ``descentlab.telemetry(every=10)``, AdamW, GPT-like layout.
 
@@ -341,16 +346,15 @@ def telemetry_overhead(scale: float, blocks: int, device: str = "cpu") -> dict[s
             times[(label, watched)].append(seconds / TELEMETRY_EVERY)
     rows = []
     for label in pairs:
-        off = statistics.median(times[(label, False)])
-        on = statistics.median(times[(label, True)])
+        off, on = times[(label, False)], times[(label, True)]
+        # blocks r of the two run back to back: their ratio cancels drift in machine speed
+        ratios = [b / a for a, b in zip(off, on, strict=True)]
         rows.append(
-            {
-                "optimizer": label,
-                "ms": off * 1e3,
-                "ms_with_telemetry": on * 1e3,
-                "overhead_pct": 100 * (on - off) / off,
-            }
-        )
+            {"optimizer": label, "ms": statistics.median(off) * 1e3,
+             "ms_with_telemetry": statistics.median(on) * 1e3,
+             "overhead_pct": 100 * (statistics.median(ratios) - 1),
+             "overhead_pct_quartiles": [100 * (q - 1) for q in _quartiles(ratios)]}
+        )  # fmt: skip
     samples = [h.engine_samples for *_, h in variants if h is not None]
     return {
         "layout": layout.label,
@@ -611,7 +615,7 @@ def run(
         "warmup": warmup,
         "rows": rows,
         "numpy": numpy_vs_seed(max(10_000, int(10_000_000 * scale)), reps),
-        "telemetry": telemetry_overhead(scale, max(6, reps // 2), device),
+        "telemetry": telemetry_overhead(scale, max(8, reps), device),
     }
     if measure_memory and device == "cpu":  # host RSS says nothing about device memory
         report["memory"] = memory(scale, jobs=memory_jobs, progress=progress)
@@ -802,7 +806,8 @@ def print_report(report: dict[str, Any]) -> None:
     if tel:
         parts = [
             f"{r['optimizer']} {r['ms']:.2f} -> {r['ms_with_telemetry']:.2f} ms "
-            f"({r['overhead_pct']:+.1f}%)"
+            f"({r['overhead_pct']:+.1f}%, quartiles {r['overhead_pct_quartiles'][0]:+.1f}.."
+            f"{r['overhead_pct_quartiles'][1]:+.1f}%)"
             for r in tel["rows"]
         ]
         console.print(

@@ -55,28 +55,26 @@ _SIXTEEN = (torch.float16, torch.bfloat16)
 
 
 def norms(tensors: Sequence[torch.Tensor]) -> list[float]:
-    """The 2-norm of each tensor, as Python floats: one multi-tensor pass, one host read per
-    device (16-bit tensors are reduced in float32, so a large tensor cannot overflow)."""
+    """The 2-norm of each tensor, as Python floats: one multi-tensor pass per dtype, one host
+    read per device (16-bit tensors are reduced in float32, so a large one cannot overflow)."""
     out: list[float] = [0.0] * len(tensors)
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    groups: dict[tuple[torch.device, torch.dtype, bool], list[int]] = {}
     for k, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype), []).append(k)
+        groups.setdefault((t.device, t.dtype, t.is_sparse), []).append(k)
     by_device: dict[torch.device, tuple[list[int], list[torch.Tensor]]] = {}
     with torch.no_grad():
-        for (device, dtype), ks in groups.items():
-            dense = [k for k in ks if not tensors[k].is_sparse]
-            values: list[torch.Tensor] = []
-            if dense:
+        for (device, dtype, sparse), ks in groups.items():
+            if sparse:
+                values = [tensors[k].coalesce().values().norm() for k in ks]
+            else:
                 wide = torch.float32 if dtype in _SIXTEEN else None
-                values += torch._foreach_norm([tensors[k] for k in dense], 2, dtype=wide)
-            values += [tensors[k].coalesce().values().norm() for k in ks if k not in dense]
+                values = list(torch._foreach_norm([tensors[k] for k in ks], 2, dtype=wide))
             slot = by_device.setdefault(device, ([], []))
-            slot[0].extend(dense + [k for k in ks if k not in dense])
-            slot[1].extend(v.double() for v in values)
-        for ks, values in by_device.values():
-            if values:
-                for k, v in zip(ks, torch.stack(values).tolist(), strict=True):
-                    out[k] = float(v)
+            slot[0].extend(ks)
+            slot[1].append(torch.stack(values).double())
+        for ks, parts in by_device.values():
+            for k, v in zip(ks, torch.cat(parts).tolist(), strict=True):
+                out[k] = float(v)
     return out
 
 
@@ -102,10 +100,10 @@ class UpdateMeter:
         with torch.no_grad():
             self._params = [p.detach() for p in params]
             self._copies = []
-            for p in self._params:
-                buf = self._buffers.get(id(p))
+            for p, view in zip(params, self._params, strict=True):
+                buf = self._buffers.get(id(p))  # by the parameter: a detached view is new
                 if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-                    buf = self._buffers[id(p)] = torch.empty_like(p)
+                    buf = self._buffers[id(p)] = torch.empty_like(view)
                 self._copies.append(buf)
             if self._copies:
                 torch._foreach_copy_(self._copies, self._params)
