@@ -198,3 +198,17 @@ def test_tensorboard_export(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert "optimizer/skipped_steps" in tags
     ratio = [e.value for e in acc.Scalars("optimizer/group0/ratio")]
     assert ratio == pytest.approx(tm.series("ratio")[1], rel=1e-6)
+
+
+def test_the_copy_is_allocated_once() -> None:
+    """Generic optimizers are measured through one copy per parameter, reused every sample."""
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    tm = telemetry(opt, model, every=1)
+    _train(model, opt, 1)
+    first = {k: v.data_ptr() for k, v in tm._meter._buffers.items()}
+    _train(model, opt, 3)
+    assert len(first) == len(list(model.parameters())) == len(tm._meter._buffers)
+    assert {k: v.data_ptr() for k, v in tm._meter._buffers.items()} == first
+    tm.remove()
+    assert tm._meter._buffers == {}
