@@ -89,15 +89,15 @@ def test_interrupted_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
     import importlib
 
     module = importlib.import_module("descentlab.lab.compare")  # the module, not the function
-    original = module.sweep
-    module.sweep = lambda specs, builds, folder, progress=None: original(
-        specs, builds, folder, interrupt
+    original = module.sweep_with
+    module.sweep_with = lambda executor, specs, builds, folder, *rest: original(
+        executor, specs, builds, folder, interrupt
     )
     try:
         with pytest.raises(Stop):
             compare(out=tmp_path / "resumed", **kw)
     finally:
-        module.sweep = original
+        module.sweep_with = original
     store = Store(tmp_path / "resumed")
     assert len(store.load()) == 3
     with store.path.open("a") as f:  # a torn line from a killed write is skipped, not fatal
@@ -269,6 +269,8 @@ def test_killed_cli_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
         "digits-mlp",
         "--optimizers",
         "sgd,adam,rmsprop",
+        "--lr",
+        "grid",
         "--seeds",
         "2",
         "--epochs",

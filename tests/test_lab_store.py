@@ -115,7 +115,7 @@ def test_help_shows_defaults(command: str, capsys: pytest.CaptureFixture[str]) -
     text = " ".join(capsys.readouterr().out.split())
     assert exc.value.code == 0
     assert ("--reps REPS timed steps per variant (>= 1) (default: 15)" in text) or (
-        "--seeds SEEDS number of seeds, 1 to 1000 (default: 2)" in text
+        "--seeds SEEDS number of seeds, 1 to 1000 (default: 3)" in text
     )
 
 

@@ -58,7 +58,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         result = compare(
             workloads=[w for w in args.workload.split(",") if w.strip()],
             optimizers=parse_optimizers(args.optimizers),
-            lrs=parse_lrs(args.lr) if args.lr is not None else None,
+            lrs=args.lr.strip() if args.lr.strip() in ("auto", "grid") else parse_lrs(args.lr),
             seeds=args.seeds,
             regimes=(
                 [r for r in args.regime.split(",") if r.strip()]
@@ -333,11 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr",
-        default=None,
-        help="comma list of learning rates for every optimizer "
-        "(None: a grid of 4-5 per optimizer and workload)",
+        default="auto",
+        help="auto (default: an lr range test places 7 lrs per optimizer and workload, "
+        "widened where the best is at an edge), grid (each workload's fixed 4-5), or a comma "
+        "list of learning rates for every optimizer",
     )
-    p.add_argument("--seeds", type=int, default=2, help=f"number of seeds, 1 to {MAX_SEEDS}")
+    p.add_argument("--seeds", type=int, default=3, help=f"number of seeds, 1 to {MAX_SEEDS}")
     p.add_argument(
         "--regime",
         default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..files import write_json
-from . import report
+from . import lrfind, report
 from .errors import LabError
 from .executors import Executor, InProcessExecutor, sweep_with
 from .runner import RunSpec, Store, folder_lock, machine_load, model_build, steps_for
@@ -165,8 +166,8 @@ def _user_workload(
 def compare(
     workloads: Sequence[str] | str = DEFAULT_WORKLOADS,
     optimizers: Sequence[str | OptimizerSpec] = DEFAULT_OPTIMIZERS,
-    lrs: Sequence[float] | None = None,
-    seeds: int = 2,
+    lrs: Sequence[float] | str = "auto",
+    seeds: int = 3,
     regimes: Sequence[str] | None = None,
     epochs: float | None = None,
     steps: int | None = None,
@@ -186,8 +187,11 @@ def compare(
         workloads: registry names, with options (``"ravine:kappa=100:noise=0.5"``).
             Ignored when ``model`` is given.
         optimizers: specs such as ``"adam"`` or ``"sgd:momentum=0.9"``.
-        lrs: learning rates for every optimizer; by default each workload's grid (4-5 values)
-            per optimizer family.
+        lrs: learning rates for every optimizer; ``"auto"`` (default): per workload,
+            optimizer and regime, an lr range test (Smith, 2017) places a grid of 7 lrs half
+            a decade apart, and a best lr at the grid's edge adds lrs beyond it (up to
+            ``WIDEN_ROUNDS`` times, see :mod:`descentlab.lab.lrfind`); ``"grid"``: the
+            workload's fixed grid (4-5 values per optimizer family).
         seeds: number of seeds (0, 1, ...), at most ``MAX_SEEDS``; the same seed gives the
             same numbers.
         regimes: ``"full"``, ``"sgd"``, ``"minibatch:B"``; default per workload.
@@ -234,7 +238,10 @@ def compare(
     specs_opt = [o if isinstance(o, OptimizerSpec) else parse_optimizer(o) for o in optimizers]
     if not specs_opt:
         raise LabError("no optimizer given; e.g. optimizers=['adam', 'sgd:momentum=0.9']")
-    if lrs is not None:
+    if isinstance(lrs, str):
+        if lrs not in LR_MODES:
+            raise LabError(f"lrs must be a list of numbers or one of: {', '.join(LR_MODES)}")
+    else:
         lrs = list(lrs)
         if not lrs or any(
             isinstance(lr, bool)
@@ -270,6 +277,7 @@ def compare(
 
     specs: list[RunSpec] = []
     notes: list[str] = []
+    templates: dict[tuple[str, str, str], RunSpec] = {}  # for widening: all but lr and seed
     for workload, options in chosen:
         probe = builds[workload.name](0, options)
         regime_list = given_regimes or [parse_regime(workload.regime)]
@@ -289,21 +297,27 @@ def compare(
             )
             per_regime.append(f"{regime.label} = {n_steps} steps")
             for opt in specs_opt:
-                for lr in lrs if lrs is not None else default_lrs(workload, opt):
+                template = RunSpec(
+                    workload.name,
+                    opt,
+                    0.0,
+                    0,
+                    regime,
+                    n_steps,
+                    max(1, n_steps // 60),
+                    tuple(sorted(options.items())),
+                    fingerprint,
+                )
+                templates[(workload.name, opt.label, regime.label)] = template
+                if isinstance(lrs, list):
+                    grid = lrs
+                elif lrs == "grid":
+                    grid = list(default_lrs(workload, opt))
+                else:
+                    grid = _auto_grid(folder, builds[workload.name], template, options, notes)
+                for lr in grid:
                     for seed in range(seeds):
-                        specs.append(
-                            RunSpec(
-                                workload.name,
-                                opt,
-                                float(lr),
-                                seed,
-                                regime,
-                                n_steps,
-                                max(1, n_steps // 60),
-                                tuple(sorted(options.items())),
-                                fingerprint,
-                            )
-                        )
+                        specs.append(dataclasses.replace(template, lr=float(lr), seed=seed))
         if steps is None and probe.n_train is not None and budget is not None:
             notes.append(
                 f"{workload.name}: equal compute, {budget:g} epochs of "
@@ -342,6 +356,13 @@ def compare(
         write_json(folder / "config.json", config)
     show = sys.stderr.isatty() if progress is None else progress
     rows = _run(specs, builds, folder, show, executor)
+    if lrs == "auto":
+        targets = {w.name: w.target for w, _ in chosen}
+        for _ in range(WIDEN_ROUNDS):
+            more = _widen(rows, targets, templates, seeds, notes)
+            if not more:
+                break
+            rows += _run(more, builds, folder, show, executor)
     notes += executor.notes
     notes += report.load_notes(rows)
     workload_map: dict[str, Workload | None] = {w.name: w for w, _ in chosen}
@@ -421,6 +442,61 @@ class SweepProgress:
             f"run {self.done + 1} of {self.total}{old}, {when}: {spec.workload} "
             f"{spec.optimizer.label} lr={spec.lr:g} seed={spec.seed} [{spec.regime.label}]"
         )
+
+
+LR_MODES = ("auto", "grid")
+WIDEN_ROUNDS = 3  # at most this many times two lrs are added beyond a grid's edge
+
+
+def _auto_grid(
+    folder: Path,
+    build: Callable[[int, dict[str, Any]], Problem],
+    template: RunSpec,
+    options: dict[str, Any],
+    notes: list[str],
+) -> list[float]:
+    """The grid of :mod:`.lrfind`'s range test for one (workload, optimizer, regime)."""
+    key = json.dumps(
+        [template.workload, template.optimizer.label, template.regime.label,
+         sorted(options.items()), template.fingerprint], default=str,
+    )  # fmt: skip
+    test = lrfind.cached_grid(
+        folder,
+        key,
+        lambda: lrfind.range_test(build, template.optimizer, template.regime, options),
+    )
+    grid = test.grid()
+    notes.append(
+        f"{template.workload} [{template.regime.label}] {template.optimizer.label}: lr range "
+        f"test: lowest smoothed loss at lr {test.best_lr:.2g}, so the grid is "
+        f"{', '.join(f'{lr:g}' for lr in grid)}."
+    )
+    return grid
+
+
+def _widen(
+    rows: list[dict[str, Any]],
+    targets: dict[str, float | None],
+    templates: dict[tuple[str, str, str], RunSpec],
+    seeds: int,
+    notes: list[str],
+) -> list[RunSpec]:
+    """Runs two lrs past each grid edge where the best lr still sits alone."""
+    more = []
+    for key, choice in sorted(report.choices(report.summarize(rows, targets)).items()):
+        side = report.grid_edge(choice)
+        if side is None or key not in templates:
+            continue
+        added = [lr for lr in lrfind.beyond(choice.grid, side) if lr not in choice.grid]
+        notes.append(
+            f"{key[0]} [{key[2]}] {key[1]}: the best lr {choice.line['lr']:g} was the {side} "
+            f"of the grid; added {', '.join(f'{lr:g}' for lr in added)}."
+        )
+        template = templates[key]
+        more += [
+            dataclasses.replace(template, lr=lr, seed=seed) for lr in added for seed in range(seeds)
+        ]
+    return more
 
 
 def _run(

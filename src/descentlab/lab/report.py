@@ -253,7 +253,7 @@ def best_lrs(summary: list[Row]) -> dict[Key, float]:
     return {k: c.line["lr"] for k, c in choices(summary).items()}
 
 
-def _edge(choice: Choice) -> str | None:
+def grid_edge(choice: Choice) -> str | None:
     """ "smallest"/"largest" when the best lr, alone (no tied lr), sits at the grid's end."""
     grid, tied = choice.grid, choice.tied
     if len(grid) < 3 or len(tied) != 1:
@@ -268,7 +268,7 @@ def grid_edge_notes(summary: list[Row]) -> list[str]:
     than every other lr: the optimum may lie beyond it."""
     notes = []
     for (workload, optimizer, regime), choice in sorted(choices(summary).items()):
-        side = _edge(choice)
+        side = grid_edge(choice)
         if side:
             notes.append(
                 f"{workload} [{regime}] {optimizer}: the best lr {choice.line['lr']:g} is the "
@@ -282,7 +282,7 @@ def row_notes(summary: list[Row]) -> dict[tuple[str, str, str, float], list[str]
     notes: dict[tuple[str, str, str, float], list[str]] = defaultdict(list)
     for (workload, optimizer, regime), choice in choices(summary).items():
         lr = choice.line["lr"]
-        side = _edge(choice)
+        side = grid_edge(choice)
         if side:
             notes[(workload, optimizer, regime, lr)].append(
                 f"best lr is the {side} tried: a wider grid may do better"
