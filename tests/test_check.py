@@ -73,6 +73,28 @@ def test_a_clean_script_has_no_finding(tmp_path: Path) -> None:
     assert "no pitfall found" in proc.stderr and "PitfallWarning" not in proc.stderr
 
 
+LARGE = """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 300), torch.nn.Linear(300, 300))
+with torch.no_grad():
+    for p in model.parameters():
+        p.normal_(0, 0.02)  # the scale of pretrained transformer weights
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+for step in range(3):
+    opt.zero_grad()
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    opt.step()
+"""
+
+
+def test_adams_default_lr_on_a_large_pretrained_layer_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(LARGE)
+    proc = _check(tmp_path, sys.executable, "train.py")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "] update_ratio (step 0): group 0, param 2, shape (300, 300)" in proc.stderr, proc.stderr
+
+
 def test_finetuning_watches_every_weight_tensor(tmp_path: Path) -> None:
     """AdamW at lr 3e-2 on small layers: reported only with --finetuning (small fresh layers
     take large first steps harmlessly; trained ones lose what they learned)."""

@@ -21,7 +21,10 @@ def _install() -> None:
         return
     from descentlab.guards import attach_everywhere
 
-    attach_everywhere(report, finetuning=bool(os.environ.get("DESCENTLAB_CHECK_FINETUNING")))
+    # --finetuning watches every weight tensor; without it, the default (large tensors only)
+    attach_everywhere(
+        report, finetuning=True if os.environ.get("DESCENTLAB_CHECK_FINETUNING") else None
+    )
 
 
 def _run_the_environments_own() -> None:
