@@ -275,6 +275,7 @@ def test_killed_cli_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
         "2",
         "--epochs",
         "3",
+        "--no-vectorize",  # one run at a time, so the kill lands between runs
     ]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(

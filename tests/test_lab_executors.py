@@ -27,7 +27,7 @@ from descentlab.lab.runner import RunSpec, Store, model_build, sweep, to_json
 from descentlab.lab.spec import OptimizerSpec, Regime
 from descentlab.lab.workloads import WORKLOADS, Problem, get_workload, supervised_problem
 
-TIMING = {"time", "seconds", "wall_seconds", "load", "load_end", "cpus"}
+TIMING = {"time", "seconds", "wall_seconds", "load", "load_end", "cpus", "batch"}
 OPTS = (OptimizerSpec("sgd"), OptimizerSpec("adam"))
 
 
@@ -292,6 +292,7 @@ def test_cli_pool_executor_matches_in_process(tmp_path: Path) -> None:
     import subprocess
 
     args = ["--workload", "ravine", "--optimizers", "sgd,adam", "--seeds", "1", "--steps", "15"]
+    args += ["--lr", "grid"]
     losses = []
     for extra, out in (([], "inprocess"), (["--executor", "pool", "--jobs", "2"], "pool")):
         proc = subprocess.run(

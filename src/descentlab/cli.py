@@ -43,7 +43,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .lab import LabError, compare
-    from .lab.executors import executor_from
+    from .lab.executors import InProcessExecutor, executor_from
     from .lab.spec import parse_lrs, parse_optimizers
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
@@ -55,6 +55,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if args.tensorboard is not None:
             _check_tensorboard(args.tensorboard)  # before any run: a missing extra fails fast
         executor = stack.enter_context(executor_from(args.executor, args.jobs, args.address))
+        if args.no_vectorize and isinstance(executor, InProcessExecutor):
+            executor.vectorize = False
         result = compare(
             workloads=[w for w in args.workload.split(",") if w.strip()],
             optimizers=parse_optimizers(args.optimizers),
@@ -364,8 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--executor",
         default="inprocess",
-        help="where runs are trained: inprocess (default, one at a time), pool (worker "
-        'processes on this machine) or ray (a Ray cluster; extra "ray")',
+        help="where runs are trained: inprocess (default: here, the lrs and seeds of each "
+        "optimizer on a built-in workload together as one batched problem, other runs one at a "
+        'time), pool (worker processes on this machine) or ray (a Ray cluster; extra "ray")',
+    )
+    p.add_argument(
+        "--no-vectorize",
+        action="store_true",
+        help="with --executor inprocess, train one run at a time (no batches)",
     )
     p.add_argument(
         "--jobs", type=int, default=None, help="runs at once for pool or ray (default: every CPU)"

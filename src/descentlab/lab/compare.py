@@ -384,15 +384,18 @@ class SweepProgress:
 
     The time left is the training steps not yet run times the wall seconds per step seen so
     far on that workload (on any workload until one of its runs has finished); runs read
-    back from ``runs.jsonl`` take no time and are never shown as being trained.
+    back from ``runs.jsonl`` take no time and are never shown as being trained. The wall
+    seconds from one finished run to the next go to the run that finished, so runs trained
+    together (a batch, a pool's runs in flight) share them.
     """
 
     def __init__(self, specs: list[RunSpec], cached: set[str]) -> None:
         self.total = len(specs)
         self.done = 0
         self.read_back = 0  # runs found finished in runs.jsonl
-        self.current: RunSpec | None = None
-        self.began = 0.0
+        self.current: RunSpec | None = None  # the run started last, while any is training
+        self.training = 0  # runs started and not yet finished
+        self.began = 0.0  # when the time of the next run to finish began
         self.pending = {spec.id for spec in specs if spec.id not in cached}
         self.left: dict[str, int] = {}  # steps still to train, per workload
         for spec in specs:
@@ -401,21 +404,25 @@ class SweepProgress:
         self.spent: dict[str, tuple[float, int]] = {}  # wall seconds and steps, per workload
 
     def start(self, spec: RunSpec) -> None:
-        self.current, self.began = spec, time.perf_counter()
+        if not self.training:
+            self.began = time.perf_counter()
+        self.training += 1
+        self.current = spec
 
     def finish(self, spec: RunSpec, cached: bool) -> None:
         self.done += 1
         self.read_back += cached
-        if self.current is not None and self.current.id == spec.id and not cached:
+        if self.training and not cached:
+            now = time.perf_counter()
             seconds, steps = self.spent.get(spec.workload, (0.0, 0))
-            self.spent[spec.workload] = (
-                seconds + time.perf_counter() - self.began,
-                steps + spec.steps,
-            )
+            self.spent[spec.workload] = (seconds + now - self.began, steps + spec.steps)
+            self.began = now
+            self.training -= 1
         if spec.id in self.pending:  # trained here, or by another process meanwhile
             self.pending.discard(spec.id)
             self.left[spec.workload] -= spec.steps
-        self.current = None
+        if not self.training:
+            self.current = None
 
     def eta(self) -> float | None:
         """Estimated wall seconds left, None before any run finished."""
@@ -438,6 +445,11 @@ class SweepProgress:
         old = f" ({self.read_back} read back)" if self.read_back else ""
         if spec is None:
             return f"{self.done} of {self.total} runs done{old}, {when}"
+        if self.training > 1:  # a batch, or a pool's runs in flight
+            return (
+                f"runs {self.done + 1}-{self.done + self.training} of {self.total}{old}, "
+                f"{when}: {spec.workload} {spec.optimizer.label} [{spec.regime.label}]"
+            )
         return (
             f"run {self.done + 1} of {self.total}{old}, {when}: {spec.workload} "
             f"{spec.optimizer.label} lr={spec.lr:g} seed={spec.seed} [{spec.regime.label}]"

@@ -7,8 +7,12 @@ Only the parent process writes the store, and it appends each finished record as
 has it, so an interrupted parallel sweep loses no finished run and resumes where it stopped.
 
 A run is deterministic given its spec (the seeds are in it), so a record trained by a worker
-equals the one trained here except for its timing fields (``time``, ``seconds``,
-``wall_seconds``, ``load``, ``load_end``, ``cpus``).
+equals the one trained one by one here except for its timing fields (``time``, ``seconds``,
+``wall_seconds``, ``load``, ``load_end``, ``cpus``). The in-process executor trains the runs
+of an lr x seed grid together by default (``runner.sweep``'s ``vectorize``): their records
+equal those to float64 round-off (bit for bit on the 2-D landscapes), and their ``batch``
+field says how many runs were trained together. The pool and Ray executors train one run
+per task, one by one.
 
 What is sent to a worker is the :class:`~descentlab.lab.runner.RunSpec`; the worker rebuilds a
 registered workload by name with :func:`~descentlab.lab.workloads.get_workload`, with torch
@@ -98,12 +102,22 @@ class Executor:
 
 
 class InProcessExecutor(Executor):
-    """One run after another in this process: exactly ``runner.sweep`` (the default)."""
+    """The runs in this process: exactly ``runner.sweep`` (the default executor).
+
+    Args:
+        vectorize: train the runs of an lr x seed grid on a registry workload together, as
+            one batched problem (the default; see ``runner.sweep``); False trains one run
+            after another.
+    """
 
     name = "inprocess"
 
+    def __init__(self, vectorize: bool = True) -> None:
+        super().__init__()
+        self.vectorize = vectorize
+
     def __repr__(self) -> str:
-        return "InProcessExecutor()"
+        return "InProcessExecutor()" if self.vectorize else "InProcessExecutor(vectorize=False)"
 
     def sweep(
         self,
@@ -114,7 +128,7 @@ class InProcessExecutor(Executor):
         started: Started = _no_start,
     ) -> list[dict[str, Any]]:
         self.notes = []
-        return sweep(specs, builds, folder, progress, started)
+        return sweep(specs, builds, folder, progress, started, vectorize=self.vectorize)
 
 
 def _one_thread() -> None:
@@ -469,7 +483,7 @@ def _check_jobs(jobs: Any) -> int:
 def executor_from(name: str, jobs: int | None = None, address: str | None = None) -> Executor:
     """The executor named by the CLI's ``--executor``, ``--jobs`` and ``--address``.
 
-    ``inprocess`` (the default: one run at a time here), ``pool`` (``jobs`` processes, all
+    ``inprocess`` (the default: here, lr x seed grids batched), ``pool`` (``jobs`` processes, all
     CPUs by default) or ``ray`` (the cluster at ``address``, else a local one of ``jobs``
     CPUs). Raises :class:`LabError`, one line, on a bad name or value, or when ray is missing.
     """
@@ -483,7 +497,7 @@ def executor_from(name: str, jobs: int | None = None, address: str | None = None
     if key == "inprocess":
         if jobs not in (None, 1):
             raise LabError(
-                f"--jobs {jobs} needs --executor pool or ray; inprocess trains one run at a time"
+                f"--jobs {jobs} needs --executor pool or ray; inprocess trains in this process"
             )
         return InProcessExecutor()
     if key == "pool":

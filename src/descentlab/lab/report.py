@@ -169,6 +169,15 @@ def load_notes(rows: list[Row]) -> list[str]:
     """Warnings about timings: runs timed on a loaded machine, runs of one sweep timed at
     very different loads (a resumed sweep, say), runs timed in wall-clock seconds."""
     notes = []
+    batched = [int(r["batch"]) for r in rows if r.get("batch", 1) > 1]  # absent: alone
+    if batched:
+        notes.append(
+            f"{len(batched)} of {len(rows)} run(s) were trained in batches of up to "
+            f"{max(batched)} runs at once (the lrs and seeds of one optimizer, as one "
+            "vectorized problem): the time of such a run is its share of its batch's CPU "
+            "seconds, not what it takes alone, and shrinks as the batch grows; compare "
+            "times of runs trained alike."
+        )
     wall = sum(1 for r in rows if r.get("clock") != "process_cpu")
     if wall:
         notes.append(

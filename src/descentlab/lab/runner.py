@@ -12,7 +12,10 @@ file, so several processes writing into one folder never record a run twice.
 
 Each run's per-step ``time`` and its ``seconds`` are CPU seconds of the process, so a
 busy machine slows them far less than wall time; ``wall_seconds`` keeps the wall-clock total,
-and ``load``/``load_end`` the machine's load average at the run's start and end.
+and ``load``/``load_end`` the machine's load average at the run's start and end. A run
+trained in a batch (:func:`sweep` trains the runs of an lr x seed grid together, see
+:mod:`descentlab.lab.batched`) records its share of the batch's seconds, and the size of
+the batch in ``batch``.
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ class Record:
     load: list[float] = field(default_factory=list)  # load average (1, 5, 15 min) at start
     load_end: list[float] = field(default_factory=list)  # and at the end of the run
     cpus: int = 0  # logical CPUs of the machine
+    # Runs trained together (``lab.batched``): then ``time``, ``seconds`` and ``wall_seconds``
+    # are this run's share, 1/batch, of the batch's. 1 (a run alone) where absent (older runs).
+    batch: int = 1
 
 
 def machine_load() -> tuple[list[float], int]:
@@ -320,31 +326,113 @@ class Store:
         return row
 
 
+batched_runs = 0
+"""Runs :func:`sweep` trained in batches (``lab.batched.run_batched``) in this process."""
+
+
 def sweep(
     specs: list[RunSpec],
     builds: dict[str, Callable[[int, dict[str, Any]], Problem]],
     folder: Path,
     progress: Callable[[RunSpec, bool], None] = lambda spec, cached: None,
     started: Callable[[RunSpec], None] = lambda spec: None,
+    *,
+    vectorize: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every spec not already in ``folder/runs.jsonl``; returns all their records.
 
     ``started(spec)`` is called just before a run is trained (never for a run read back),
     ``progress(spec, cached)`` once each run is done, ``cached`` when it was read back.
+
+    With ``vectorize`` (the default), the specs that differ only in lr and seed (same
+    workload, optimizer, regime, steps, evaluation interval, options and model) form a
+    group; a group of two or more specs on a registry workload is trained as one batched
+    problem (:func:`descentlab.lab.batched.run_batched`): ``started`` is called for each of
+    its runs not yet stored, then, once the batch is done, each record is stored and
+    reported (``progress``) in turn. Each such run equals ``run_one``'s to float64
+    round-off (bit for bit on the 2-D landscapes); its ``time`` and ``seconds`` are its
+    share of the batch's, and its ``batch`` field says how many runs were trained
+    together. A group is batched whenever the sweep holds two or more of its specs, even
+    if only one is left to train (after an interruption), so that a resumed sweep trains
+    every run as an uninterrupted one would: a batched run's numbers do not depend on how
+    many runs shared its batch. Other runs (a user's model, a lone spec) are trained one by
+    one with :func:`run_one`, as with ``vectorize=False``.
     """
+    global batched_runs
     store = Store(folder)
     store.load()
-    rows = []
-    for spec in specs:
+    plan = _batch_plan(specs, builds) if vectorize else {}
+    rows: list[dict[str, Any] | None] = [None] * len(specs)
+    for i, spec in enumerate(specs):
+        if rows[i] is not None:  # trained in the batch of an earlier spec
+            continue
         row = store.refresh().get(spec.id)  # another process may have run it meanwhile
-        if row is None:
-            started(spec)
-            row = store.append(run_one(spec, builds[spec.workload]))
-            progress(spec, False)
-        else:
+        if row is not None:
             progress(spec, True)
-        rows.append(row)
-    return rows
+            rows[i] = row
+            continue
+        group = plan.get(i)
+        if group is None:
+            started(spec)
+            rows[i] = store.append(run_one(spec, builds[spec.workload]))
+            progress(spec, False)
+            continue
+        pending = _pending(specs, group, i, store.refresh())
+        for j in pending:
+            started(specs[j])
+        records = _run_batched([specs[j] for j in pending], builds[spec.workload])
+        batched_runs += len(records)
+        for j, record in zip(pending, records, strict=True):
+            rows[j] = store.append(record)
+            progress(specs[j], False)
+    done = [row for row in rows if row is not None]
+    assert len(done) == len(specs), "every spec is trained or read back"
+    return done
+
+
+def _batch_plan(
+    specs: list[RunSpec], builds: dict[str, Callable[[int, dict[str, Any]], Problem]]
+) -> dict[int, list[int]]:
+    """For each spec trained in a batch (its position in ``specs``), its group's positions."""
+    from .batched import can_batch
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, spec in enumerate(specs):
+        key = (spec.workload, spec.optimizer, spec.regime, spec.steps, spec.eval_every)
+        groups.setdefault((*key, spec.options, spec.fingerprint), []).append(i)
+    batchable: dict[str, bool] = {}
+    plan: dict[int, list[int]] = {}
+    for members in groups.values():
+        if len({specs[j].id for j in members}) < 2:
+            continue
+        name = specs[members[0]].workload
+        if name not in batchable:
+            batchable[name] = can_batch(name, builds[name])
+        if batchable[name]:
+            plan.update((j, members) for j in members)
+    return plan
+
+
+def _pending(
+    specs: list[RunSpec], group: list[int], first: int, done: dict[str, dict[str, Any]]
+) -> list[int]:
+    """The positions of the group's specs from ``first`` on still to train, each id once (a
+    repeat is read back when the sweep reaches it)."""
+    pending, ids = [], set()
+    for j in group:
+        spec = specs[j]
+        if j >= first and spec.id not in done and spec.id not in ids:
+            ids.add(spec.id)
+            pending.append(j)
+    return pending
+
+
+def _run_batched(
+    specs: list[RunSpec], build: Callable[[int, dict[str, Any]], Problem]
+) -> list[Record]:
+    from .batched import run_batched
+
+    return run_batched(specs, build)
 
 
 def model_build(

@@ -31,6 +31,24 @@ class Problem:
             (a 2-D landscape): then every regime is full batch.
         evaluate: optional ``() -> {"test_loss": ..., "test_acc": ...}``.
         point: optional ``() -> (x, y)`` position, recorded for trajectory plots.
+        parts: what the problem is made of, by name, for code that computes the same loss
+            another way (the lab's vectorized runs, :mod:`descentlab.lab.batched`, which
+            train several problems of one kind as one). The makers of this module fill it,
+            with ``kind`` naming the formula the other entries go into:
+
+            * ``"landscape"`` (the 2-D functions): ``f`` (``f(x, y)``), ``w`` (the trained
+              point, ``params[0]``), ``noise`` (the gradient-noise scale) and ``gen`` (the
+              generator the noise is drawn from, one ``randn(2)`` per gradient);
+            * ``"quadratic"`` (noisy-quadratic): ``w`` (``params[0]``), ``h`` (the matrix)
+              and ``centers`` (one row per sample): the loss of a batch is the mean over its
+              rows c of ``0.5 (w - c)^T h (w - c)``;
+            * ``"supervised"`` (:func:`supervised_problem`): ``model`` (whose parameters are
+              ``params``), ``x``, ``y``, ``x_test``, ``y_test`` (None without a test set),
+              ``loss_fn`` and ``classification`` (whether the evaluation adds ``test_acc``).
+
+            Empty (the default) for any other problem. The entries describe the problem as
+            built: a problem whose ``loss``, ``evaluate`` or ``point`` is replaced
+            afterwards must not be handed to code that reads ``parts``.
     """
 
     def __init__(
@@ -40,9 +58,11 @@ class Problem:
         n_train: int | None,
         evaluate: Callable[[], dict[str, float]] | None = None,
         point: Callable[[], tuple[float, float]] | None = None,
+        parts: Mapping[str, Any] | None = None,
     ) -> None:
         self.params, self.loss, self.n_train = params, loss, n_train
         self.evaluate, self.point = evaluate, point
+        self.parts: dict[str, Any] = dict(parts or {})
 
     def full_loss(self) -> float:
         with torch.no_grad():
@@ -143,7 +163,9 @@ def _landscape(
                 value = value + noise * (xi @ w - (xi @ w).detach())
             return value
 
-        return Problem([w], loss, None, point=lambda: (float(w[0].detach()), float(w[1].detach())))
+        parts = {"kind": "landscape", "f": f, "w": w, "noise": noise, "gen": gen}
+        point = lambda: (float(w[0].detach()), float(w[1].detach()))  # noqa: E731
+        return Problem([w], loss, None, point=point, parts=parts)
 
     return build
 
@@ -186,16 +208,21 @@ def _supervised(
     data: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     classification: bool,
 ) -> Callable[[int, dict[str, Any]], Problem]:
+    loaded: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
     def build(seed: int, options: dict[str, Any]) -> Problem:
-        xtr, ytr, xte, yte = data()
+        if not loaded:  # once per process: every seed trains on the same data
+            loaded.append(data())
+        xtr, ytr, xte, yte = loaded[0]
         torch.manual_seed(seed)
         model = make_model().double()
-        x, xt = torch.from_numpy(xtr).double(), torch.from_numpy(xte).double()
+        # copies: a problem never shares its data with the cache or with another problem
+        x, xt = torch.tensor(xtr, dtype=torch.float64), torch.tensor(xte, dtype=torch.float64)
         if classification:
-            y, yt = torch.from_numpy(ytr).long(), torch.from_numpy(yte).long()
+            y, yt = torch.tensor(ytr, dtype=torch.long), torch.tensor(yte, dtype=torch.long)
             loss_fn: Callable[[Tensor, Tensor], Tensor] = torch.nn.functional.cross_entropy
         else:
-            y, yt = torch.from_numpy(ytr).double(), torch.from_numpy(yte).double()
+            y, yt = torch.tensor(ytr, dtype=torch.float64), torch.tensor(yte, dtype=torch.float64)
             loss_fn = torch.nn.functional.mse_loss
         return supervised_problem(model, x, y, xt, yt, loss_fn, classification)
 
@@ -232,7 +259,17 @@ def supervised_problem(
         return result
 
     params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
-    return Problem(params, loss, len(x), evaluate)
+    parts = {
+        "kind": "supervised",
+        "model": model,
+        "x": x,
+        "y": y,
+        "x_test": x_test,
+        "y_test": y_test,
+        "loss_fn": loss_fn,
+        "classification": classification,
+    }
+    return Problem(params, loss, len(x), evaluate, parts=parts)
 
 
 def _linreg_data():
@@ -304,7 +341,7 @@ def _noisy_quadratic(seed: int, options: dict[str, Any]) -> Problem:
         d = w - c
         return 0.5 * ((d @ h) * d).sum(-1).mean()
 
-    return Problem([w], loss, n)
+    return Problem([w], loss, n, parts={"kind": "quadratic", "w": w, "h": h, "centers": centers})
 
 
 def _mlp(inp: int, hidden: int, out: int) -> Callable[[], torch.nn.Module]:
