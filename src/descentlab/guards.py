@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .monitoring import UpdateMeter
+from .monitoring import StepHooks, UpdateMeter
 
 __all__ = ["Finding", "Guard", "PitfallWarning", "decay_split", "guard", "param_groups_for_decay"]
 
@@ -127,7 +127,7 @@ class _GradTrack:
 
 
 @dataclass
-class Guard:
+class Guard(StepHooks):
     """The handle returned by :func:`guard`: ``findings``, ``remove()``; a context manager."""
 
     optimizer: torch.optim.Optimizer
@@ -157,23 +157,9 @@ class Guard:
         if self.model is not None:
             self._names = {id(p): name for name, p in self.model.named_parameters()}
             self._norm_params = _norm_params(self.model)
-        self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
-        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        self._hook_steps()
         self._track_new_params()
         self._check_settings()
-
-    def remove(self) -> None:
-        """Detach every hook; the findings stay."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._meter.clear()
-
-    def __enter__(self) -> Guard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
     def _params(self) -> list[tuple[int, int, torch.Tensor]]:
         return [

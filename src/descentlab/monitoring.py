@@ -44,12 +44,12 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
 
-__all__ = ["Sample", "Telemetry", "UpdateMeter", "norms", "telemetry"]
+__all__ = ["Sample", "StepHooks", "Telemetry", "UpdateMeter", "norms", "telemetry"]
 
 _SIXTEEN = (torch.float16, torch.bfloat16)
 
@@ -131,6 +131,38 @@ class UpdateMeter:
         self._params, self._copies = [], []
 
 
+class StepHooks:
+    """What :func:`telemetry` and :func:`descentlab.guard` share: step hooks on an optimizer
+    and an :class:`UpdateMeter`, removed together by ``remove()``; a context manager."""
+
+    optimizer: torch.optim.Optimizer
+    _handles: list[Any]
+    _meter: UpdateMeter
+
+    def _hook_steps(self) -> None:
+        self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+
+    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        raise NotImplementedError
+
+    def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        """Detach every hook and free the meter's buffers; what was recorded stays."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._meter.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 @dataclass(frozen=True)
 class Sample:
     """One sampled step of one param group (``param == ""``) or one tensor."""
@@ -153,7 +185,7 @@ FIELDS = ("lr", "grad_norm", "update_norm", "param_norm", "ratio")
 
 
 @dataclass
-class Telemetry:
+class Telemetry(StepHooks):
     """The handle returned by :func:`telemetry`: ``history``, ``skipped_steps``,
     ``rows()``, ``series()``, ``to_tensorboard()``, ``remove()``; a context manager."""
 
@@ -180,22 +212,8 @@ class Telemetry:
     def _attach(self) -> None:
         if self.model is not None:
             self._names = {id(p): name for name, p in self.model.named_parameters()}
-        self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
-        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        self._hook_steps()
         self._probe_discards()
-
-    def remove(self) -> None:
-        """Detach every hook and free the buffers; the history stays."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._meter.clear()
-
-    def __enter__(self) -> Telemetry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
     def _probe_discards(self) -> None:
         """Watch the smallest trainable parameter: gradients summed into it by a backward and
