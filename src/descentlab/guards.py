@@ -389,15 +389,6 @@ class Guard(StepHooks):
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def _name(self, g: int, i: int, p: torch.Tensor) -> str:
-        name = self._names.get(id(p))
-        if name is not None:
-            return name
-        names = self.optimizer.param_groups[g].get("param_names")
-        if names is not None and i < len(names):
-            return str(names[i])
-        return f"group {g}, param {i}, shape {tuple(p.shape)}"
-
     def _watched(self, p: torch.Tensor) -> bool:
         """Is ``p`` a weight tensor whose update ratio is measured?"""
         if p.dim() < 2 or self.finetuning is False:

@@ -138,6 +138,21 @@ class StepHooks:
     optimizer: torch.optim.Optimizer
     _handles: list[Any]
     _meter: UpdateMeter
+    _names: dict[int, str]  # id(param) -> its name in the model
+
+    def _name(self, g: int, i: int, p: torch.Tensor) -> str:
+        """The parameter's name in the model, else in its group's ``param_names``."""
+        name = self._names.get(id(p))
+        if name is not None:
+            return name
+        names = self.optimizer.param_groups[g].get("param_names")
+        if names is not None and i < len(names):
+            return str(names[i])
+        return self._unnamed(g, i, p)
+
+    @staticmethod
+    def _unnamed(g: int, i: int, p: torch.Tensor) -> str:
+        return f"group {g}, param {i}, shape {tuple(p.shape)}"
 
     def _hook_steps(self) -> None:
         self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
@@ -345,14 +360,9 @@ class Telemetry(StepHooks):
         self._sampled = []
         return out
 
-    def _name(self, g: int, i: int, p: torch.Tensor) -> str:
-        name = self._names.get(id(p))
-        if name is not None:
-            return name
-        names = self.optimizer.param_groups[g].get("param_names")
-        if names is not None and i < len(names):
-            return str(names[i])
-        return f"group{g}.param{i}"
+    @staticmethod
+    def _unnamed(g: int, i: int, p: torch.Tensor) -> str:
+        return f"group{g}.param{i}"  # a TensorBoard tag
 
     # -- reading ------------------------------------------------------------------------------
 
