@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import weakref
@@ -131,7 +132,7 @@ class UpdateMeter:
         self._params, self._copies = [], []
 
 
-class StepHooks:
+class StepHooks(abc.ABC):
     """What :func:`telemetry` and :func:`descentlab.guard` share: step hooks on an optimizer
     and an :class:`UpdateMeter`, removed together by ``remove()``; a context manager."""
 
@@ -158,11 +159,13 @@ class StepHooks:
         self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
         self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
 
+    @abc.abstractmethod
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        raise NotImplementedError
+        """torch's step pre-hook: what to read before the step."""
 
+    @abc.abstractmethod
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        raise NotImplementedError
+        """torch's step post-hook: what to read after it."""
 
     def remove(self) -> None:
         """Detach every hook and free the meter's buffers; what was recorded stays."""

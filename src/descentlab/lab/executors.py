@@ -33,6 +33,7 @@ descentlab.lab.errors.LabError: unknown executor 'thread'; choose one of: inproc
 
 from __future__ import annotations
 
+import abc
 import collections
 import concurrent.futures
 import importlib.util
@@ -66,7 +67,7 @@ def _no_start(spec: RunSpec) -> None:
     pass
 
 
-class Executor:
+class Executor(abc.ABC):
     """Trains the runs of a sweep; :meth:`sweep` has the contract of ``runner.sweep``.
 
     An executor starts its workers at the first sweep that needs them and keeps them for the
@@ -81,6 +82,7 @@ class Executor:
     def __init__(self) -> None:
         self.notes: list[str] = []
 
+    @abc.abstractmethod
     def sweep(
         self,
         specs: list[RunSpec],
@@ -89,9 +91,9 @@ class Executor:
         progress: Progress = _no_progress,
         started: Started = _no_start,
     ) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Train every spec not in ``folder``'s store; the contract of ``runner.sweep``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - nothing to stop unless workers were started
         """Stop the workers, if any were started (a later sweep starts them again)."""
 
     def __enter__(self: _E) -> _E:
@@ -161,28 +163,33 @@ class _Parallel(Executor):
     how = "worker processes"
     why = "it cannot be serialized"
 
+    @abc.abstractmethod
     def _open(self) -> int:
-        raise NotImplementedError
+        """Start the workers unless started; returns how many runs may be in flight."""
 
+    @abc.abstractmethod
     def _payload(self, build: Build) -> Any:
-        raise NotImplementedError
+        """``build`` serialized to be sent; raises when it cannot be."""
 
     def _ship(self, payload: Any) -> Any:
         return payload
 
+    @abc.abstractmethod
     def _submit(self, spec: RunSpec, payload: Any) -> Any:
-        raise NotImplementedError
+        """Start one run on a worker; returns its handle."""
 
+    @abc.abstractmethod
     def _ready(self, handles: list[Any], block: bool) -> list[Any]:
         """The handles among ``handles`` that are done, in order; waits for one when
         ``block``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _result(self, handle: Any) -> Record:
-        raise NotImplementedError
+        """The record of a finished run (its error raised here)."""
 
+    @abc.abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Stop the workers."""
 
     def close(self) -> None:
         self._close()

@@ -600,6 +600,14 @@ class Plots:
         )
 
 
+def _regime_row(p: Plots, width: float, height: float) -> tuple[Any, Any]:
+    """A figure with one panel per regime side by side (and room for the legend)."""
+    return pyplot().subplots(
+        1, len(p.regimes), squeeze=False, figsize=(width * len(p.regimes) + 1.8, height),
+        layout="constrained",
+    )  # fmt: skip
+
+
 def curves_figure(p: Plots) -> Any:
     """Loss vs step and vs seconds (and held-out accuracy), one row per regime."""
     plt = pyplot()
@@ -646,14 +654,7 @@ def curves_figure(p: Plots) -> Any:
 
 def lr_figure(p: Plots) -> Any:
     """Final loss vs lr, one line per optimizer (x marks an lr where every seed diverged)."""
-    plt = pyplot()
-    fig, axes = plt.subplots(
-        1,
-        len(p.regimes),
-        squeeze=False,
-        figsize=(4.8 * len(p.regimes) + 1.8, 3.6),
-        layout="constrained",
-    )
+    fig, axes = _regime_row(p, width=4.8, height=3.6)
     for i, regime in enumerate(p.regimes):
         ax = axes[0][i]
         for opt in p.optimizers:
@@ -692,11 +693,7 @@ def ratio_figure(p: Plots) -> Any | None:
     before the weight norm was (no ``param_norm``)."""
     if not all(r.get("param_norm") for r in p.rows):
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(
-        1, len(p.regimes), squeeze=False, figsize=(4.6 * len(p.regimes) + 1.8, 3.4),
-        layout="constrained",
-    )  # fmt: skip
+    fig, axes = _regime_row(p, width=4.6, height=3.4)
     from ..guards import MAX_UPDATE_RATIO
 
     for ax, regime in zip(axes[0], p.regimes, strict=True):
