@@ -383,17 +383,23 @@ def test_a_mixed_sweep_batches_the_registry_and_runs_a_user_model_one_by_one(
 def test_an_interrupted_batch_resumes_to_the_same_records(
     tmp_path: Path, name: str, regime: str, stop_after: int
 ) -> None:
-    """A resumed sweep trains the runs left in a smaller batch (one left alone: with a spare
-    copy); each run's numbers are those of the uninterrupted sweep, bit for bit."""
+    """A batch's records are all stored before the first is reported: an interruption then
+    loses none. A sweep resumed from a store holding only some of them (another executor
+    stores runs one at a time) trains the runs left in a smaller batch (one left alone:
+    with a spare copy); each run's numbers are those of the uninterrupted sweep, bit for
+    bit."""
     specs = grid(name, "adam", [1e-2, 1e-1], 2, 7, regime)
     builds = {name: WORKLOADS[name].build}
     whole = sweep(specs, builds, folder(tmp_path / "whole"))
-    stopped = Recorder(stop_progress_after=stop_after)
+    stopped = Recorder(stop_progress_after=1)
     with pytest.raises(Stop):
-        sweep(specs, builds, folder(tmp_path / "resumed"), stopped.done, stopped.start)
+        sweep(specs, builds, folder(tmp_path / "stopped"), stopped.done, stopped.start)
     assert sorted(stopped.started) == sorted(s.id for s in specs)  # the whole batch began
+    assert len(Store(tmp_path / "stopped").load()) == len(specs)  # and none of it was lost
+    lines = (tmp_path / "whole" / "runs.jsonl").read_text().splitlines(keepends=True)
+    (folder(tmp_path / "resumed") / "runs.jsonl").write_text("".join(lines[:stop_after]))
     kept = Store(tmp_path / "resumed").load()
-    assert len(kept) == stop_after  # each record is stored before it is reported
+    assert len(kept) == stop_after
     before = runner.batched_runs
     again = Recorder()
     rows = sweep(specs, builds, tmp_path / "resumed", again.done, again.start)

@@ -208,3 +208,50 @@ def test_two_user_models_in_one_folder_each_get_their_own_runs(tmp_path: Path) -
     assert res_y.rows[0]["id"] not in ids  # other data, other runs
     assert compare(model=a, seeds=1, epochs=2, out=tmp_path, **kw).rows == res_a.rows
     assert len(runs.read_text().splitlines()) == 4  # the same model and data reuse their run
+
+
+def test_curves_with_non_finite_or_huge_values_round_trip_through_the_fast_path() -> None:
+    """Lists of finite numbers are copied whole; anything else goes element by element
+    (a NaN, an infinity, finite values whose sum overflows, strings, containers)."""
+    from descentlab.lab.runner import from_json, to_json
+
+    nan, inf = float("nan"), float("inf")
+    value = {
+        "plain": [1.0, 2, -3.5],
+        "nan": [1.0, nan],
+        "inf": [-inf, 2.0],
+        "huge": [1e308, 1e308],  # finite, but their sum is not: the slow path, same result
+        "points": [(1.0, 2.0), (nan, 0.0)],
+        "evals": [{"step": 1, "train_loss": inf}],
+        "mixed": [1.0, "a"],
+    }
+    text = json.dumps(to_json(value), allow_nan=False)
+    assert _strict(text)["nan"] == [1.0, "NaN"] and _strict(text)["huge"] == [1e308, 1e308]
+    back = from_json(json.loads(text))
+    assert back["plain"] == [1.0, 2, -3.5] and back["huge"] == [1e308, 1e308]
+    assert back["nan"][1] != back["nan"][1] and back["inf"] == [-inf, 2.0]
+    assert back["points"][0] == [1.0, 2.0] and back["points"][1][0] != back["points"][1][0]
+    assert back["evals"] == [{"step": 1, "train_loss": inf}] and back["mixed"] == [1.0, "a"]
+
+
+def test_append_many_stores_each_run_once_and_keeps_the_first_record(tmp_path: Path) -> None:
+    from descentlab.lab.runner import Record
+
+    mine = Store(tmp_path)
+    other = Store(tmp_path)  # another process writing into the same folder
+    first = other.append(Record(spec={"lr": 1.0}, id="a", loss=[1.0]))
+    rows = mine.append_many(
+        [
+            Record(spec={"lr": 2.0}, id="a", loss=[2.0]),  # "a" is taken: the first one wins
+            Record(spec={"lr": 3.0}, id="b", loss=[float("nan")]),
+            Record(spec={"lr": 4.0}, id="b", loss=[4.0]),  # twice in one call: stored once
+        ]
+    )
+    assert rows[0] == first and rows[0]["loss"] == [1.0]
+    assert rows[1] is rows[2] and rows[1]["loss"][0] != rows[1]["loss"][0]
+    assert [json.loads(x)["id"] for x in (tmp_path / "runs.jsonl").read_text().splitlines()] == [
+        "a",
+        "b",
+    ]
+    assert Store(tmp_path).load().keys() == {"a", "b"}
+    assert other.refresh()["b"]["spec"] == {"lr": 3.0}  # the other store reads "b" back
