@@ -4,7 +4,7 @@ Times, on this machine (CPU seconds of the process and wall seconds, with the lo
 before and after each measurement):
 
 * (a) one digits-mlp run alone (adam, 10 epochs of minibatch:64 = 230 steps, evaluated
-  every 3 steps, as ``compare`` trains it);
+  every 7 steps, as ``compare`` trains it);
 * (b) the 7 lr x 5 seed grid of such runs, trained by ``runner.sweep`` into a fresh folder,
   batched (``vectorize=True``, the default) and one by one (``vectorize=False``);
 * (c) ``descentlab.lab.compare()`` with its defaults (ravine and digits-mlp, 5 optimizers,
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from descentlab.lab import compare
+from descentlab.lab.compare import EVALUATIONS
 from descentlab.lab.executors import InProcessExecutor
 from descentlab.lab.runner import RunSpec, run_one, sweep
 from descentlab.lab.spec import parse_optimizer, parse_regime
@@ -36,7 +37,8 @@ from descentlab.lab.workloads import WORKLOADS
 WORKLOAD = "digits-mlp"
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # 7 lrs half a decade apart, as lrs="auto"
 SEEDS = 5
-STEPS, EVAL_EVERY = 230, 3  # compare's 10 epochs of minibatch:64 on 1437 samples
+STEPS = 230  # compare's 10 epochs of minibatch:64 on 1437 samples
+EVAL_EVERY = STEPS // EVALUATIONS  # as compare evaluates them
 
 
 def grid() -> list[RunSpec]:

@@ -99,7 +99,7 @@ def test_interrupted_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
     finally:
         module.sweep_with = original
     store = Store(tmp_path / "resumed")
-    assert len(store.load()) == 3
+    assert len(store.load()) == 4  # sgd's batch: stored whole before its first run was reported
     with store.path.open("a") as f:  # a torn line from a killed write is skipped, not fatal
         f.write('{"id": "half')
     with pytest.warns(RuntimeWarning, match="skipped 1 unreadable line"):
@@ -304,3 +304,39 @@ def test_killed_cli_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
     with warnings.catch_warnings():  # a line torn by the kill, if any, is skipped with a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         assert len(Store(killed).load()) == 24
+
+
+class _Sizes(torch.nn.Module):
+    """A model that records the batch sizes it is called with."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def test_whole_sets_are_evaluated_in_chunks_with_the_same_outputs() -> None:
+    from descentlab.lab.workloads import EVAL_CHUNK, forward
+
+    problem = WORKLOADS["mnist1d-cnn"].build(0, {})
+    model, x = _Sizes(problem.parts["model"]), problem.parts["x"]
+    assert len(x) > 2 * EVAL_CHUNK
+    with torch.no_grad():
+        whole = model(x)
+        chunked = forward(model, x)
+    assert model.sizes == [len(x), EVAL_CHUNK, EVAL_CHUNK, EVAL_CHUNK, len(x) - 3 * EVAL_CHUNK]
+    assert torch.equal(chunked, whole)  # each sample's output bit for bit
+    model.sizes.clear()
+    forward(model, x).sum().backward()  # with gradients: one pass (a training step)
+    assert model.sizes == [len(x)]
+    norm = _Sizes(torch.nn.Sequential(torch.nn.Linear(40, 4), torch.nn.BatchNorm1d(4)).double())
+    with torch.no_grad():
+        forward(norm, x)  # batch statistics: never split
+        assert norm.sizes == [len(x)]
+        norm.eval()
+        forward(norm, x)  # running statistics: split
+    assert norm.sizes[1:] == [EVAL_CHUNK] * 3 + [len(x) - 3 * EVAL_CHUNK]

@@ -290,3 +290,31 @@ def test_the_timing_statement_keeps_its_verdict_under_cpu_load() -> None:
             proc.kill()
             proc.wait()
     assert judge(statement, idle).verdict == judge(statement, loaded).verdict == HOLDS
+
+
+def test_claims_measured_in_processes_give_the_figures_of_one_process(tmp_path: Path) -> None:
+    only = ["rmsprop-scales", "adam-composition", "stale-momentum"]
+    seen: list[str] = []
+    apart = reproduce(tmp_path / "apart", quick=True, only=only, jobs=2, progress=seen.append)
+    assert "measuring 3 claims in 2 processes, the longest first" in seen
+    seen.clear()
+    alone = reproduce(tmp_path / "alone", quick=True, only=only, jobs=1, progress=seen.append)
+    assert not any("processes" in s for s in seen)
+    assert list(apart) == list(alone) == only  # in the claims' order, whatever finished first
+    for key in only:
+        assert apart[key]["figures"] == alone[key]["figures"], key
+        assert apart[key]["verdict"] == alone[key]["verdict"]
+        assert (tmp_path / "apart" / "claims" / f"{key}.json").exists()
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2", "two"])
+def test_bad_jobs_are_refused_with_a_one_line_error(tmp_path: Path, jobs: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "descentlab", "reproduce", "--quick", "--jobs", jobs,
+         "--only", "key-properties", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and "error" in last and "jobs" in last

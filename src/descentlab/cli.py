@@ -255,6 +255,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             only=only,
             seeds=args.seeds,
             progress=lambda s: console.log(escape(s)),
+            jobs=args.jobs,
         )
     except LabError as exc:
         print(f"descentlab reproduce: error: {exc}", file=sys.stderr)
@@ -391,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="comma list of claim keys (default: all)")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default 1 quick, 3 full)")
     p.add_argument("--out", default="descentlab-reproduce", help="report folder (resumes)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="claims measured at once, each in its own process on one thread (default: one "
+        "per CPU; 1: one after another in this process)",
+    )
     p.set_defaults(func=_cmd_reproduce)
 
     from . import bench

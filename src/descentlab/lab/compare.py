@@ -163,6 +163,13 @@ def _user_workload(
     return workload, build, _fingerprint(model, loss_fn, x, y, xt, yt)
 
 
+EVALUATIONS = 30
+"""Evaluations of the full training (and test) set per run, besides the start: three an
+epoch at the default 10 epochs. A run records its mini-batch loss at every step anyway;
+these are the points of the full-set curves and fix the resolution of steps-to-target.
+(An evaluation of digits costs what about ten training steps do.)"""
+
+
 def compare(
     workloads: Sequence[str] | str = DEFAULT_WORKLOADS,
     optimizers: Sequence[str | OptimizerSpec] = DEFAULT_OPTIMIZERS,
@@ -304,7 +311,7 @@ def compare(
                     0,
                     regime,
                     n_steps,
-                    max(1, n_steps // 60),
+                    max(1, n_steps // EVALUATIONS),
                     tuple(sorted(options.items())),
                     fingerprint,
                 )

@@ -360,6 +360,8 @@ class Store:
             os.fsync(f.fileno())
         if end == self._offset:  # nothing unread before them: skip them on the next look
             self._offset = end + len(data)
+        else:  # a line ended here, or another process's: read (and report) them now
+            self.refresh()
 
 
 batched_runs = 0

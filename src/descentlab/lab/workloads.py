@@ -229,6 +229,29 @@ def _supervised(
     return build
 
 
+EVAL_CHUNK = 1024
+"""Samples per forward pass when a whole set is evaluated without gradients: on a CPU the
+activations of a thousand samples stay in its caches (a float64 1-D CNN evaluates 4,000
+samples about twice as fast in chunks as at once); each sample's output is the same."""
+
+
+def forward(model: torch.nn.Module, x: Tensor) -> Tensor:
+    """``model(x)``; without gradients, in chunks of :data:`EVAL_CHUNK` samples, unless a
+    module's output depends on the rest of the batch (batch norm in training mode) or the
+    model does not return one tensor."""
+    if torch.is_grad_enabled() or len(x) <= EVAL_CHUNK or _batch_dependent(model):
+        return model(x)
+    parts = [model(part) for part in x.split(EVAL_CHUNK)]
+    if not all(isinstance(p, Tensor) for p in parts):  # a tuple, a dict...: left as it is
+        return model(x)
+    return torch.cat(parts)
+
+
+def _batch_dependent(model: torch.nn.Module) -> bool:
+    norms = torch.nn.modules.batchnorm._BatchNorm
+    return any(isinstance(m, norms) and m.training for m in model.modules())
+
+
 def supervised_problem(
     model: torch.nn.Module,
     x: Tensor,
@@ -242,7 +265,7 @@ def supervised_problem(
 
     def loss(indices: Tensor | None) -> Tensor:
         xb, yb = (x, y) if indices is None else (x[indices], y[indices])
-        value = loss_fn(model(xb), yb)
+        value = loss_fn(forward(model, xb), yb)
         if not isinstance(value, Tensor) or value.numel() != 1:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise LabError(f"the loss must be a scalar tensor, got shape {shape}")
@@ -252,7 +275,7 @@ def supervised_problem(
         if x_test is None or y_test is None:
             return {}
         with torch.no_grad():
-            out = model(x_test)
+            out = forward(model, x_test)
             result = {"test_loss": float(loss_fn(out, y_test))}
             if classification:
                 result["test_acc"] = float((out.argmax(-1) == y_test).double().mean())

@@ -129,14 +129,34 @@ def _select(only: list[str] | None) -> list[Claim]:
     return [BY_KEY[k] for k in only]
 
 
+# The claims' rough cost in seconds on one core (full run): the longest are started first,
+# so that parallel processes finish together. Only the order depends on these.
+_COST = {
+    "adam-vs-sgd": 100.0,
+    "adam-l2-vs-adamw": 45.0,
+    "bias-correction": 25.0,
+    "regimes": 25.0,
+    "finetune-lr": 5.0,
+}
+
+
 def reproduce(
     out: str | Path = "descentlab-reproduce",
     quick: bool = False,
     only: list[str] | None = None,
     seeds: int | None = None,
     progress: Callable[[str], None] = lambda s: None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Run the claims (all, or ``only``), write ``report.md`` and ``index.html`` in ``out``."""
+    """Run the claims (all, or ``only``), write ``report.md`` and ``index.html`` in ``out``.
+
+    The claims to measure run in ``jobs`` processes (default: one per CPU, at most one per
+    claim); each experiment runs torch on one thread, so they do not compete for cores.
+    ``jobs=1`` measures them one after another in this process. Each result is saved as
+    soon as its claim is done.
+    """
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise LabError(f"jobs must be an integer >= 1, got {jobs!r}")
     claims = _select(only)
     folder = Path(out)
     try:
@@ -151,6 +171,7 @@ def reproduce(
     ctx = Context(folder, quick, seeds)
     config = {"quick": quick, "seeds": seeds}
     results: dict[str, dict[str, Any]] = {}
+    todo: dict[str, str] = {}  # claim key -> fingerprint, for the claims to measure
     for claim in claims:
         path = folder / "claims" / f"{claim.key}.json"
         fp = fingerprint(claim, config)
@@ -158,44 +179,95 @@ def reproduce(
         if saved is not None:
             results[claim.key] = saved
             progress(f"{claim.key}: reused")
-            continue
-        progress(f"{claim.key}: measuring")
-        load_before = os.getloadavg()[0]
-        start, cpu = time.perf_counter(), time.process_time()
-        torch.manual_seed(0)
-        with one_thread():
-            m = claim.measure(ctx)
-        judgements = claim.judge(m.figures, m.flags)
-        result = {
-            "key": claim.key,
-            "fingerprint": fp,
-            "config": config,
-            "figures": m.figures,
-            "flags": m.flags,
-            "statements": [
-                {
-                    "key": st.key,
-                    "verdict": j.verdict,
-                    "label": j.label,
-                    "detail": j.detail,
-                    "met": j.met,
-                    **_condition(st, m.figures),
-                }
-                for st, j in zip(claim.statements, judgements, strict=True)
-            ],
-            "verdict": summary(judgements),
-            "plots": [(c, Path(p).relative_to(folder).as_posix()) for c, p in m.plots],
-            "table": m.table,
-            "remarks": m.remarks,
-            "seconds": time.perf_counter() - start,
-            "cpu seconds": time.process_time() - cpu,
-            "load average": [load_before, os.getloadavg()[0]],
-        }
+        else:
+            todo[claim.key] = fp
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+
+    def done(result: dict[str, Any]) -> None:
+        path = folder / "claims" / f"{result['key']}.json"
         write_json(path, result)
-        results[claim.key] = json.loads(path.read_text())
-        progress(f"{claim.key}: {result['verdict']} ({result['seconds']:.1f} s)")
-    _write_report(folder, claims, results, config)
-    return results
+        results[result["key"]] = json.loads(path.read_text())
+        progress(f"{result['key']}: {result['verdict']} ({result['seconds']:.1f} s)")
+
+    if jobs <= 1:
+        for key, fp in todo.items():
+            progress(f"{key}: measuring")
+            done(_measure(key, fp, ctx, config))
+    elif todo:
+        _measure_in_processes(todo, ctx, config, jobs, progress, done)
+    ordered = {c.key: results[c.key] for c in claims}
+    _write_report(folder, claims, ordered, config)
+    return ordered
+
+
+def _measure_in_processes(
+    todo: dict[str, str],
+    ctx: Context,
+    config: dict[str, Any],
+    jobs: int,
+    progress: Callable[[str], None],
+    done: Callable[[dict[str, Any]], None],
+) -> None:
+    """Measure the claims in ``todo`` in ``jobs`` fresh processes, the costliest first;
+    ``done`` each result as it comes. An error (or an interruption) cancels the claims not
+    started; the results already done are kept."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    order = sorted(todo, key=lambda k: -_COST.get(k, 1.0))
+    progress(f"measuring {len(order)} claims in {jobs} processes, the longest first")
+    for key in order:
+        progress(f"{key}: measuring")
+    # spawned, not forked: a forked child of a process whose torch started its threads can
+    # hang in its first parallel region
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        pending = {pool.submit(_measure, key, todo[key], ctx, config) for key in order}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _measure(key: str, fp: str, ctx: Context, config: dict[str, Any]) -> dict[str, Any]:
+    """Measure one claim and judge it: the result to save."""
+    claim = BY_KEY[key]
+    load_before = os.getloadavg()[0]
+    start, cpu = time.perf_counter(), time.process_time()
+    torch.manual_seed(0)
+    with one_thread():
+        m = claim.measure(ctx)
+    judgements = claim.judge(m.figures, m.flags)
+    return {
+        "key": claim.key,
+        "fingerprint": fp,
+        "config": config,
+        "figures": m.figures,
+        "flags": m.flags,
+        "statements": [
+            {
+                "key": st.key,
+                "verdict": j.verdict,
+                "label": j.label,
+                "detail": j.detail,
+                "met": j.met,
+                **_condition(st, m.figures),
+            }
+            for st, j in zip(claim.statements, judgements, strict=True)
+        ],
+        "verdict": summary(judgements),
+        "plots": [(c, Path(p).relative_to(ctx.folder).as_posix()) for c, p in m.plots],
+        "table": m.table,
+        "remarks": m.remarks,
+        "seconds": time.perf_counter() - start,
+        "cpu seconds": time.process_time() - cpu,
+        "load average": [load_before, os.getloadavg()[0]],
+    }
 
 
 def _condition(statement: Any, figures: dict[str, float]) -> dict[str, list[bool]]:

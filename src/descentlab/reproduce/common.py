@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..lab import report
+from ..lab.batched import can_batch, run_batched
 from ..lab.runner import RunSpec, run_one, steps_for
 from ..lab.spec import parse_optimizer, parse_regime
 from ..lab.workloads import WORKLOADS
@@ -28,29 +29,37 @@ def lab_runs(
     steps: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> dict[float, list[dict[str, Any]]]:
-    """Runs of one optimizer over an lr grid and seeds, as lab records (dicts) per lr."""
-    from dataclasses import asdict
+    """Runs of one optimizer over an lr grid and seeds, as lab records (dicts) per lr.
 
+    Trained together as one batched problem where the workload allows it (the records
+    equal one-by-one runs to float64 round-off; only their timings are shares of the
+    batch's), else one by one."""
     w = WORKLOADS[workload]
     opts = {**w.options, **(options or {})}
     probe = w.build(0, opts)
     reg = parse_regime(regime)
     n_steps = steps_for(w, probe.n_train, reg.batch_size(probe.n_train), epochs, steps)
-    out: dict[float, list[dict[str, Any]]] = {}
-    for lr in lrs:
-        out[lr] = []
-        for seed in range(seeds):
-            spec = RunSpec(
-                workload,
-                parse_optimizer(optimizer),
-                lr,
-                seed,
-                reg,
-                n_steps,
-                max(1, n_steps // 40),
-                tuple(sorted(opts.items())),
-            )
-            out[lr].append(asdict(run_one(spec, w.build)))
+    specs = [
+        RunSpec(
+            workload,
+            parse_optimizer(optimizer),
+            lr,
+            seed,
+            reg,
+            n_steps,
+            max(1, n_steps // 40),
+            tuple(sorted(opts.items())),
+        )
+        for lr in lrs
+        for seed in range(seeds)
+    ]
+    if len(specs) > 1 and can_batch(workload, w.build):
+        records = run_batched(specs, w.build)
+    else:
+        records = [run_one(spec, w.build) for spec in specs]
+    out: dict[float, list[dict[str, Any]]] = {lr: [] for lr in lrs}
+    for spec, record in zip(specs, records, strict=True):
+        out[spec.lr].append(asdict(record))
     return out
 
 
@@ -157,12 +166,18 @@ def tune_lab(
     score: Callable[[list[dict[str, Any]]], float] | None = None,
     **kwargs: Any,
 ) -> Tuned:
-    """:func:`tune` over lab runs (``seeds`` runs per lr); the score defaults to the mean
-    final training loss (diverged runs lose)."""
+    """:func:`tune` over lab runs (``seeds`` runs per lr; the grid's trained as one batch,
+    each lr it is widened by as another); the score defaults to the mean final training
+    loss (diverged runs lose)."""
     score = score or final_loss
+    first = lab_runs(workload, optimizer, list(grid), seeds, regime, **kwargs)  # one batch
 
     def evaluate(lr: float) -> tuple[float, list[dict[str, Any]]]:
-        runs = lab_runs(workload, optimizer, [lr], seeds, regime, **kwargs)[lr]
+        runs = (
+            first[lr]
+            if lr in first
+            else lab_runs(workload, optimizer, [lr], seeds, regime, **kwargs)[lr]
+        )
         return score(runs), runs
 
     return tune(evaluate, grid)
