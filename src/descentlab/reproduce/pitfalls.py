@@ -534,20 +534,103 @@ def _decay_data() -> tuple[Split, Split, Split]:
     return pair(xtr[train], ytr[train]), pair(xtr[val], ytr[val]), pair(xte, yte)
 
 
-def _decay_run(
-    data: tuple[Split, Split, Split], name: str, lr: float, wd: float, seed: int, scale: float
-) -> dict[str, Any]:
-    (x, y), (xv, yv), (xt, yt) = data
-    torch.manual_seed(seed)
-    model = _mlp()
-    cls = dt.AdamW if name == "adamw" else dt.Adam
-    opt = cls(model.parameters(), lr=lr, weight_decay=wd)
-    gen = torch.Generator().manual_seed(seed)  # the same batches for every configuration
-    for _ in range(DECAY_EPOCHS):
-        for idx in torch.randperm(len(x), generator=gen).split(DECAY_BATCH):
-            opt.zero_grad()
-            (scale * torch.nn.functional.cross_entropy(model(x[idx]), y[idx])).backward()
-            opt.step()
+def _stacked_forward(template: torch.nn.Module, flat: Tensor, x: Tensor) -> Tensor:
+    """``template``'s forward on every seed at once: ``x`` is [S, B, in] and row s of ``flat``
+    [S, n] is seed s's parameters, flattened in ``template.parameters()`` order.
+
+    Walks ``template``'s layers so that it follows ``_mlp()`` if that changes: a Linear becomes
+    one batched matmul on views of ``flat`` (seed s reads only row s), anything else must be
+    elementwise (the activation) and is applied as it is. The views come from one ``split``,
+    whose backward writes the gradient once (slicing each view would fill a zero [S, n]
+    gradient per parameter).
+    """
+    shapes = [p.shape for p in template.parameters()]
+    views = iter(
+        v.unflatten(1, shape)
+        for v, shape in zip(flat.split([s.numel() for s in shapes], dim=1), shapes, strict=True)
+    )
+    for layer in template.children():
+        if isinstance(layer, torch.nn.Linear):
+            w, b = next(views), next(views)
+            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        elif isinstance(layer, torch.nn.ReLU):
+            x = layer(x)
+        else:
+            raise TypeError(f"cannot stack a {type(layer).__name__} layer over seeds")
+    return x
+
+
+Config = tuple[str, float, float, float]  # optimizer name, lr, weight decay, loss scale
+
+
+def _decay_train(
+    x: Tensor,
+    y: Tensor,
+    configs: Sequence[Config],
+    seeds: Sequence[int],
+    epochs: int = DECAY_EPOCHS,
+) -> list[list[torch.nn.Module]]:
+    """Train ``_mlp()`` for every configuration and seed together: one model per seed, a list
+    of them per configuration.
+
+    Why stacked: the model is so small that a one-seed step is mostly Python and dispatch
+    overhead, so many models in one step cost little more than one. Each configuration's
+    seeds are one [S, n] tensor (row s: seed s's weights flattened in ``parameters()``
+    order) with its own lr and decay; the forward runs all rows of all configurations at once.
+    What stays per seed, exactly as a one-seed run: the initialisation
+    (``torch.manual_seed(seed)`` then ``_mlp()``) and the batch order (its own generator, the
+    same in every configuration). The loss is the sum over rows of each row's scaled mean
+    cross-entropy, so each row of the gradient is that run's own gradient (rows never mix: a
+    NaN in a diverged run stays in its row). Adam and AdamW are elementwise with scalar
+    hyperparameters, so each row's update is the one-seed update, weight decay included;
+    only the batched matmul may round differently. ``engine="reference"`` is the engine a
+    one-seed run gets (``"auto"`` would compile a stack of many seeds).
+    """
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(_mlp())
+    with torch.no_grad():
+        init = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()) for m in models])
+    flats = [init.clone().requires_grad_() for _ in configs]
+    # one optimizer per rule, a param group per configuration: each group is stepped on its
+    # own with its own scalar lr and decay, as a one-group optimizer would (fewer calls)
+    opts = []
+    for cls, decoupled in ((dt.Adam, False), (dt.AdamW, True)):
+        groups = [
+            {"params": [flat], "lr": lr, "weight_decay": wd}
+            for flat, (name, lr, wd, _) in zip(flats, configs, strict=True)
+            if (name == "adamw") == decoupled
+        ]
+        if groups:
+            opts.append(cls(groups, engine="reference"))
+    scales = torch.tensor([scale for *_, scale in configs]).repeat_interleave(len(seeds))
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    for _ in range(epochs):
+        order = torch.stack([torch.randperm(len(x), generator=g) for g in gens])
+        for idx in order.split(DECAY_BATCH, dim=1):  # [S, B]: seed s's batch in row s
+            idx = idx.repeat(len(configs), 1)  # [C * S, B], configuration-major
+            for opt in opts:
+                opt.zero_grad()
+            out = _stacked_forward(models[0], torch.cat(flats), x[idx])
+            losses = torch.nn.functional.cross_entropy(
+                out.flatten(0, 1), y[idx].flatten(), reduction="none"
+            )
+            (scales * losses.view(idx.shape).mean(1)).sum().backward()
+            for opt in opts:
+                opt.step()
+    trained = []
+    with torch.no_grad():
+        for flat in flats:
+            trained.append([copy.deepcopy(m) for m in models])
+            for model, row in zip(trained[-1], flat, strict=True):
+                torch.nn.utils.vector_to_parameters(row, model.parameters())
+    return trained
+
+
+def _decay_eval(model: torch.nn.Module, data: tuple[Split, Split, Split]) -> dict[str, Any]:
+    """One seed's figures; a diverged run (non-finite loss or weights) scores as a failure."""
+    _, (xv, yv), (xt, yt) = data
     w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     with torch.no_grad():
         out = model(xv)
@@ -562,6 +645,18 @@ def _decay_run(
     }
 
 
+def _decay_runs(
+    data: tuple[Split, Split, Split],
+    configs: Sequence[Config],
+    seeds: Sequence[int],
+    epochs: int = DECAY_EPOCHS,
+) -> list[list[dict[str, Any]]]:
+    """Every seed's figures (in the order of ``seeds``) for each configuration."""
+    (x, y), _, _ = data
+    trained = _decay_train(x, y, configs, seeds, epochs)
+    return [[_decay_eval(model, data) for model in models] for models in trained]
+
+
 def _rel(a: Tensor, b: Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
@@ -569,12 +664,17 @@ def _rel(a: Tensor, b: Tensor) -> float:
 def measure_decay(ctx: Context) -> Measurement:
     data = _decay_data()
     seeds = range(ctx.seeds)
-    cache: dict[tuple[str, float, float, float], list[dict[str, Any]]] = {}
+    cache: dict[Config, list[dict[str, Any]]] = {}
+
+    def fill(keys: Sequence[Config]) -> None:
+        # the runs not yet cached, trained together (see _decay_train)
+        todo = [k for k in dict.fromkeys(keys) if k not in cache]
+        if todo:
+            cache.update(zip(todo, _decay_runs(data, todo, seeds), strict=True))
 
     def runs(name: str, lr: float, wd: float, scale: float = 1.0) -> list[dict[str, Any]]:
         key = (name, lr, wd, scale)
-        if key not in cache:
-            cache[key] = [_decay_run(data, name, lr, wd, s, scale) for s in seeds]
+        fill([key])
         return cache[key]
 
     def score(rs: list[dict[str, Any]]) -> float:
@@ -602,6 +702,14 @@ def measure_decay(ctx: Context) -> Measurement:
         # a decade beyond it, for both (so the budgets stay equal), at most WIDEN times a side
         low = high = 0
         while True:
+            # every run of the grid so far, trained together with the others read below (Adam
+            # without decay at each lr, the probes), so that the last ones wait for no batch
+            fill(
+                [(name, lr, wd, 1.0) for name in NAMES for wd in DECAY_WDS for lr in lrs]
+                + [("adam", lr, 0.0, 1.0) for lr in lrs]
+                + [("adamw", PROBE_LR, 0.0, 1.0)]
+                + [(name, PROBE_LR, PROBE_WD, LOSS_SCALE) for name in NAMES]
+            )
             best = [select(name)[0] for name in NAMES]
             if lrs[0] in best and low < WIDEN:
                 lrs.insert(0, float(f"{lrs[1] / 10:.3g}"))
