@@ -465,7 +465,9 @@ def _coefficients(rule: Rule, hps: list[dict[str, float]], steps: list[int]) -> 
     out: dict[str, Any] = {}
     for k, value in per[0].items():
         values = [c[k] for c in per]
-        if all(_identical(v, value) for v in values):
+        # equal non-zero floats are identical; zeros (their sign) and NaN are looked at closely
+        same = value != 0 and values.count(value) == len(values)
+        if same or all(_identical(v, value) for v in values):
             out[k] = value
         else:
             out[k] = torch.tensor(values, dtype=torch.float64)
@@ -521,25 +523,27 @@ def _step_param(
 
 def _row_stats(p: Tensor, new_p: Tensor, g: Tensor, sizes: list[int]) -> Tensor:
     """``engines.reference.update_stats`` of each configuration and parameter of a group:
-    ``[3, A, len(sizes)]`` (the update's, the weights', the gradient's)."""
+    ``[3, A, len(sizes)]`` (the update's, the weights', the gradient's). The three squares
+    are taken in one pass over one stacked array; each sum adds what update_stats adds."""
     acc = torch.float64 if p.dtype == torch.float64 else torch.float32
     p, new_p, g = p.to(acc), new_p.to(acc), g.to(acc)
-    sums = []
-    for x in (new_p - p, p, g):
-        square = x.pow(2)
-        if len(sizes) == 1:
-            sums.append(square.sum(1, keepdim=True))
-        else:
-            sums.append(torch.stack([q.sum(1) for q in square.split(sizes, 1)], 1))
-    return torch.stack(sums)
+    square = torch.stack((new_p - p, p, g)).square_()  # [3, A, N]
+    if len(sizes) == 1:
+        return square.sum(2, keepdim=True)
+    return torch.stack([q.sum(2) for q in square.split(sizes, 2)], 2)
 
 
 def _telemetry_norms(stats: list[Tensor], count: int) -> list[tuple[float, float, float]]:
     """Each configuration's gradient, update and weight norms, from each group's
     ``[3, A, m]`` sums of squares (:func:`_step_param`), combined on the host as run_one's
     telemetry combines them: per group ``sqrt(sum(sqrt(s) ** 2))``, then ``hypot`` across
-    groups (the first ``count`` rows; a spare copy of a lone configuration is left out)."""
+    groups (the first ``count`` rows; a spare copy of a lone configuration is left out).
+    On the host, not in torch: ``math.sqrt`` and torch's vectorized square root can differ
+    in the last bit."""
     tables = [s.double().tolist() for s in stats]  # per group: [quantity][row][parameter]
+    if len(tables) == 1:  # the hypot of one norm is the norm
+        update, weight, grad = tables[0]
+        return [(_total(grad[i]), _total(update[i]), _total(weight[i])) for i in range(count)]
     return [
         (
             math.hypot(*(_total(t[2][i]) for t in tables)),
