@@ -340,3 +340,14 @@ def test_whole_sets_are_evaluated_in_chunks_with_the_same_outputs() -> None:
         norm.eval()
         forward(norm, x)  # running statistics: split
     assert norm.sizes[1:] == [EVAL_CHUNK] * 3 + [len(x) - 3 * EVAL_CHUNK]
+
+
+def test_digits_are_read_as_scikit_learn_loads_them() -> None:
+    from sklearn.datasets import load_digits
+
+    from descentlab.lab.workloads import _load_digits
+
+    x, y = _load_digits()
+    d = load_digits()
+    assert x.dtype == d.data.dtype and y.dtype == d.target.dtype
+    assert np.array_equal(x, d.data) and np.array_equal(y, d.target)
