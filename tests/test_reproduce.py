@@ -318,3 +318,12 @@ def test_bad_jobs_are_refused_with_a_one_line_error(tmp_path: Path, jobs: str) -
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr and "error" in last and "jobs" in last
+
+
+def test_a_claim_failing_in_its_process_keeps_the_results_of_the_others(tmp_path: Path) -> None:
+    (tmp_path / "plots").write_text("a file where the plots folder goes: plotting fails")
+    with pytest.raises(OSError):
+        reproduce(tmp_path, quick=True, only=["rmsprop-scales", "zero-grad"], jobs=2)
+    saved = json.loads((tmp_path / "claims" / "zero-grad.json").read_text())  # no plot: done
+    assert saved["key"] == "zero-grad" and saved["statements"]
+    assert not (tmp_path / "claims" / "rmsprop-scales.json").exists()

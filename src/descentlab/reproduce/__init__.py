@@ -209,8 +209,9 @@ def _measure_in_processes(
     done: Callable[[dict[str, Any]], None],
 ) -> None:
     """Measure the claims in ``todo`` in ``jobs`` fresh processes, the costliest first;
-    ``done`` each result as it comes. An error (or an interruption) cancels the claims not
-    started; the results already done are kept."""
+    ``done`` each result as it comes. A claim's error cancels the claims not started, saves
+    those still running as they finish, then is raised; an interruption stops them all.
+    Every result already done is kept."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -223,15 +224,26 @@ def _measure_in_processes(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
         pending = {pool.submit(_measure, key, todo[key], ctx, config) for key in order}
+        error: BaseException | None = None
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    done(future.result())
+                    if future.cancelled():
+                        continue
+                    failure = future.exception()
+                    if failure is None:
+                        done(future.result())
+                    elif error is None:
+                        error = failure
+                        for other in pending:
+                            other.cancel()
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
+        if error is not None:
+            raise error
 
 
 def _measure(key: str, fp: str, ctx: Context, config: dict[str, Any]) -> dict[str, Any]:
