@@ -132,10 +132,10 @@ def _select(only: list[str] | None) -> list[Claim]:
 # The claims' rough cost in seconds on one core (full run): the longest are started first,
 # so that parallel processes finish together. Only the order depends on these.
 _COST = {
-    "adam-vs-sgd": 100.0,
-    "adam-l2-vs-adamw": 45.0,
-    "bias-correction": 25.0,
-    "regimes": 25.0,
+    "adam-vs-sgd": 75.0,
+    "regimes": 22.0,
+    "adam-l2-vs-adamw": 15.0,
+    "bias-correction": 12.0,
     "finetune-lr": 5.0,
 }
 
