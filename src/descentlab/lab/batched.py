@@ -80,7 +80,10 @@ __all__ = ["can_batch", "run_batched"]
 
 Tensor = torch.Tensor
 Build = Callable[[int, dict[str, Any]], Problem]
-EVAL_ROWS = 1 << 15  # samples x configurations per batched evaluation pass (bounds memory)
+# Samples x configurations per batched evaluation pass: bounds memory, and keeps a pass's
+# activations near the CPU's caches (digits-mlp's 21 configurations evaluate ~15% faster in
+# two passes of 11 than in one of 21; a configuration's numbers do not depend on its pass).
+EVAL_ROWS = 1 << 14
 UPDATE_ELEMENTS = 1 << 16  # numbers per thread in a piece of a batched update (see _step_param)
 
 
