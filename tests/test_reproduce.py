@@ -298,7 +298,7 @@ def test_claims_measured_in_processes_give_the_figures_of_one_process(tmp_path: 
     apart = reproduce(tmp_path / "apart", quick=True, only=only, jobs=2, progress=seen.append)
     assert "measuring 3 claims in 2 processes, the longest first" in seen
     seen.clear()
-    alone = reproduce(tmp_path / "alone", quick=True, only=only, jobs=1, progress=seen.append)
+    alone = reproduce(tmp_path / "alone", quick=True, only=only, progress=seen.append)  # jobs=1
     assert not any("processes" in s for s in seen)
     assert list(apart) == list(alone) == only  # in the claims' order, whatever finished first
     for key in only:
@@ -327,3 +327,15 @@ def test_a_claim_failing_in_its_process_keeps_the_results_of_the_others(tmp_path
     saved = json.loads((tmp_path / "claims" / "zero-grad.json").read_text())  # no plot: done
     assert saved["key"] == "zero-grad" and saved["statements"]
     assert not (tmp_path / "claims" / "rmsprop-scales.json").exists()
+
+
+def test_the_command_measures_claims_in_one_process_per_cpu(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "descentlab", "reproduce", "--quick", "--out", str(tmp_path),
+         "--only", "key-properties,adam-composition"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = min(os.cpu_count() or 1, 2)
+    assert (f"in {jobs} processes" in proc.stderr) == (jobs > 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import types
 from typing import Any, NoReturn
@@ -255,7 +256,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             only=only,
             seeds=args.seeds,
             progress=lambda s: console.log(escape(s)),
-            jobs=args.jobs,
+            jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1),
         )
     except LabError as exc:
         print(f"descentlab reproduce: error: {exc}", file=sys.stderr)

@@ -146,16 +146,18 @@ def reproduce(
     only: list[str] | None = None,
     seeds: int | None = None,
     progress: Callable[[str], None] = lambda s: None,
-    jobs: int | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the claims (all, or ``only``), write ``report.md`` and ``index.html`` in ``out``.
 
-    The claims to measure run in ``jobs`` processes (default: one per CPU, at most one per
-    claim); each experiment runs torch on one thread, so they do not compete for cores.
-    ``jobs=1`` measures them one after another in this process. Each result is saved as
-    soon as its claim is done.
+    ``jobs=1`` (the default here) measures the claims to measure one after another in this
+    process; more run them in that many fresh processes (at most one per claim), each
+    experiment on one torch thread so that they do not compete for cores; the command line
+    takes one per CPU. Processes are spawned, so a script calling this with ``jobs > 1``
+    needs the usual ``if __name__ == "__main__":`` guard. Each result is saved as soon as
+    its claim is done.
     """
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise LabError(f"jobs must be an integer >= 1, got {jobs!r}")
     claims = _select(only)
     folder = Path(out)
@@ -181,7 +183,7 @@ def reproduce(
             progress(f"{claim.key}: reused")
         else:
             todo[claim.key] = fp
-    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    jobs = min(jobs, len(todo))
 
     def done(result: dict[str, Any]) -> None:
         path = folder / "claims" / f"{result['key']}.json"
