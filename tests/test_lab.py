@@ -351,3 +351,24 @@ def test_digits_are_read_as_scikit_learn_loads_them() -> None:
     d = load_digits()
     assert x.dtype == d.data.dtype and y.dtype == d.target.dtype
     assert np.array_equal(x, d.data) and np.array_equal(y, d.target)
+
+
+def test_digits_are_read_without_importing_scikit_learn() -> None:
+    code = (
+        "import sys; from descentlab.lab.workloads import _load_digits; _load_digits(); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_the_reproduce_helper_trains_an_lr_grid_as_one_batch() -> None:
+    from descentlab.reproduce.common import lab_runs
+
+    runs = lab_runs("ravine", "sgd", [0.01, 0.03], 2, "full", steps=8)
+    assert [r["batch"] for rs in runs.values() for r in rs] == [4] * 4
+    w = WORKLOADS["ravine"]
+    spec = RunSpec("ravine", parse_optimizer("sgd"), 0.03, 1, parse_regime("full"), 8, 1,
+                   tuple(sorted(w.options.items())))  # fmt: skip
+    assert run_one(spec, w.build).loss == runs[0.03][1]["loss"]  # a landscape: bit for bit

@@ -232,6 +232,9 @@ def test_curves_with_non_finite_or_huge_values_round_trip_through_the_fast_path(
     assert back["nan"][1] != back["nan"][1] and back["inf"] == [-inf, 2.0]
     assert back["points"][0] == [1.0, 2.0] and back["points"][1][0] != back["points"][1][0]
     assert back["evals"] == [{"step": 1, "train_loss": inf}] and back["mixed"] == [1.0, "a"]
+    curve = [0.5, 0.25]
+    assert from_json(curve) is curve  # the fast path: a finite curve is taken whole
+    assert from_json(back["nan"]) is not back["nan"]  # the slow path: element by element
 
 
 def test_append_many_stores_each_run_once_and_keeps_the_first_record(tmp_path: Path) -> None:
@@ -240,6 +243,9 @@ def test_append_many_stores_each_run_once_and_keeps_the_first_record(tmp_path: P
     mine = Store(tmp_path)
     other = Store(tmp_path)  # another process writing into the same folder
     first = other.append(Record(spec={"lr": 1.0}, id="a", loss=[1.0]))
+    looks: list[int] = []
+    real_refresh = mine.refresh
+    mine.refresh = lambda: looks.append(1) or real_refresh()  # type: ignore[method-assign]
     rows = mine.append_many(
         [
             Record(spec={"lr": 2.0}, id="a", loss=[2.0]),  # "a" is taken: the first one wins
@@ -254,4 +260,8 @@ def test_append_many_stores_each_run_once_and_keeps_the_first_record(tmp_path: P
         "b",
     ]
     assert Store(tmp_path).load().keys() == {"a", "b"}
+    first_line = len((tmp_path / "runs.jsonl").read_bytes().splitlines(keepends=True)[0])
+    assert other._offset == first_line  # its own line is not read back
+    assert mine._offset == (tmp_path / "runs.jsonl").stat().st_size  # nor are mine:
+    assert len(looks) == 1  # one look at the file, before writing, and none after
     assert other.refresh()["b"]["spec"] == {"lr": 3.0}  # the other store reads "b" back

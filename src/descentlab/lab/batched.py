@@ -64,6 +64,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from ..engines.reference import LOW_PRECISION, apply_reference, compute, write_back
+from ..monitoring import _total
 from ..rules.base import Rule
 from . import runner
 from .runner import (
@@ -546,20 +547,20 @@ def _telemetry_norms(stats: list[Tensor], count: int) -> list[tuple[float, float
     tables = [s.double().tolist() for s in stats]  # per group: [quantity][row][parameter]
     if len(tables) == 1:  # the hypot of one norm is the norm
         update, weight, grad = tables[0]
-        return [(_total(grad[i]), _total(update[i]), _total(weight[i])) for i in range(count)]
+        return [(_group(grad[i]), _group(update[i]), _group(weight[i])) for i in range(count)]
     return [
         (
-            math.hypot(*(_total(t[2][i]) for t in tables)),
-            math.hypot(*(_total(t[0][i]) for t in tables)),
-            math.hypot(*(_total(t[1][i]) for t in tables)),
+            math.hypot(*(_group(t[2][i]) for t in tables)),
+            math.hypot(*(_group(t[0][i]) for t in tables)),
+            math.hypot(*(_group(t[1][i]) for t in tables)),
         )
         for i in range(count)
     ]
 
 
-def _total(sums: list[float]) -> float:
-    """``monitoring``'s group total of the parameters' norms ``sqrt(s)``."""
-    return math.sqrt(sum(v * v for v in map(math.sqrt, sums)))
+def _group(sums: list[float]) -> float:
+    """A group's norm from its parameters' sums of squares, as telemetry totals it."""
+    return _total(map(math.sqrt, sums))
 
 
 # ---------------------------------------------------------------- one configuration

@@ -386,8 +386,9 @@ def sweep(
     workload, optimizer, regime, steps, evaluation interval, options and model) form a
     group; a group of two or more specs on a registry workload is trained as one batched
     problem (:func:`descentlab.lab.batched.run_batched`): ``started`` is called for each of
-    its runs not yet stored, then, once the batch is done, each record is stored and
-    reported (``progress``) in turn. Each such run equals ``run_one``'s to float64
+    its runs not yet stored, then, once the batch is done, its records are stored
+    together (:meth:`Store.append_many`) and then reported (``progress``) in turn, so an
+    interruption loses none of them. Each such run equals ``run_one``'s to float64
     round-off (bit for bit on the 2-D landscapes); its ``time`` and ``seconds`` are its
     share of the batch's, and its ``batch`` field says how many runs were trained
     together. A group is batched whenever the sweep holds two or more of its specs, even

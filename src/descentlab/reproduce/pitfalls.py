@@ -20,6 +20,7 @@ import torch
 
 from .. import rules
 from .. import torch as dt
+from ..lab.batched import _ACTIVATIONS, _linear_layers
 from ..lab.workloads import _digits_data
 from .base import Claim, Condition, Context, Measurement, Statement, require, support
 from .common import one_thread, pyplot, save_figure, spread
@@ -538,25 +539,25 @@ def _stacked_forward(template: torch.nn.Module, flat: Tensor, x: Tensor) -> Tens
     """``template``'s forward on every seed at once: ``x`` is [S, B, in] and row s of ``flat``
     [S, n] is seed s's parameters, flattened in ``template.parameters()`` order.
 
-    Walks ``template``'s layers so that it follows ``_mlp()`` if that changes: a Linear becomes
-    one batched matmul on views of ``flat`` (seed s reads only row s), anything else must be
-    elementwise (the activation) and is applied as it is. The views come from one ``split``,
-    whose backward writes the gradient once (slicing each view would fill a zero [S, n]
-    gradient per parameter).
+    The layers are read as the lab's batched runs read them (``lab.batched._linear_layers``,
+    so it follows ``_mlp()`` if that changes): a Linear becomes one batched matmul on views
+    of ``flat`` (seed s reads only row s), an activation is applied element-wise. The views
+    come from one ``split``, whose backward writes the gradient once (slicing each view would
+    fill a zero [S, n] gradient per parameter).
     """
-    shapes = [p.shape for p in template.parameters()]
-    views = iter(
-        v.unflatten(1, shape)
-        for v, shape in zip(flat.split([s.numel() for s in shapes], dim=1), shapes, strict=True)
-    )
-    for layer in template.children():
-        if isinstance(layer, torch.nn.Linear):
-            w, b = next(views), next(views)
-            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-        elif isinstance(layer, torch.nn.ReLU):
-            x = layer(x)
+    names, shapes = zip(*((n, p.shape) for n, p in template.named_parameters()), strict=True)
+    layers = _linear_layers(template, list(names))
+    if layers is None:
+        raise TypeError(f"cannot stack {type(template).__name__} over seeds")
+    pieces = flat.split([s.numel() for s in shapes], dim=1)
+    views = [v.unflatten(1, shape) for v, shape in zip(pieces, shapes, strict=True)]
+    for layer, w, b in layers:
+        if w < 0:
+            x = _ACTIVATIONS[type(layer)](x)
+        elif b is None:
+            x = torch.bmm(x, views[w].transpose(1, 2))
         else:
-            raise TypeError(f"cannot stack a {type(layer).__name__} layer over seeds")
+            x = torch.baddbmm(views[b].unsqueeze(1), x, views[w].transpose(1, 2))
     return x
 
 
