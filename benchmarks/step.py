@@ -9,7 +9,7 @@ Run: python benchmarks/step.py [--scale 0.05] [--no-memory] [--out bench.json]
 
 import sys
 
-from descentlab.cli import main
+from descentlab.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

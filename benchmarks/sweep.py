@@ -30,8 +30,10 @@ import torch
 from descentlab.lab import compare
 from descentlab.lab.compare import EVALUATIONS
 from descentlab.lab.executors import InProcessExecutor
-from descentlab.lab.runner import RunSpec, run_one, sweep
+from descentlab.lab.runner import run_one
 from descentlab.lab.spec import parse_optimizer, parse_regime
+from descentlab.lab.sweep import sweep
+from descentlab.lab.training import RunSpec
 from descentlab.lab.workloads import WORKLOADS
 
 WORKLOAD = "digits-mlp"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from descentlab import cli, demo
+from descentlab.tools import cli, demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +101,22 @@ def test_bench_bad_optimizer_exits_2() -> None:
     )
     assert out.returncode == 2 and "unknown optimizer 'adamm'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_compare_prints_warnings_as_one_line_and_leaves_the_process_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "runs.jsonl").write_text("not a run record\n")  # the store warns about it
+    before = (warnings.showwarning, warnings.formatwarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        args = ["--workload", "ravine", "--optimizers", "sgd", "--lr", "0.1", "--seeds", "1"]
+        code = cli.main(["compare", *args, "--steps", "3", "--out", str(out)])
+        assert (warnings.showwarning, warnings.formatwarning) == before
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "unreadable" in line]
+    assert lines and all(line.startswith("descentlab compare: warning: ") for line in lines)
+    assert "Traceback" not in err and ".py:" not in err

@@ -13,20 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from descentlab.lab import batched, runner
+from descentlab.lab import batched, training
+from descentlab.lab import sweep as sweeps
 from descentlab.lab.batched import can_batch, run_batched
 from descentlab.lab.executors import InProcessExecutor, sweep_with
-from descentlab.lab.runner import (
-    _CLASSES,
-    Record,
-    RunSpec,
-    Store,
-    model_build,
-    run_one,
-    sweep,
-    to_json,
-)
+from descentlab.lab.runner import model_build, run_one
 from descentlab.lab.spec import parse_optimizer, parse_regime
+from descentlab.lab.store import Store, to_json
+from descentlab.lab.sweep import sweep
+from descentlab.lab.training import Record, RunSpec
 from descentlab.lab.workloads import WORKLOADS, Problem, supervised_problem
 
 # Every optimizer of the lab, and the options that change the shape of its rule.
@@ -217,7 +212,7 @@ def test_batched_update_is_the_drop_in_update_bit_for_bit(
 ) -> None:
     """The update alone, on shared gradients: no matmul, so no round-off difference at all."""
     spec = parse_optimizer(optimizer)
-    cls = _CLASSES[spec.name]
+    cls = training.OPTIMIZERS[spec.name]
     lrs = [1e-3, 3e-2, 0.5]
     gen = torch.Generator().manual_seed(0)
     start = torch.randn(3, 4, 5, generator=gen, dtype=dtype)
@@ -321,13 +316,13 @@ def test_a_vectorized_sweep_records_what_the_one_by_one_sweep_does(tmp_path: Pat
     alone = grid("linreg", "rmsprop", [1e-2], 1, 5, "minibatch:25")  # a group of one
     specs = [*digits[:3], *ravine, digits[3], *alone, *digits[4:], digits[0]]  # and a repeat
     builds = {name: WORKLOADS[name].build for name in ("digits-logreg", "ravine", "linreg")}
-    before = runner.batched_runs
+    before = sweeps.batched_runs
     rec = Recorder()
     rows = sweep(specs, builds, folder(tmp_path / "batched"), rec.done, rec.start)
-    assert runner.batched_runs - before == len(digits) + len(ravine)
+    assert sweeps.batched_runs - before == len(digits) + len(ravine)
     one = Recorder()
     plain = sweep(specs, builds, folder(tmp_path / "plain"), one.done, one.start, vectorize=False)
-    assert runner.batched_runs - before == len(digits) + len(ravine)  # not batched
+    assert sweeps.batched_runs - before == len(digits) + len(ravine)  # not batched
     assert [r["id"] for r in rows] == [s.id for s in specs]
     # every run trained once, in any order; the repeat read back when the sweep reaches it
     assert sorted(rec.started) == sorted(one.started) == sorted({s.id for s in specs})
@@ -362,9 +357,9 @@ def test_a_mixed_sweep_batches_the_registry_and_runs_a_user_model_one_by_one(
     ]  # fmt: skip
     builtin = grid("noisy-quadratic", "sgd", [1e-2, 3e-2], 2, 5, "minibatch:32")
     builds = {"mine": user, "noisy-quadratic": WORKLOADS["noisy-quadratic"].build}
-    before = runner.batched_runs
+    before = sweeps.batched_runs
     rows = sweep([*mine, *builtin], builds, tmp_path)
-    assert runner.batched_runs - before == len(builtin)
+    assert sweeps.batched_runs - before == len(builtin)
     assert [r["batch"] for r in rows] == [1] * len(mine) + [len(builtin)] * len(builtin)
     for row, spec in zip(rows[: len(mine)], mine, strict=True):  # run_one's, exactly
         want = json.loads(json.dumps(to_json(dataclasses.asdict(run_one(spec, user)))))
@@ -400,10 +395,10 @@ def test_an_interrupted_batch_resumes_to_the_same_records(
     (folder(tmp_path / "resumed") / "runs.jsonl").write_text("".join(lines[:stop_after]))
     kept = Store(tmp_path / "resumed").load()
     assert len(kept) == stop_after
-    before = runner.batched_runs
+    before = sweeps.batched_runs
     again = Recorder()
     rows = sweep(specs, builds, tmp_path / "resumed", again.done, again.start)
-    assert runner.batched_runs - before == len(specs) - stop_after
+    assert sweeps.batched_runs - before == len(specs) - stop_after
     assert sorted(again.started) == sorted(s.id for s in specs if s.id not in kept)
     assert sorted(again.progress) == sorted((s.id, s.id in kept) for s in specs)
     for row, other in zip(rows, whole, strict=True):
@@ -435,14 +430,14 @@ class Recorder:
 def test_the_in_process_executor_batches_unless_told_not_to(tmp_path: Path) -> None:
     specs = grid("saddle", "rmsprop", [1e-2, 3e-2], 1, 4, "full")
     builds = {"saddle": WORKLOADS["saddle"].build}
-    before = runner.batched_runs
+    before = sweeps.batched_runs
     assert repr(InProcessExecutor()) == "InProcessExecutor()"
     rows = sweep_with(InProcessExecutor(), specs, builds, folder(tmp_path / "a"))
-    assert runner.batched_runs - before == 2 and [r["batch"] for r in rows] == [2, 2]
+    assert sweeps.batched_runs - before == 2 and [r["batch"] for r in rows] == [2, 2]
     off = InProcessExecutor(vectorize=False)
     assert repr(off) == "InProcessExecutor(vectorize=False)"
     plain = sweep_with(off, specs, builds, folder(tmp_path / "b"))
-    assert runner.batched_runs - before == 2 and [r["batch"] for r in plain] == [1, 1]
+    assert sweeps.batched_runs - before == 2 and [r["batch"] for r in plain] == [1, 1]
     for row, other in zip(rows, plain, strict=True):
         assert_same_rows(row, other, exact=True)  # a landscape: bit for bit
 

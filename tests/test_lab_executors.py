@@ -23,8 +23,11 @@ from descentlab.lab.executors import (
     executor_from,
     sweep_with,
 )
-from descentlab.lab.runner import RunSpec, Store, model_build, sweep, to_json
+from descentlab.lab.runner import model_build
 from descentlab.lab.spec import OptimizerSpec, Regime
+from descentlab.lab.store import Store, to_json
+from descentlab.lab.sweep import sweep
+from descentlab.lab.training import RunSpec
 from descentlab.lab.workloads import WORKLOADS, Problem, get_workload, supervised_problem
 
 TIMING = {"time", "seconds", "wall_seconds", "load", "load_end", "cpus", "batch"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from descentlab.lab import LabError, compare, lrfind, report
+from descentlab.lab import LabError, compare, decide, lrfind, summary
 from descentlab.lab.spec import parse_optimizer, parse_regime
 from descentlab.lab.workloads import WORKLOADS
 
@@ -14,8 +14,8 @@ KW = dict(workloads=["digits-logreg"], optimizers=["sgd", "adam"], seeds=1, step
 
 
 def _edges(rows: list[dict], targets: dict) -> list[str]:
-    summary = report.summarize(rows, targets)
-    return [side for c in report.choices(summary).values() if (side := report.grid_edge(c))]
+    rows = summary.summarize(rows, targets)
+    return [side for c in decide.choices(rows).values() if (side := decide.grid_edge(c))]
 
 
 def test_range_test_finds_the_lr_where_the_loss_falls_and_stops_at_the_blow_up() -> None:

@@ -3,6 +3,7 @@ strict JSON, and user models that never share runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 from pathlib import Path
@@ -11,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from descentlab import cli
 from descentlab.lab import compare
-from descentlab.lab.runner import Store
+from descentlab.lab.store import Store
+from descentlab.tools import cli
 
 # cheap settings first: a bad value given after them replaces the good one
 BASE = ["--workload", "ravine", "--optimizers", "sgd", "--lr", "0.1", "--seeds", "1"]
@@ -95,7 +96,7 @@ def test_bench_bad_input_is_refused_before_the_benchmark(
 def test_bench_unwritable_out_is_refused_before_the_benchmark(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from descentlab import bench
+    from descentlab.tools import bench
 
     def no_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         raise AssertionError("the benchmark ran before --out was checked")
@@ -213,7 +214,7 @@ def test_two_user_models_in_one_folder_each_get_their_own_runs(tmp_path: Path) -
 def test_curves_with_non_finite_or_huge_values_round_trip_through_the_fast_path() -> None:
     """Lists of finite numbers are copied whole; anything else goes element by element
     (a NaN, an infinity, finite values whose sum overflows, strings, containers)."""
-    from descentlab.lab.runner import from_json, to_json
+    from descentlab.lab.store import from_json, to_json
 
     nan, inf = float("nan"), float("inf")
     value = {
@@ -238,7 +239,7 @@ def test_curves_with_non_finite_or_huge_values_round_trip_through_the_fast_path(
 
 
 def test_append_many_stores_each_run_once_and_keeps_the_first_record(tmp_path: Path) -> None:
-    from descentlab.lab.runner import Record
+    from descentlab.lab.training import Record
 
     mine = Store(tmp_path)
     other = Store(tmp_path)  # another process writing into the same folder
@@ -265,3 +266,23 @@ def test_append_many_stores_each_run_once_and_keeps_the_first_record(tmp_path: P
     assert mine._offset == (tmp_path / "runs.jsonl").stat().st_size  # nor are mine:
     assert len(looks) == 1  # one look at the file, before writing, and none after
     assert other.refresh()["b"]["spec"] == {"lr": 3.0}  # the other store reads "b" back
+
+
+def test_a_run_recorded_twice_reads_back_as_first_recorded(tmp_path: Path) -> None:
+    """Two lines with one run id (two processes raced, or a file was concatenated): the
+    first is the run, on a first read and on a later look alike."""
+    from descentlab.lab.store import to_json
+    from descentlab.lab.training import Record
+
+    def line(lr: float, loss: float) -> str:
+        row = to_json(dataclasses.asdict(Record(spec={"lr": lr}, id="a", loss=[loss])))
+        return json.dumps(row) + "\n"
+
+    path = tmp_path / "runs.jsonl"
+    path.write_text(line(1.0, 1.0) + line(2.0, 2.0))
+    store = Store(tmp_path)
+    assert store.load()["a"]["spec"] == {"lr": 1.0} and store.done["a"]["loss"] == [1.0]
+    with path.open("a") as f:  # a third record of "a" appended later
+        f.write(line(3.0, 3.0))
+    assert store.refresh()["a"]["spec"] == {"lr": 1.0}
+    assert Store(tmp_path).load()["a"]["loss"] == [1.0]

@@ -16,12 +16,13 @@ import pytest
 import torch
 from rich.console import Console
 
-from descentlab import cli
-from descentlab.lab import compare, report, runner
-from descentlab.lab.compare import SweepProgress
-from descentlab.lab.runner import RunSpec, model_build, run_one
+from descentlab.lab import compare, training
+from descentlab.lab.progress import SweepProgress
+from descentlab.lab.runner import model_build, run_one
 from descentlab.lab.spec import Regime, parse_optimizer
+from descentlab.lab.training import RunSpec
 from descentlab.lab.workloads import supervised_problem
+from descentlab.tools import cli
 
 # ------------------------------------------------------------------------------ timing
 
@@ -50,32 +51,13 @@ def test_a_run_is_timed_in_cpu_seconds_of_the_training_thread() -> None:
     assert len(rec.load) == 3 and len(rec.load_end) == 3 and rec.cpus == os.cpu_count()
 
 
-def _row(load: float, cpus: int = 4, clock: str | None = "process_cpu") -> dict[str, Any]:
-    row: dict[str, Any] = {"load": [load, load, load], "load_end": [load, 0.0, 0.0], "cpus": cpus}
-    if clock is not None:
-        row["clock"] = clock
-    return row
-
-
-def test_load_warnings_only_for_high_or_uneven_load() -> None:
-    assert report.load_notes([_row(0.5), _row(0.9), _row(1.2)]) == []
-    busy = report.load_notes([_row(6.0), _row(6.5)])  # above 4 CPUs, evenly
-    assert len(busy) == 1 and "busy during 2 of 2 run(s)" in busy[0] and "6.5 on 4 CPUs" in busy[0]
-    resumed = report.load_notes([_row(0.2), _row(0.3), _row(3.5)])  # per CPU 0.05 to 0.88
-    assert len(resumed) == 1 and "very different machine loads" in resumed[0]
-    both = report.load_notes([_row(0.1), _row(9.0)])
-    assert len(both) == 2
-    old = report.load_notes([_row(0.1), _row(0.1, clock=None)])
-    assert len(old) == 1 and "wall-clock" in old[0]
-
-
 KW: dict[str, Any] = dict(workloads=["ravine"], optimizers=["sgd", "adam"], lrs=[1e-2], seeds=1)
 
 
 def test_sweep_records_load_and_warns_in_report_and_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(runner, "machine_load", lambda: ([0.1, 0.1, 0.1], 2))
+    monkeypatch.setattr(training, "machine_load", lambda: ([0.1, 0.1, 0.1], 2))
     quiet = compare(out=tmp_path / "quiet", steps=5, **KW)
     config = json.loads((tmp_path / "quiet" / "config.json").read_text())
     assert len(config["machine"]["load"]) == 3 and config["machine"]["cpus"] == os.cpu_count()
@@ -88,7 +70,7 @@ def test_sweep_records_load_and_warns_in_report_and_terminal(
     assert not any("Warning" in n for n in quiet.notes)
 
     # the same folder resumed on a busy machine: the new runs were timed under other load
-    monkeypatch.setattr(runner, "machine_load", lambda: ([5.0, 5.0, 5.0], 2))
+    monkeypatch.setattr(training, "machine_load", lambda: ([5.0, 5.0, 5.0], 2))
     out = str(tmp_path / "quiet")
     args = ["compare", "--workload", "ravine", "--optimizers", "sgd,adam", "--lr", "1e-2,3e-2"]
     code = cli.main([*args, "--seeds", "1", "--steps", "5", "--out", out])

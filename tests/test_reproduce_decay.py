@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from descentlab import torch as dt
-from descentlab.reproduce import pitfalls
 from descentlab.reproduce.common import one_thread
-from descentlab.reproduce.pitfalls import DECAY_BATCH, Config, _decay_eval, _decay_runs, _mlp
+from descentlab.reproduce.decay import DECAY_BATCH, evaluate, splits, train_runs
+from descentlab.reproduce.digits import Config, mlp
 
 # Both rules, with and without decay, a scaled loss, and a run that diverges at once (an
 # infinite loss scale): its NaNs must stay in its own rows.
@@ -39,7 +39,7 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def data() -> tuple[Any, ...]:
     """200 training digits (3 full batches and one of 8 per epoch): a few fast steps."""
-    (x, y), val, test = pitfalls._decay_data()
+    (x, y), val, test = splits()
     return (x[:200], y[:200]), val, test
 
 
@@ -49,7 +49,7 @@ def _one_seed(
     """One run trained alone: the code path the stacked training replaced."""
     (x, y), _, _ = data
     torch.manual_seed(seed)
-    model = _mlp()
+    model = mlp()
     cls = dt.AdamW if name == "adamw" else dt.Adam
     opt = cls(model.parameters(), lr=lr, weight_decay=wd)
     gen = torch.Generator().manual_seed(seed)
@@ -62,12 +62,12 @@ def _one_seed(
 
 
 def test_each_stacked_run_equals_its_run_alone(data: tuple[Any, ...]) -> None:
-    stacked = _decay_runs(data, CONFIGS, SEEDS, EPOCHS)
+    stacked = train_runs(data, CONFIGS, SEEDS, EPOCHS)
     assert len(stacked) == len(CONFIGS)
     for config, runs in zip(CONFIGS, stacked, strict=True):
         assert len(runs) == len(SEEDS)
         for seed, got in zip(SEEDS, runs, strict=True):
-            want = _decay_eval(_one_seed(data, *config[:3], seed, config[3]), data)
+            want = evaluate(_one_seed(data, *config[:3], seed, config[3]), data)
             torch.testing.assert_close(
                 got["w"], want["w"], rtol=1e-5, atol=1e-7, equal_nan=True, msg=f"{config} {seed}"
             )
@@ -83,7 +83,7 @@ def test_a_configuration_gives_the_same_runs_alone_or_stacked_with_others(
 ) -> None:
     """measure_decay trains whatever is not cached yet together: what a run gives must not
     depend on what it was batched with, nor on where in the batch it sits."""
-    alone = _decay_runs(data, CONFIGS[1:2], SEEDS[:2], EPOCHS)[0]
-    mixed = _decay_runs(data, CONFIGS[::-1], SEEDS[:2], EPOCHS)[len(CONFIGS) - 2]
+    alone = train_runs(data, CONFIGS[1:2], SEEDS[:2], EPOCHS)[0]
+    mixed = train_runs(data, CONFIGS[::-1], SEEDS[:2], EPOCHS)[len(CONFIGS) - 2]
     for a, b in zip(alone, mixed, strict=True):
         torch.testing.assert_close(a["w"], b["w"], rtol=1e-5, atol=1e-7)

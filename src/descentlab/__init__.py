@@ -5,13 +5,12 @@
 * :mod:`descentlab.numpy` - the same rules on NumPy arrays;
 * :func:`list_optimizers` / :func:`get_optimizer` - the registry both drivers share;
 * :func:`guard` - catches the training-loop pitfalls in any torch optimizer's loop
-  (:mod:`descentlab.guards`);
+  (:mod:`descentlab.diagnostics.guards`);
 * :func:`telemetry` - lr, gradient and update norms of any torch optimizer, sampled every N
-  steps (:mod:`descentlab.monitoring`).
+  steps (:mod:`descentlab.diagnostics.telemetry`).
 """
 
-from .guards import PitfallWarning, guard, param_groups_for_decay
-from .monitoring import telemetry
+from .diagnostics import PitfallWarning, guard, param_groups_for_decay, telemetry
 from .optimizers import REGISTRY, OptimizerInfo, list_optimizers
 from .optimizers import get as get_optimizer
 

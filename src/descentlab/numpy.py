@@ -31,7 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import optimizers
-from .rules.base import Rule
+from .engines import policy
+from .engines.policy import NUMPY_ENGINES, compute_dtype, is_low_precision
+from .rules.base import Rule, advance
 
 __all__ = [
     "SGD",
@@ -62,17 +64,14 @@ class State(NamedTuple):
     slots: Any
 
 
-LOW_PRECISION = (np.float16,)
-
-
 def _apply(
     rule: Rule, p: np.ndarray, g: np.ndarray, slots: dict, c: Any
 ) -> tuple[np.ndarray, dict]:
     """The rule on one array; float16 is computed in float32 and rounded once, as the torch
     drop-ins do (``eps=1e-8`` is 0 in float16); the state keeps the parameter's dtype."""
-    if p.dtype not in LOW_PRECISION:
+    if not is_low_precision(p.dtype):
         return rule.update(p, g, slots, c)
-    wide = np.float32
+    wide = compute_dtype(p.dtype)
     new_p, new_slots = rule.update(
         p.astype(wide), g.astype(wide), {k: v.astype(wide) for k, v in slots.items()}, c
     )
@@ -111,7 +110,7 @@ class Transformation:
         self.info = optimizers.get(name)
         self.hp = self.info.with_defaults(**hp)
         self.rule = self.info.rule(self.hp)
-        self._scalars = self.info.scalars(self.hp)
+        self.scalars = self.info.scalars(self.hp)  # the hyperparameters the rule reads
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hp.items() if k in self.info.defaults)
@@ -129,9 +128,9 @@ class Transformation:
         def one(p: np.ndarray, g: np.ndarray | None, t: int, s: dict) -> _Step:
             if g is None:
                 return _Step(p, t, s)
-            t += 1
+            t = advance(t)
             if t not in cache:
-                cache[t] = self.rule.coefficients(self._scalars, t)
+                cache[t] = self.rule.coefficients(self.scalars, t)
             new_p, new_s = _apply(self.rule, p, np.asarray(g, dtype=p.dtype), s, cache[t])
             return _Step(new_p, t, new_s)
 
@@ -178,10 +177,6 @@ def adamw(**hp: Any) -> Transformation:
     return Transformation("adamw", **hp)
 
 
-ENGINES = ("auto", "reference", "compiled")
-AUTO_COMPILED_NUMEL = 1 << 20
-
-
 class Optimizer:
     """Object API: owns its state and updates the given arrays in place.
 
@@ -202,17 +197,14 @@ class Optimizer:
             raise TypeError("params must be a list of numpy arrays (updated in place)")
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        if engine not in NUMPY_ENGINES:
+            raise ValueError(
+                f"unknown engine {engine!r}; choose one of: {', '.join(NUMPY_ENGINES)}"
+            )
         self.params = list(params)
         self.engine = engine
         self.transformation = Transformation(self.name, **hp)
         self.state = self.transformation.init(self.params)
-
-    def _compiled(self, p: np.ndarray) -> bool:
-        if self.engine == "reference" or not p.flags.c_contiguous or not p.flags.writeable:
-            return False
-        return self.engine == "compiled" or p.size >= AUTO_COMPILED_NUMEL
 
     def step(self, grads: Sequence[np.ndarray | None]) -> None:
         """Apply one update; ``grads[i]`` is the gradient of ``params[i]`` (or None)."""
@@ -222,14 +214,14 @@ class Optimizer:
 
         from .engines.flat import run_flat
 
-        rule, hp = self.transformation.rule, self.transformation._scalars
+        rule, hp = self.transformation.rule, self.transformation.scalars
         steps = list(self.state.steps)
         for i, (p, g, slots) in enumerate(zip(self.params, grads, self.state.slots, strict=True)):
             if g is None:
                 continue
-            steps[i] += 1
+            steps[i] = advance(steps[i])
             g = np.ascontiguousarray(g, dtype=p.dtype)
-            if self._compiled(p):  # one fused in-place pass over zero-copy views
+            if policy.numpy_array_compiles(self.engine, p):  # one fused pass, zero-copy views
                 views = {k: torch.from_numpy(v.reshape(-1)) for k, v in slots.items()}
                 flat_p, flat_g = torch.from_numpy(p.reshape(-1)), torch.from_numpy(g.reshape(-1))
                 run_flat(rule, flat_p, flat_g, views, hp, steps[i], compiled=True)

@@ -24,18 +24,14 @@ from typing import Any, ClassVar
 import torch
 
 from . import optimizers
-from .engines import ENGINES, FlatBucket, GroupPlan, apply_reference
+from .engines import FlatBucket, GroupPlan, apply_reference, policy
 from .engines.compiled import overlapping
+from .engines.policy import TORCH_ENGINES
 from .engines.reference import steps_taken
 from .optimizers import OptimizerInfo
-from .rules.base import Rule
+from .rules.base import Rule, advance
 
 __all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
-
-# "auto" compiles a group from this many tensors or elements on (below, compiling costs more
-# than it can save).
-AUTO_TENSORS = 16
-AUTO_NUMEL = 1 << 16
 
 
 def _scalar_dtype(group: dict[str, Any]) -> torch.dtype:
@@ -100,6 +96,12 @@ class Optimizer(torch.optim.Optimizer):
     elements, DTensor, overlapping another parameter) and gradients or state it cannot read
     in place are stepped by the reference engine. ``engine_counts`` counts, per engine, the
     parameter updates it executed.
+
+    **In-step measurement** (what :func:`descentlab.telemetry` reads on a sampled step):
+    :meth:`measure_next_step` asks the next step to compute, per parameter, the squared
+    norms of its update, of the weights before it and of the gradient, where the engine
+    computes the step (a compiled kernel sums what the update reads anyway: no copy of the
+    parameters, no extra pass); :meth:`take_step_measurements` hands them over after it.
     """
 
     info: ClassVar[OptimizerInfo]
@@ -117,20 +119,21 @@ class Optimizer(torch.optim.Optimizer):
         params = _check_params(params, self.info.title)
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"{self.info.title}: skip_nonfinite must be True or False")
-        if engine not in ENGINES:
+        if engine not in TORCH_ENGINES:
+            choices = ", ".join(TORCH_ENGINES)
             raise ValueError(
-                f"{self.info.title}: unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}"
+                f"{self.info.title}: unknown engine {engine!r}; choose one of: {choices}"
             )
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
         self.engine = engine
-        self.engine_counts: dict[str, int] = dict.fromkeys(ENGINES[1:], 0)
+        self.engine_counts: dict[str, int] = dict.fromkeys(TORCH_ENGINES[1:], 0)
         self._buckets: dict[int, FlatBucket] = {}
         self._plans: dict[int, GroupPlan] = {}
         self._refused: set[str] = set()
         self._step_home: dict[int, dict[str, torch.Tensor]] = {}  # see _prepare_state
-        # Telemetry (descentlab.monitoring) sets _measure for a sampled step: the engines then
-        # leave update_stats per parameter in _update_stats (keyed by id(param)).
+        # measure_next_step() sets _measure for one step: the engines then leave update_stats
+        # per parameter in _update_stats (keyed by id(param)); take_step_measurements() reads.
         self._measure = False
         self._update_stats: dict[int, torch.Tensor] = {}
         super().__init__(params, defaults)
@@ -154,7 +157,7 @@ class Optimizer(torch.optim.Optimizer):
         for key, default in self._SETTINGS.items():
             value = state.pop(key, getattr(self, key, default))
             if key == "engine_counts":
-                value = dict(value or dict.fromkeys(ENGINES[1:], 0))
+                value = dict(value or dict.fromkeys(TORCH_ENGINES[1:], 0))
             setattr(self, key, value)
         # load_state_dict lands here too: buckets and plans then check the new state tensors
         # (and rebuild) at the next step; an unpickled copy starts without them.
@@ -196,7 +199,7 @@ class Optimizer(torch.optim.Optimizer):
             self.info.validate(group)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates and returns the loss."""
         loss = None
         if closure is not None:
@@ -219,6 +222,31 @@ class Optimizer(torch.optim.Optimizer):
                 rest = self._compiled_step(index, group, rule, hp)
             self._reference_step(rest, group, rule, hp)
         return loss
+
+    def measure_next_step(self) -> bool:
+        """Have the next :meth:`step` measure what it does, inside its engines.
+
+        Returns whether it will: ``False`` with the flat engines, which step whole buffers
+        (measure around the step instead, from a copy of the parameters). Read the figures
+        with :meth:`take_step_measurements` once the step is done.
+        """
+        if self.engine in ("flat", "flat-eager"):
+            return False
+        self._measure = True
+        return True
+
+    def take_step_measurements(self) -> dict[int, torch.Tensor] | None:
+        """The figures of the step :meth:`measure_next_step` asked for; measuring then stops.
+
+        ``{id(param): tensor([||w_t - w_{t-1}||**2, ||w_{t-1}||**2, ||g||**2])}`` for every
+        parameter the step updated, summed in the rule's compute precision on the
+        parameter's device (a step that ``skip_nonfinite`` skipped updated none). ``None``
+        when no measured step is pending.
+        """
+        if not self._measure:
+            return None
+        self._measure = False
+        return self._update_stats
 
     def unflatten(self) -> None:
         """Give every parameter and state tensor its own storage back (``engine="flat"``).
@@ -267,8 +295,7 @@ class Optimizer(torch.optim.Optimizer):
                     "use torch.optim.SparseAdam or a dense gradient"
                 )
             state, home = self._prepare_state(p, rule, group)
-            home["step"] += 1
-            t = int(home["step"].item())
+            t = int(advance(home["step"]).item())
             if t not in cache:
                 cache[t] = rule.coefficients(hp, t)
             stats = apply_reference(rule, p, p.grad, state, cache[t], self._measure)
@@ -286,7 +313,7 @@ class Optimizer(torch.optim.Optimizer):
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule):
             plan = self._plans[index] = GroupPlan(list(params), rule, _scalar_dtype(group))
-        if self.engine == "auto" and len(plan.eligible) < AUTO_TENSORS and plan.numel < AUTO_NUMEL:
+        if not policy.torch_group_compiles(self.engine, len(plan.eligible), plan.numel):
             return params
         stepped, rest = plan.step(
             self.state, hp, lambda p: self._prepare_state(p, rule, group), self._measure

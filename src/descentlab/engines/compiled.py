@@ -22,7 +22,7 @@ Why it is built this way:
   tensors of a chunk are the same size.
 * **Per-parameter step counts.** Coefficients (lr, bias corrections...) arrive as one row
   per tensor, so parameters that have taken different numbers of steps share a chunk.
-* **Two size classes.** Small tensors (fewer than ``SMALL`` elements) are compiled with
+* **Two size classes.** Small tensors (fewer than ``policy.SMALL`` elements) are compiled with
   small size hints, so their loops run on one thread without a fork/join each; large ones
   with large hints, so their loops are split across threads.
 """
@@ -38,11 +38,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..rules.base import Rule
+from ..rules.base import Rule, advance
+from .policy import CHUNK, compute_dtype, size_class
 from .reference import compute, update_stats, write_back
 
-SMALL = 1 << 15  # elements: below this a tensor's loop runs on one thread
-CHUNK = {"small": 16, "large": 4}  # tensors per compiled call, by size class
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -63,19 +62,6 @@ _FAILED: dict[KernelKey, str] = {}
 compiles = 0  # number of kernels compiled in this process (observable by tests)
 
 
-def coefficient_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Coefficients travel in the parameter's precision (float32 for 16-bit parameters).
-
-    torch's eager kernels round Python-float scalars the same way; a float64 coefficient
-    would make a float32 kernel compute in double precision, at half the vector width.
-    """
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def size_class(numel: int) -> str:
-    return "small" if numel < SMALL else "large"
-
-
 # What a graph input of a chunk function may be: a list element, or one of its sizes.
 _SOURCE = re.compile(r"L\['cmat'\](\.size\(\)\[[01]\])?|L\['\w+'\](\[\d+\])+(\.size\(\)\[0\])?")
 
@@ -85,11 +71,11 @@ def _chunk_function(
 ) -> Any:
     slots = rule.slots
 
-    def step_chunk(ps, gs, state_lists, steps, cmat):  # type: ignore[no-untyped-def]
+    def step_chunk(ps, gs, state_lists, steps, cmat):
         stats = []
         for i in range(k):
             if in_graph_steps:
-                steps[i].add_(1)
+                advance(steps[i])
             c = {n: cmat[i, j] for j, n in enumerate(names)}
             s = {name: state_lists[j][i] for j, name in enumerate(slots)}
             new_p, new_s = compute(rule, ps[i], gs[i], s, c)
@@ -131,7 +117,7 @@ class Kernel:
         ps = tensors(self.k, base)
         gs = [torch.ones_like(p) for p in ps]
         state = [[torch.zeros_like(p) for p in ps] for _ in slots]
-        cmat = torch.full((self.k, len(names)), 0.5, dtype=coefficient_dtype(dtype), device=device)
+        cmat = torch.full((self.k, len(names)), 0.5, dtype=compute_dtype(dtype), device=device)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
             fn(ps, gs, state, steps, cmat)
@@ -163,7 +149,7 @@ class Kernel:
             ps, gs = ps + pp[n:], gs + pg[n:]
             state = [s + extra[n:] for s, extra in zip(state, pst, strict=True)]
             steps = steps + psteps[n:]
-        if not self.in_graph_steps:
+        if not self.in_graph_steps:  # ``advance`` of each counter, in one launch
             torch._foreach_add_(steps[:n], 1.0)
         assert self.direct is not None
         out = self.direct({"ps": ps, "gs": gs, "state_lists": state, "steps": steps, "cmat": cmat})
@@ -474,7 +460,7 @@ class GroupPlan:
         if self._counted is not None and list(map(_VERSION, self.steps)) == self._counted[0]:
             return self._counted[1]
         if len(self.steps) > 1:
-            return torch.stack(self.steps).tolist()  # type: ignore[no-any-return]
+            return torch.stack(self.steps).tolist()
         return [float(self.steps[0])]
 
     def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor], measure: bool) -> bool:
@@ -497,7 +483,7 @@ class GroupPlan:
             assert kern is not None
             k, dtype, device = kern.k, key[0], key[1]
             padded = -(-len(idx) // k) * k
-            cdtype = coefficient_dtype(dtype)
+            cdtype = compute_dtype(dtype)
             if len(rows) == 1:
                 row = torch.tensor(rows[before[0]], dtype=cdtype)
                 cmat = row.expand(padded, len(names)).contiguous()

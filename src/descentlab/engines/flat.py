@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from ..rules.base import Rule
+from ..rules.base import Rule, advance
+from .policy import compute_dtype
 from .reference import compute, write_back
 
 _GRAD = operator.attrgetter("grad")
@@ -53,7 +54,7 @@ def _compiled(rule: Rule, names: tuple[str, ...]) -> Any:
     key = (rule, names)
     if key not in _COMPILED:
 
-        def run(p, g, slots, cvec):  # type: ignore[no-untyped-def]
+        def run(p, g, slots, cvec):
             flat_update(rule, names, p, g, slots, cvec)
 
         # Dynamo keys its cache and recompile limit by code object: give each rule its own,
@@ -76,11 +77,7 @@ def run_flat(
     """Step ``step`` of ``rule`` over 1-D buffers in place: one compiled pass, or eager ops."""
     c = rule.coefficients(hp, step)
     names = tuple(c)
-    # Coefficients in the buffer's own precision (float32 for 16-bit buffers): torch's
-    # eager kernels round Python-float scalars the same way, and a float64 scalar would make
-    # the compiled pass compute in double precision, at half the vector width.
-    dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
-    cvec = torch.tensor([c[n] for n in names], dtype=dtype, device=p.device)
+    cvec = torch.tensor([c[n] for n in names], dtype=compute_dtype(p.dtype), device=p.device)
     if compiled and rule not in _COMPILE_FAILED:
         try:
             with warnings.catch_warnings():
@@ -211,7 +208,7 @@ class FlatBucket:
 
     def step(self, hp: Mapping[str, float]) -> None:
         """One fused step of every parameter in the bucket (all share the step count)."""
-        self.steps += 1
+        advance(self.steps)  # every member's counter: they are views of this tensor
         run_flat(
             self.rule,
             self.p_flat,

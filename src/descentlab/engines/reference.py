@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from ..rules.base import Rule
+from .policy import compute_dtype, is_low_precision
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
+LOW_PRECISION = (torch.float16, torch.bfloat16)  # kept for lab.batched until it asks policy
 
 
 def real(x: torch.Tensor) -> torch.Tensor:
@@ -24,9 +25,11 @@ def compute(
     slots: Mapping[str, torch.Tensor],
     c: Mapping[str, Any],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Evaluate the rule; 16-bit tensors are computed in float32 (eps=1e-8 is 0 in fp16)."""
-    if p.dtype in LOW_PRECISION:
-        return rule.update(p.float(), g.float(), {k: v.float() for k, v in slots.items()}, c)
+    """Evaluate the rule in the precision the engine policy gives (float32 for 16-bit
+    tensors: ``eps=1e-8`` is 0 in float16); ``write_back`` rounds the result once."""
+    if is_low_precision(p.dtype):
+        wide = compute_dtype(p.dtype)
+        return rule.update(p.to(wide), g.to(wide), {k: v.to(wide) for k, v in slots.items()}, c)
     return rule.update(p, g, slots, c)
 
 
@@ -53,12 +56,13 @@ def write_back(
 
 
 def update_stats(p: torch.Tensor, new_p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``[||new_p - p||^2, ||p||^2, ||g||^2]`` (float64 for float64, else float32 sums).
+    """``[||new_p - p||^2, ||p||^2, ||g||^2]``, summed in the step's precision (float64 for
+    float64, else float32: :func:`~descentlab.engines.policy.compute_dtype`).
 
     What telemetry reads from a step, computed where the step is computed: in a compiled
     kernel the three sums read what the update reads anyway, so they cost no extra pass.
     """
-    acc = torch.float64 if p.dtype == torch.float64 else torch.float32
+    acc = compute_dtype(p.dtype)
     p, new_p, g = p.to(acc), new_p.to(acc), g.to(acc)
     return torch.stack([(new_p - p).pow(2).sum(), p.pow(2).sum(), g.pow(2).sum()])
 

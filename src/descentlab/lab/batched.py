@@ -15,18 +15,20 @@ passes. No update math is written here.
 
 Per configuration, so that each run equals :func:`~descentlab.lab.runner.run_one` to float64
 round-off: its initial weights (its own ``build(seed, options)``), its mini-batch order (its
-own generator seeded ``10_000 + seed``), its gradient noise, its step count, its evaluations
-and its divergence. The K losses are summed, never averaged, before the backward pass, so
-each slice's gradient is its own loss's. A configuration whose loss blows up is recorded as
-run_one records it and then leaves the batch (its rows are dropped from the parameters and
-the optimizer state), so a NaN in one slice can reach no other and is never multiplied by a
-mask. The norms run_one's telemetry records (gradient, update, weights) are computed from
-the same per-parameter sums of squares and combined by the same formula; on the 2-D
-landscapes, whose arithmetic is element-wise, every field equals run_one's bit for bit.
+own generator, :func:`~descentlab.lab.training.batch_order`), its gradient noise, its step
+count, its evaluations and its divergence, decided and recorded by the training core
+(:mod:`descentlab.lab.training`) as run_one's are. The K losses are summed, never
+averaged, before the backward pass, so each slice's gradient is its own loss's. A
+configuration whose loss blows up is recorded as run_one records it and then leaves the
+batch (its rows are dropped from the parameters and the optimizer state), so a NaN in one
+slice can reach no other and is never multiplied by a mask. The norms run_one's telemetry
+records (gradient, update, weights) are computed from the same per-parameter sums of
+squares and combined by the same formula; on the 2-D landscapes, whose arithmetic is
+element-wise, every field equals run_one's bit for bit.
 
 A configuration's numbers do not depend on which other configurations share its batch: each
 slice's arithmetic is its own (batched matrix products, one per slice; per-row reductions;
-a lone configuration computed beside a spare copy of itself, see ``_Objective.pairs``), so
+a lone configuration computed beside a spare copy of itself, see ``stacked.Objective.pairs``), so
 a run trained in a batch of 2 equals, bit for bit, the same run trained in a batch of 30
 (the sweep relies on it: a resumed sweep trains what is left in smaller batches). That
 rests on torch computing each slice of a batched product the same way whatever the
@@ -52,351 +54,28 @@ one by one.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.func import functional_call, vmap
 
-from ..engines.reference import LOW_PRECISION, apply_reference, compute, write_back
-from ..monitoring import _total
-from ..rules.base import Rule
-from . import runner
-from .runner import (
-    _CLASSES,
-    DIVERGED_FACTOR,
-    Record,
-    RunSpec,
-    _batches,
-    param_groups,
-)
+from ..diagnostics.hooks import total as _total
+from ..engines.policy import compute_dtype
+from ..engines.reference import apply_reference, compute, write_back
+from ..rules.base import Rule, advance
+from . import training
+from .stacked import Objective, objective_for
+from .training import OPTIMIZERS, Record, Recorder, RunSpec, batch_order, param_groups
 from .workloads import WORKLOADS, Problem
 
 __all__ = ["can_batch", "run_batched"]
 
 Tensor = torch.Tensor
 Build = Callable[[int, dict[str, Any]], Problem]
-# Samples x configurations per batched evaluation pass: bounds memory, and keeps a pass's
-# activations near the CPU's caches (digits-mlp's 21 configurations evaluate ~15% faster in
-# two passes of 11 than in one of 21; a configuration's numbers do not depend on its pass).
-EVAL_ROWS = 1 << 14
 UPDATE_ELEMENTS = 1 << 16  # numbers per thread in a piece of a batched update (see _step_param)
-
-
-# ---------------------------------------------------------------- batched objectives
-
-
-class _Objective(ABC):
-    """The losses and evaluations of several configurations, computed together.
-
-    ``pairs``: whether its arithmetic goes through batched matrix products, which torch
-    computes another way for a batch of one (one threaded product; a matrix-vector product
-    for a single column) than for two or more (one product per slice): a lone
-    configuration is then computed as a pair with a copy of itself, so that a run's numbers
-    never depend on how many configurations share its batch.
-    """
-
-    pairs = False
-
-    @abstractmethod
-    def losses(self, params: list[Tensor], rows: list[int], indices: Tensor | None) -> Tensor:
-        """Losses ``[A]`` of ``A`` stacked parameter sets (each of ``params`` is ``[A, ...]``).
-
-        ``rows`` are the configurations' positions in the batch as it started (to find what
-        each keeps of its own, a noise generator); ``indices`` ``[A, B]`` holds each
-        configuration's mini-batch, or is None for the full training set.
-        """
-
-    @abstractmethod
-    def evaluate(self, params: list[Tensor]) -> list[dict[str, float]]:
-        """run_one's evaluation of each stacked parameter set: ``train_loss`` (the loss on
-        the full training set), then what the problem's ``evaluate()`` adds."""
-
-    def points(self, params: list[Tensor]) -> list[tuple[float, float]] | None:
-        """Each configuration's position (a landscape's ``point()``), or None."""
-        return None
-
-
-@dataclass
-class _Landscape(_Objective):
-    """A 2-D function ``f(x, y)`` evaluated at every configuration's point at once."""
-
-    f: Callable[[Tensor, Tensor], Tensor]
-    noise: float
-    gens: list[torch.Generator]  # each configuration's own gradient-noise stream
-
-    def losses(self, params: list[Tensor], rows: list[int], indices: Tensor | None) -> Tensor:
-        (w,) = params
-        value = self.f(w[:, 0], w[:, 1])
-        if self.noise and torch.is_grad_enabled():
-            # as workloads._landscape: adds noise * xi to the gradient, leaves the value alone
-            draws = [torch.randn(2, generator=self.gens[r], dtype=torch.float64) for r in rows]
-            dot = (torch.stack(draws) * w).sum(-1)
-            value = value + self.noise * (dot - dot.detach())
-        return value
-
-    def evaluate(self, params: list[Tensor]) -> list[dict[str, float]]:
-        with torch.no_grad():
-            values = self.losses(params, [], None).tolist()
-        return [{"train_loss": v} for v in values]
-
-    def points(self, params: list[Tensor]) -> list[tuple[float, float]] | None:
-        return [(x, y) for x, y in params[0].detach().tolist()]
-
-
-@dataclass
-class _Quadratic(_Objective):
-    """The noisy quadratic: ``0.5 (w - c)^T H (w - c)`` averaged over the batch's centers."""
-
-    h: Tensor
-    centers: Tensor
-    pairs = True
-
-    def losses(self, params: list[Tensor], rows: list[int], indices: Tensor | None) -> Tensor:
-        (w,) = params
-        c = self.centers if indices is None else self.centers[indices]  # [n, D] or [A, B, D]
-        d = w.unsqueeze(1) - c  # [A, n or B, D]
-        hd = torch.bmm(d, self.h.expand(len(d), *self.h.shape))  # one product per slice
-        return 0.5 * (hd * d).sum(-1).mean(-1)
-
-    def evaluate(self, params: list[Tensor]) -> list[dict[str, float]]:
-        with torch.no_grad():
-            values = self.losses(_paired(params), [], None)[: len(params[0])].tolist()
-        return [{"train_loss": v} for v in values]
-
-
-@dataclass
-class _Supervised(_Objective):
-    """A model on in-memory tensors, every configuration's forward pass at once.
-
-    A model that is a ``Linear``, or a ``Sequential`` of ``Linear`` layers and parameter-free
-    element-wise activations (:data:`_ACTIVATIONS`), on samples that are vectors, runs as
-    batched matrix products on the transposed activations (``[A, features, samples]``: the
-    classes of a cross-entropy then lie along a dimension its kernel vectorizes), the bias
-    added inside them as ``nn.Linear``'s ``addmm`` does; any other model runs one
-    ``functional_call`` per configuration, vmapped. The inputs are given to every
-    configuration as a batch (the full set expanded, not folded into one matrix product),
-    so that each configuration's arithmetic is the same whatever the batch's size.
-    """
-
-    model: torch.nn.Module  # a private copy: only its structure is used
-    names: list[str]
-    x: Tensor
-    y: Tensor
-    x_test: Tensor | None
-    y_test: Tensor | None
-    loss_fn: Callable[[Tensor, Tensor], Tensor]
-    classification: bool
-    layers: list[tuple[torch.nn.Module, int, int | None]] | None = None  # see _linear_layers
-    columns: dict[int, Tensor] = field(default_factory=dict)  # x and x_test transposed, by id
-    pairs = True
-
-    def __post_init__(self) -> None:
-        if self.x.dim() == 2:
-            self.layers = _linear_layers(self.model, self.names)
-        if self.layers is not None:
-            for data in (self.x, self.x_test):
-                if data is not None:
-                    self.columns[id(data)] = data.t().contiguous()
-
-    def losses(self, params: list[Tensor], rows: list[int], indices: Tensor | None) -> Tensor:
-        if indices is None:  # the full training set, shared by every configuration
-            return self._losses(self._forward(params, self.x), self.y)
-        return self._losses(self._forward(params, self.x[indices]), self.y[indices])
-
-    def _forward(self, params: list[Tensor], x: Tensor) -> Tensor:
-        """The outputs ``[A, n, ...]`` for inputs ``x``: the training or test set (shared by
-        every configuration), or ``[A, n, ...]``, one batch per configuration."""
-        a = len(params[0])
-        shared = x.dim() == self.x.dim()
-        if self.layers is None:
-            return vmap(self._one)(tuple(params), x.expand(a, *x.shape) if shared else x)
-        h = self.columns[id(x)].expand(a, -1, -1) if shared else x.transpose(1, 2)
-        for layer, w, b in self.layers:
-            if w < 0:
-                h = _ACTIVATIONS[type(layer)](h)
-            elif b is None:
-                h = torch.bmm(params[w], h)
-            else:
-                h = torch.baddbmm(params[b].unsqueeze(2), params[w], h)
-        return h.transpose(1, 2)
-
-    def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
-        out: Tensor = functional_call(self.model, dict(zip(self.names, params, strict=True)), (x,))
-        return out
-
-    def _losses(self, out: Tensor, y: Tensor) -> Tensor:
-        """Each configuration's loss ``[A]`` from its outputs ``[A, n, ...]`` and the targets
-        ``[n, ...]`` (shared) or ``[A, n, ...]``. Cross-entropy on class indices and the
-        mean squared error are computed per sample for all at once, then averaged per
-        configuration (their mean reduction); another loss runs vmapped."""
-        a = len(out)
-        if y.dim() == self.y.dim():
-            y = y.expand(a, *y.shape)
-        loss = self.loss_fn
-        f = torch.nn.functional
-        if loss is f.cross_entropy and out.dim() == 3 and not torch.is_floating_point(y):
-            # the "K-dimensional" form: classes along dimension 1, a loss per (run, sample)
-            return f.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
-        if loss is f.mse_loss and out.shape == y.shape:
-            return f.mse_loss(out, y, reduction="none").reshape(a, -1).mean(1)
-        return vmap(self._loss)(out, y)
-
-    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return self.loss_fn(out, y).reshape(())
-
-    def evaluate(self, params: list[Tensor]) -> list[dict[str, float]]:
-        """As ``supervised_problem``'s loss(None) and evaluate(), a chunk of configurations
-        per pass (at most ``EVAL_ROWS`` samples x configurations: bounded memory, and
-        activations that stay in the CPU's caches)."""
-        rows: list[dict[str, float]] = []
-        chunk = max(1, EVAL_ROWS // max(1, len(self.x)))
-        with torch.no_grad():
-            for start in range(0, len(params[0]), chunk):
-                part = [p[start : start + chunk] for p in params]
-                rows += self._evaluate(_paired(part))[: len(part[0])]
-        return rows
-
-    def _evaluate(self, params: list[Tensor]) -> list[dict[str, float]]:
-        train = self._losses(self._forward(params, self.x), self.y).tolist()
-        rows = [{"train_loss": value} for value in train]
-        if self.x_test is None or self.y_test is None:
-            return rows
-        out = self._forward(params, self.x_test)
-        for row, value in zip(rows, self._losses(out, self.y_test).tolist(), strict=True):
-            row["test_loss"] = value
-        if self.classification:
-            acc = (out.contiguous().argmax(-1) == self.y_test).double().mean(-1).tolist()
-            for row, value in zip(rows, acc, strict=True):
-                row["test_acc"] = value
-        return rows
-
-
-def _paired(params: list[Tensor]) -> list[Tensor]:
-    """A lone configuration's parameters with a spare copy (see ``_Objective.pairs``)."""
-    return [torch.cat([p, p]) for p in params] if len(params[0]) == 1 else params
-
-
-# Parameter-free element-wise activations, applied in place to a batched matrix product's
-# output (which its backward does not read): the values of the module's own forward.
-_ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {
-    torch.nn.ReLU: torch.Tensor.relu_,
-    torch.nn.Tanh: torch.Tensor.tanh_,
-    torch.nn.Sigmoid: torch.Tensor.sigmoid_,
-}
-
-
-def _linear_layers(
-    model: torch.nn.Module, names: list[str]
-) -> list[tuple[torch.nn.Module, int, int | None]] | None:
-    """``model`` as a list of (layer, weight's position in ``names``, bias's or None), with
-    -1 for an activation; None unless it is a ``Linear`` or a ``Sequential`` of them and of
-    :data:`_ACTIVATIONS`."""
-    children = list(model.named_children()) if isinstance(model, torch.nn.Sequential) else None
-    items = [("", model)] if children is None else children
-    where = {name: i for i, name in enumerate(names)}
-    layers: list[tuple[torch.nn.Module, int, int | None]] = []
-    for name, layer in items:
-        prefix = f"{name}." if name else ""
-        if type(layer) is torch.nn.Linear:
-            bias = where.get(prefix + "bias") if layer.bias is not None else None
-            layers.append((layer, where[prefix + "weight"], bias))
-        elif type(layer) in _ACTIVATIONS and not any(True for _ in layer.parameters()):
-            layers.append((layer, -1, None))
-        else:
-            return None
-    return layers
-
-
-# ---------------------------------------------------------------- recognising a workload
-
-
-def _same(parts: Sequence[Mapping[str, Any]], *names: str) -> bool:
-    """Whether every configuration holds equal tensors (or None) under ``names``."""
-    first = parts[0]
-
-    def equal(a: Any, b: Any) -> bool:
-        if a is None or b is None:
-            return a is b
-        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a, b)
-
-    return all(equal(p[n], first[n]) for p in parts[1:] for n in names)
-
-
-def _trains_w(problems: list[Problem]) -> bool:
-    """Whether each problem's one parameter is the ``w`` its loss reads."""
-    return all(len(q.params) == 1 and q.params[0] is q.parts.get("w") for q in problems)
-
-
-def _landscape(problems: list[Problem]) -> _Objective | None:
-    parts = [q.parts for q in problems]
-    if not _trains_w(problems) or any(p["noise"] != parts[0]["noise"] for p in parts):
-        return None
-    # f is the same function in every configuration (the specs share their options)
-    return _Landscape(parts[0]["f"], float(parts[0]["noise"]), [p["gen"] for p in parts])
-
-
-def _quadratic(problems: list[Problem]) -> _Objective | None:
-    parts = [q.parts for q in problems]
-    if not _trains_w(problems) or not _same(parts, "h", "centers"):
-        return None
-    return _Quadratic(parts[0]["h"], parts[0]["centers"])
-
-
-def _supervised(problems: list[Problem]) -> _Objective | None:
-    parts = [q.parts for q in problems]
-    if not _same(parts, "x", "y", "x_test", "y_test"):
-        return None
-    first = parts[0]
-    model = first["model"]
-    if not isinstance(model, torch.nn.Module) or any(True for _ in model.buffers()):
-        return None  # buffers (batch-norm statistics...) change in the forward pass
-    for p, problem in zip(parts, problems, strict=True):
-        if p["loss_fn"] is not first["loss_fn"] or p["classification"] != first["classification"]:
-            return None
-        if not _trains_all(p["model"], problem):
-            return None
-    names = [name for name, _ in model.named_parameters()]
-    return _Supervised(
-        copy.deepcopy(model),
-        names,
-        first["x"],
-        first["y"],
-        first["x_test"],
-        first["y_test"],
-        first["loss_fn"],
-        bool(first["classification"]),
-    )
-
-
-def _trains_all(model: torch.nn.Module, problem: Problem) -> bool:
-    """Whether ``problem`` trains every weight of ``model``, in its order (none frozen)."""
-    weights = list(model.parameters())
-    return len(weights) == len(problem.params) and all(
-        w is p for w, p in zip(weights, problem.params, strict=True)
-    )
-
-
-# The batched form of each kind of problem (``Problem.parts["kind"]``).
-_MAKERS: dict[str, Callable[[list[Problem]], _Objective | None]] = {
-    "landscape": _landscape,
-    "quadratic": _quadratic,
-    "supervised": _supervised,
-}
-
-
-def _objective(problems: list[Problem]) -> _Objective | None:
-    """The batched form of these problems (one per configuration), or None if unknown."""
-    kinds = {p.parts.get("kind") for p in problems}
-    maker = _MAKERS.get(str(kinds.pop())) if len(kinds) == 1 else None
-    if maker is None or len({p.n_train for p in problems}) != 1:
-        return None
-    return maker(problems)
 
 
 def can_batch(workload_name: str, build: Build) -> bool:
@@ -409,7 +88,7 @@ def can_batch(workload_name: str, build: Build) -> bool:
     workload = WORKLOADS.get(workload_name)
     if workload is None or build is not workload.build:
         return False
-    return _objective([build(0, dict(workload.options))]) is not None
+    return objective_for([build(0, dict(workload.options))]) is not None
 
 
 # ---------------------------------------------------------------- the optimizer
@@ -432,11 +111,11 @@ class _Optimizer:
 def _optimizer(spec: RunSpec, problem: Problem) -> _Optimizer:
     """Read the rules and hyperparameters off the drop-in optimizer run_one builds.
 
-    Same groups (``runner.param_groups``: with weight decay, biases get none), and per group
+    Same groups (``training.param_groups``: with weight decay, biases get none), and per group
     what ``Optimizer.step`` reads from it (``info.rule(group)``, ``info.scalars(group)``):
     the same defaults, the same validation errors and the same rule objects.
     """
-    cls = _CLASSES[spec.optimizer.name]
+    cls = OPTIMIZERS[spec.optimizer.name]
     groups = param_groups(problem.params, spec.optimizer)
     opt = cls(groups, lr=spec.lr, **spec.optimizer.kwargs(), engine="reference")
     where = {id(p): g for g, group in enumerate(opt.param_groups) for p in group["params"]}
@@ -504,7 +183,7 @@ def _step_param(
     """
     if p.grad is None:
         raise RuntimeError("a batched parameter got no gradient (unused by the loss)")
-    dtype = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+    dtype = compute_dtype(p.dtype)  # the precision of the rule's arithmetic
     shape = (-1,) + (1,) * (p.dim() - 1)  # [A, 1, ...]: broadcasts along the slice
     cs = {k: v.to(dtype).view(shape) if isinstance(v, Tensor) else v for k, v in c.items()}
     with torch.no_grad():
@@ -529,7 +208,7 @@ def _row_stats(p: Tensor, new_p: Tensor, g: Tensor, sizes: list[int]) -> Tensor:
     """``engines.reference.update_stats`` of each configuration and parameter of a group:
     ``[3, A, len(sizes)]`` (the update's, the weights', the gradient's). The three squares
     are taken in one pass over one stacked array; each sum adds what update_stats adds."""
-    acc = torch.float64 if p.dtype == torch.float64 else torch.float32
+    acc = compute_dtype(p.dtype)  # update_stats' precision: float64 for float64, else float32
     p, new_p, g = p.to(acc), new_p.to(acc), g.to(acc)
     square = torch.stack((new_p - p, p, g)).square_()  # [3, A, N]
     if len(sizes) == 1:
@@ -568,67 +247,40 @@ def _group(sums: list[float]) -> float:
 
 @dataclass
 class _Config:
-    """What stays one configuration's own inside the batch, and its record."""
+    """What stays one configuration's own inside the batch; its record is kept by the
+    training core's :class:`~descentlab.lab.training.Recorder`, as run_one's is."""
 
     spec: RunSpec
     opt: _Optimizer
     batches: Iterator[Tensor] | None
-    record: Record
-    # Steps taken. The drop-ins start a fresh parameter's count at 0 and add 1 before each
-    # update (Optimizer._prepare_state, _reference_step), so the first update is step 1: the
-    # one HeavyBall starts its buffer at and Adam's bias corrections count from. (SGD without
-    # momentum keeps no state, and its private counter starts at 1, but no coefficient of
+    recorder: Recorder
+    # Steps taken, advanced by the rules' one step counter (``rules.base.advance``): the
+    # drop-ins start a fresh parameter's count at 0 and advance it before each update, so
+    # the first update is step 1: the one HeavyBall starts its buffer at and Adam's bias
+    # corrections count from. (SGD without momentum keeps no state, but no coefficient of
     # that rule reads the step.)
     count: int = 0
-    limit: float = 0.0  # a loss beyond this (or not finite) has diverged
     cpu: float = 0.0
     wall: float = 0.0
 
-    def begin(self, evaluation: dict[str, float], point: tuple[float, float] | None) -> None:
-        self.record.evals.append({"step": 0, **evaluation})
-        if point is not None:
-            self.record.points.append(point)
-        self.limit = DIVERGED_FACTOR * max(abs(self.record.evals[0]["train_loss"]), 1.0)
+    @property
+    def record(self) -> Record:
+        return self.recorder.record
 
     def after_step(
         self, value: float, norms: tuple[float, float, float], point: tuple[float, float] | None
     ) -> tuple[bool, bool]:
-        """Record a step as run_one does; (evaluate now, the run is over).
-
-        ``norms`` are the step's gradient, update and (previous) weight norms, ``point`` the
-        position after the step (landscapes). A diverged run is over and not evaluated.
-        """
-        rec = self.record
-        rec.loss.append(value)
-        rec.lr.append(self.opt.lr)
-        rec.grad_norm.append(norms[0])
-        rec.update_norm.append(norms[1])
-        rec.param_norm.append(norms[2])
-        rec.time.append(self.cpu)
-        if point is not None:
-            rec.points.append(point)
-        if not math.isfinite(value) or abs(value) > self.limit:
-            rec.diverged = True
-            return False, True
-        step = len(rec.loss)
-        last = step == self.spec.steps
-        return step % self.spec.eval_every == 0 or last, last
+        """Record a step as run_one does; (evaluate now, the run is over)."""
+        return self.recorder.step(value, self.opt.lr, norms, self.cpu, point)
 
     def finish(self) -> Record:
-        rec = self.record
-        if rec.diverged:
-            rec.evals.append({"step": len(rec.loss), "train_loss": float("nan")})
-        rec.seconds, rec.wall_seconds = self.cpu, self.wall
-        rec.load_end = runner.machine_load()[0]
-        return rec
+        return self.recorder.finish(self.cpu, self.wall)
 
 
 def _config(spec: RunSpec, problem: Problem, load: list[float], cpus: int, k: int) -> _Config:
-    gen = torch.Generator().manual_seed(10_000 + spec.seed)  # run_one's mini-batch order
-    batch = spec.regime.batch_size(problem.n_train)
-    batches = iter(_batches(problem.n_train, batch, gen)) if batch and problem.n_train else None
-    record = Record(spec=spec.describe(), id=spec.id, load=load, cpus=cpus, batch=k)
-    return _Config(spec, _optimizer(spec, problem), batches, record)
+    batches = batch_order(spec.regime, problem.n_train, spec.seed)  # run_one's order
+    recorder = Recorder(spec, load, cpus, batch=k)
+    return _Config(spec, _optimizer(spec, problem), batches, recorder)
 
 
 # ---------------------------------------------------------------- the batch
@@ -653,7 +305,7 @@ class _Group:
 class _Batch:
     """The configurations still training: their stacked weights and optimizer state."""
 
-    objective: _Objective
+    objective: Objective
     configs: list[_Config]
     groups: list[_Group]
     count: int  # parameters per configuration
@@ -696,7 +348,7 @@ class _Batch:
         """Step every group with its rule and per-configuration coefficients; each group's
         per-parameter sums of squares (see :func:`_step_param`)."""
         for c in active:
-            c.count += 1
+            c.count = advance(c.count)
         steps = [c.count for c in active]
         stats = []
         for i, g in enumerate(self.groups):
@@ -707,7 +359,7 @@ class _Batch:
     def keep(self, kept: list[int]) -> None:
         """Keep only slices ``kept``: a finished or diverged run leaves the batch whole.
 
-        A configuration left alone keeps a spare copy of itself (see :class:`_Objective`'s
+        A configuration left alone keeps a spare copy of itself (see :class:`Objective`'s
         ``pairs``), stepped with it and never recorded (its time includes the spare's).
         """
         self.spare = len(kept) == 1 and self.objective.pairs
@@ -757,16 +409,16 @@ def run_batched(specs: list[RunSpec], build: Build) -> list[Record]:
         return []
     _check_one_problem(specs)
     problems = [build(spec.seed, dict(spec.options)) for spec in specs]
-    objective = _objective(problems)
+    objective = objective_for(problems)
     if objective is None:
         raise ValueError(f"workload {specs[0].workload!r} cannot be batched; use run_one")
-    load, cpus = runner.machine_load()  # looked up there: run_one's, even when replaced
+    load, cpus = training.machine_load()  # looked up there: run_one's, even when replaced
     configs = [_config(s, p, load, cpus, len(specs)) for s, p in zip(specs, problems, strict=True)]
     batch = _batch(objective, configs, problems)
     params = batch.params(detach=True)
     points = objective.points(params)
     for i, (c, row) in enumerate(zip(configs, objective.evaluate(params), strict=True)):
-        c.begin(row, points[i] if points is not None else None)
+        c.recorder.begin(row, points[i] if points is not None else None)
     batch.keep([i for i, c in enumerate(configs) if c.spec.steps > 0])
     while batch.rows:
         losses, norms = batch.step()
@@ -787,13 +439,13 @@ def run_batched(specs: list[RunSpec], build: Build) -> list[Record]:
                 index = torch.tensor(due, dtype=torch.long)
                 params = [p[index] for p in params]
             for i, row in zip(due, objective.evaluate(params), strict=True):
-                active[i].record.evals.append({"step": active[i].count, **row})
+                active[i].recorder.evaluated(row)
         if len(kept) < len(active):
             batch.keep(kept)
     return [c.finish() for c in configs]
 
 
-def _batch(objective: _Objective, configs: list[_Config], problems: list[Problem]) -> _Batch:
+def _batch(objective: Objective, configs: list[_Config], problems: list[Problem]) -> _Batch:
     """Every configuration's weights stacked along a new first dimension, one flat buffer
     per param group, fresh state."""
     first = configs[0].opt

@@ -9,7 +9,6 @@ import math
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,13 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..files import write_json
 from . import lrfind, report
+from .decide import grid_edge_notes
 from .errors import LabError
-from .executors import Executor, InProcessExecutor, sweep_with
-from .runner import RunSpec, Store, folder_lock, machine_load, model_build, steps_for
+from .executors import Executor, InProcessExecutor
+from .files import write_json
+from .progress import run_with_progress
+from .runner import model_build
 from .spec import (
     OptimizerSpec,
     Regime,
@@ -31,7 +32,10 @@ from .spec import (
     parse_optimizer,
     parse_regime,
 )
-from .workloads import _NET_LRS, WORKLOADS, Problem, Workload, get_workload, supervised_problem
+from .store import folder_lock
+from .summary import load_notes
+from .training import COMPARE_EVALUATIONS, RunSpec, eval_every, machine_load, steps_for
+from .workloads import NET_LRS, WORKLOADS, Problem, Workload, get_workload, supervised_problem
 
 DEFAULT_WORKLOADS = ("ravine", "digits-mlp")
 DEFAULT_OPTIMIZERS = ("sgd", "sgd:momentum=0.9", "rmsprop", "adam", "adamw")
@@ -156,14 +160,14 @@ def _user_workload(
         name,
         "your model",
         build,
-        _NET_LRS,
+        NET_LRS,
         epochs=5,
         regime=f"minibatch:{batch}" if batch else "minibatch:32",
     )
     return workload, build, _fingerprint(model, loss_fn, x, y, xt, yt)
 
 
-EVALUATIONS = 30
+EVALUATIONS = COMPARE_EVALUATIONS  # per run (the training core's schedule)
 """Evaluations of the full training (and test) set per run, besides the start: three an
 epoch at the default 10 epochs. A run records its mini-batch loss at every step anyway;
 these are the points of the full-set curves and fix the resolution of steps-to-target.
@@ -197,7 +201,7 @@ def compare(
         lrs: learning rates for every optimizer; ``"auto"`` (default): per workload,
             optimizer and regime, an lr range test (Smith, 2017) places a grid of 7 lrs half
             a decade apart, and a best lr at the grid's edge adds lrs beyond it (up to
-            ``WIDEN_ROUNDS`` times, see :mod:`descentlab.lab.lrfind`); ``"grid"``: the
+            ``lrfind.WIDEN_ROUNDS`` times, see :mod:`descentlab.lab.lrfind`); ``"grid"``: the
             workload's fixed grid (4-5 values per optimizer family).
         seeds: number of seeds (0, 1, ...), at most ``MAX_SEEDS``; the same seed gives the
             same numbers.
@@ -311,7 +315,7 @@ def compare(
                     0,
                     regime,
                     n_steps,
-                    max(1, n_steps // EVALUATIONS),
+                    eval_every(n_steps, EVALUATIONS),
                     tuple(sorted(options.items())),
                     fingerprint,
                 )
@@ -321,7 +325,7 @@ def compare(
                 elif lrs == "grid":
                     grid = list(default_lrs(workload, opt))
                 else:
-                    grid = _auto_grid(folder, builds[workload.name], template, options, notes)
+                    grid = lrfind.auto_grid(folder, builds[workload.name], template, options, notes)
                 for lr in grid:
                     for seed in range(seeds):
                         specs.append(dataclasses.replace(template, lr=float(lr), seed=seed))
@@ -362,206 +366,25 @@ def compare(
     with folder_lock(folder):
         write_json(folder / "config.json", config)
     show = sys.stderr.isatty() if progress is None else progress
-    rows = _run(specs, builds, folder, show, executor)
+    rows = run_with_progress(specs, builds, folder, show, executor)
     if lrs == "auto":
         targets = {w.name: w.target for w, _ in chosen}
-        for _ in range(WIDEN_ROUNDS):
-            more = _widen(rows, targets, templates, seeds, notes)
+        for _ in range(lrfind.WIDEN_ROUNDS):
+            more = lrfind.widen(rows, targets, templates, seeds, notes)
             if not more:
                 break
-            rows += _run(more, builds, folder, show, executor)
+            rows += run_with_progress(more, builds, folder, show, executor)
     notes += executor.notes
-    notes += report.load_notes(rows)
+    notes += load_notes(rows)
     workload_map: dict[str, Workload | None] = {w.name: w for w, _ in chosen}
     title = "descentlab compare: " + ", ".join(workload_map)
     with folder_lock(folder):  # one report writer at a time
         files = report.write_report(folder, title, notes, rows, workload_map)
         summary = json.loads(files["summary_json"].read_text())
-    return Result(folder, rows, summary, files, notes + report.grid_edge_notes(summary))
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class SweepProgress:
-    """What the progress line says: the run being trained, "N of M", the time left.
-
-    The time left is the training steps not yet run times the wall seconds per step seen so
-    far on that workload (on any workload until one of its runs has finished); runs read
-    back from ``runs.jsonl`` take no time and are never shown as being trained. The wall
-    seconds from one finished run to the next go to the run that finished, so runs trained
-    together (a batch, a pool's runs in flight) share them.
-    """
-
-    def __init__(self, specs: list[RunSpec], cached: set[str]) -> None:
-        self.total = len(specs)
-        self.done = 0
-        self.read_back = 0  # runs found finished in runs.jsonl
-        self.current: RunSpec | None = None  # the run started last, while any is training
-        self.training = 0  # runs started and not yet finished
-        self.began = 0.0  # when the time of the next run to finish began
-        self.pending = {spec.id for spec in specs if spec.id not in cached}
-        self.left: dict[str, int] = {}  # steps still to train, per workload
-        for spec in specs:
-            if spec.id in self.pending:
-                self.left[spec.workload] = self.left.get(spec.workload, 0) + spec.steps
-        self.spent: dict[str, tuple[float, int]] = {}  # wall seconds and steps, per workload
-
-    def start(self, spec: RunSpec) -> None:
-        if not self.training:
-            self.began = time.perf_counter()
-        self.training += 1
-        self.current = spec
-
-    def finish(self, spec: RunSpec, cached: bool) -> None:
-        self.done += 1
-        self.read_back += cached
-        if self.training and not cached:
-            now = time.perf_counter()
-            seconds, steps = self.spent.get(spec.workload, (0.0, 0))
-            self.spent[spec.workload] = (seconds + now - self.began, steps + spec.steps)
-            self.began = now
-            self.training -= 1
-        if spec.id in self.pending:  # trained here, or by another process meanwhile
-            self.pending.discard(spec.id)
-            self.left[spec.workload] -= spec.steps
-        if not self.training:
-            self.current = None
-
-    def eta(self) -> float | None:
-        """Estimated wall seconds left, None before any run finished."""
-        if not self.spent:
-            return None
-        total_s = sum(s for s, _ in self.spent.values())
-        total_n = sum(n for _, n in self.spent.values())
-        left = 0.0
-        for workload, steps in self.left.items():
-            seconds, n = self.spent.get(workload, (total_s, total_n))
-            left += steps * seconds / max(n, 1)
-        if self.current is not None:
-            left -= time.perf_counter() - self.began
-        return max(0.0, left)
-
-    def text(self) -> str:
-        eta = self.eta()
-        when = "ETA " + (_clock(eta) if eta is not None else "estimating")
-        spec = self.current
-        old = f" ({self.read_back} read back)" if self.read_back else ""
-        if spec is None:
-            return f"{self.done} of {self.total} runs done{old}, {when}"
-        if self.training > 1:  # a batch, or a pool's runs in flight
-            return (
-                f"runs {self.done + 1}-{self.done + self.training} of {self.total}{old}, "
-                f"{when}: {spec.workload} {spec.optimizer.label} [{spec.regime.label}]"
-            )
-        return (
-            f"run {self.done + 1} of {self.total}{old}, {when}: {spec.workload} "
-            f"{spec.optimizer.label} lr={spec.lr:g} seed={spec.seed} [{spec.regime.label}]"
-        )
+    return Result(folder, rows, summary, files, notes + grid_edge_notes(summary))
 
 
 LR_MODES = ("auto", "grid")
-WIDEN_ROUNDS = 3  # at most this many times two lrs are added beyond a grid's edge
-
-
-def _auto_grid(
-    folder: Path,
-    build: Callable[[int, dict[str, Any]], Problem],
-    template: RunSpec,
-    options: dict[str, Any],
-    notes: list[str],
-) -> list[float]:
-    """The grid of :mod:`.lrfind`'s range test for one (workload, optimizer, regime)."""
-    key = json.dumps(
-        [template.workload, template.optimizer.label, template.regime.label,
-         sorted(options.items()), template.fingerprint], default=str,
-    )  # fmt: skip
-    test = lrfind.cached_grid(
-        folder,
-        key,
-        lambda: lrfind.range_test(build, template.optimizer, template.regime, options),
-    )
-    grid = test.grid()
-    notes.append(
-        f"{template.workload} [{template.regime.label}] {template.optimizer.label}: lr range "
-        f"test: lowest smoothed loss at lr {test.best_lr:.2g}, so the grid is "
-        f"{', '.join(f'{lr:g}' for lr in grid)}."
-    )
-    return grid
-
-
-def _widen(
-    rows: list[dict[str, Any]],
-    targets: dict[str, float | None],
-    templates: dict[tuple[str, str, str], RunSpec],
-    seeds: int,
-    notes: list[str],
-) -> list[RunSpec]:
-    """Runs two lrs past each grid edge where the best lr still sits alone."""
-    more = []
-    for key, choice in sorted(report.choices(report.summarize(rows, targets)).items()):
-        side = report.grid_edge(choice)
-        if side is None or key not in templates:
-            continue
-        added = [lr for lr in lrfind.beyond(choice.grid, side) if lr not in choice.grid]
-        notes.append(
-            f"{key[0]} [{key[2]}] {key[1]}: the best lr {choice.line['lr']:g} was the {side} "
-            f"of the grid; added {', '.join(f'{lr:g}' for lr in added)}."
-        )
-        template = templates[key]
-        more += [
-            dataclasses.replace(template, lr=lr, seed=seed) for lr in added for seed in range(seeds)
-        ]
-    return more
-
-
-def _run(
-    specs: list[RunSpec], builds: dict[str, Any], folder: Path, progress: bool, executor: Executor
-) -> list[dict[str, Any]]:
-    if not progress:
-        return sweep_with(executor, specs, builds, folder)
-    import warnings
-
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, ProgressColumn, Task
-    from rich.table import Column
-    from rich.text import Text
-
-    with warnings.catch_warnings():  # an unreadable line is reported by the sweep itself
-        warnings.simplefilter("ignore", RuntimeWarning)
-        cached = set(Store(folder).load())
-    state = SweepProgress(specs, cached)
-
-    class Line(ProgressColumn):  # re-rendered on every refresh: the time left counts down
-        def render(self, task: Task) -> Text:
-            return Text(state.text())
-
-    with Progress(
-        BarColumn(bar_width=10),
-        Line(table_column=Column(overflow="fold")),
-        console=Console(stderr=True),
-        transient=True,
-        refresh_per_second=2,
-    ) as bar:
-        task = bar.add_task("training", total=len(specs))
-
-        def show(advance: int = 0) -> None:
-            bar.update(task, advance=advance)
-            bar.refresh()  # at once, not at the next tick
-
-        def started(spec: RunSpec) -> None:
-            state.start(spec)
-            show()
-
-        def finished(spec: RunSpec, cached: bool) -> None:
-            state.finish(spec, cached)
-            show(1)
-
-        show()
-        return sweep_with(executor, specs, builds, folder, finished, started)
 
 
 def list_workloads() -> dict[str, str]:

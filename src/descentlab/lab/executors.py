@@ -1,6 +1,7 @@
 """Where a sweep's runs are trained: in this process, in a pool of processes, or on Ray.
 
-Every executor keeps :func:`~descentlab.lab.runner.sweep`'s contract: the records come back
+Every executor runs the one sweep loop, :func:`descentlab.lab.sweep.sweep`, and keeps its
+contract; they differ only in how a run not yet stored is trained. The records come back
 in the order of the specs, runs already in ``runs.jsonl`` are read back (never trained again),
 and the callbacks ``started(spec)`` and ``progress(spec, cached)`` are called in this process.
 Only the parent process writes the store, and it appends each finished record as soon as it
@@ -9,12 +10,12 @@ has it, so an interrupted parallel sweep loses no finished run and resumes where
 A run is deterministic given its spec (the seeds are in it), so a record trained by a worker
 equals the one trained one by one here except for its timing fields (``time``, ``seconds``,
 ``wall_seconds``, ``load``, ``load_end``, ``cpus``). The in-process executor trains the runs
-of an lr x seed grid together by default (``runner.sweep``'s ``vectorize``): their records
+of an lr x seed grid together by default (``lab.sweep.sweep``'s ``vectorize``): their records
 equal those to float64 round-off (bit for bit on the 2-D landscapes), and their ``batch``
 field says how many runs were trained together. The pool and Ray executors train one run
 per task, one by one.
 
-What is sent to a worker is the :class:`~descentlab.lab.runner.RunSpec`; the worker rebuilds a
+What is sent to a worker is the :class:`~descentlab.lab.training.RunSpec`; the worker rebuilds a
 registered workload by name with :func:`~descentlab.lab.workloads.get_workload`, with torch
 held to one thread so that K workers use K CPUs. Another build function goes along with it
 when it can be serialized: with :mod:`pickle` for the pool (a module-level function, not a
@@ -34,41 +35,30 @@ descentlab.lab.errors.LabError: unknown executor 'thread'; choose one of: inproc
 from __future__ import annotations
 
 import abc
-import collections
 import concurrent.futures
 import importlib.util
 import logging
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from .errors import LabError
-from .runner import Record, RunSpec, Store, run_one, sweep
-from .workloads import WORKLOADS, Problem, get_workload
+from .runner import run_one
+from .sweep import Build, Progress, Started, Workers, sweep
+from .training import Record, RunSpec
+from .workloads import WORKLOADS, get_workload
 
-Build = Callable[[int, dict[str, Any]], Problem]
-Progress = Callable[[RunSpec, bool], None]
-Started = Callable[[RunSpec], None]
 EXECUTORS = ("inprocess", "pool", "ray")
 RAY_MISSING = 'the ray executor needs ray: pip install "descentlab[ray]"'
 _E = TypeVar("_E", bound="Executor")
 
 
-def _no_progress(spec: RunSpec, cached: bool) -> None:
-    pass
-
-
-def _no_start(spec: RunSpec) -> None:
-    pass
-
-
 class Executor(abc.ABC):
-    """Trains the runs of a sweep; :meth:`sweep` has the contract of ``runner.sweep``.
+    """Trains the runs of a sweep; :meth:`sweep` has the contract of ``lab.sweep.sweep``.
 
     An executor starts its workers at the first sweep that needs them and keeps them for the
     next sweeps until :meth:`close` (it is also a context manager); a sweep interrupted
@@ -88,10 +78,10 @@ class Executor(abc.ABC):
         specs: list[RunSpec],
         builds: dict[str, Build],
         folder: Path,
-        progress: Progress = _no_progress,
-        started: Started = _no_start,
+        progress: Progress | None = None,
+        started: Started | None = None,
     ) -> list[dict[str, Any]]:
-        """Train every spec not in ``folder``'s store; the contract of ``runner.sweep``."""
+        """Train every spec not in ``folder``'s store; the contract of ``lab.sweep.sweep``."""
 
     def close(self) -> None:  # noqa: B027 - nothing to stop unless workers were started
         """Stop the workers, if any were started (a later sweep starts them again)."""
@@ -104,11 +94,11 @@ class Executor(abc.ABC):
 
 
 class InProcessExecutor(Executor):
-    """The runs in this process: exactly ``runner.sweep`` (the default executor).
+    """The runs in this process: exactly ``lab.sweep.sweep`` (the default executor).
 
     Args:
         vectorize: train the runs of an lr x seed grid on a registry workload together, as
-            one batched problem (the default; see ``runner.sweep``); False trains one run
+            one batched problem (the default; see ``lab.sweep.sweep``); False trains one run
             after another.
     """
 
@@ -126,8 +116,8 @@ class InProcessExecutor(Executor):
         specs: list[RunSpec],
         builds: dict[str, Build],
         folder: Path,
-        progress: Progress = _no_progress,
-        started: Started = _no_start,
+        progress: Progress | None = None,
+        started: Started | None = None,
     ) -> list[dict[str, Any]]:
         self.notes = []
         return sweep(specs, builds, folder, progress, started, vectorize=self.vectorize)
@@ -150,9 +140,10 @@ def _registered(name: str, build: Build) -> bool:
     return workload is not None and workload.build is build
 
 
-class _Parallel(Executor):
-    """Drives a sweep over workers: at most ``limit`` runs in flight, results stored as they
-    come, runs whose build cannot be sent trained here in between.
+class _Parallel(Executor, Workers):
+    """An executor whose :meth:`sweep` is ``lab.sweep.sweep`` sending runs to its workers: at
+    most ``limit`` runs in flight, results stored as they come, runs whose build cannot be
+    sent trained here in between (and said so in :attr:`notes`).
 
     Subclasses provide :meth:`_open` (start the workers unless started; returns how many
     runs may be in flight), :meth:`_payload` (a build, serialized to be sent; raises when it
@@ -162,6 +153,10 @@ class _Parallel(Executor):
 
     how = "worker processes"
     why = "it cannot be serialized"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._payloads: dict[str, Any] = {}  # per workload: what is sent with each of its runs
 
     @abc.abstractmethod
     def _open(self) -> int:
@@ -199,109 +194,52 @@ class _Parallel(Executor):
         specs: list[RunSpec],
         builds: dict[str, Build],
         folder: Path,
-        progress: Progress = _no_progress,
-        started: Started = _no_start,
+        progress: Progress | None = None,
+        started: Started | None = None,
     ) -> list[dict[str, Any]]:
-        self.notes = []
-        store = Store(folder)
-        store.load()
-        remote: collections.deque[RunSpec] = collections.deque()
-        local: collections.deque[RunSpec] = collections.deque()
-        repeats: dict[str, list[RunSpec]] = {}  # a spec given twice: reported with the first
-        payloads: dict[str, Any] = {}  # per workload: what is sent with each of its runs
-        unsent: dict[str, int] = {}  # per workload: runs trained here
-        for spec in specs:
-            if spec.id in repeats:
-                repeats[spec.id].append(spec)
-            elif spec.id in store.done:
-                progress(spec, True)
-            else:
-                repeats[spec.id] = []
-                if spec.workload not in payloads:
-                    payloads[spec.workload] = self._prepare(spec.workload, builds[spec.workload])
-                if payloads[spec.workload] is _HERE:
-                    local.append(spec)
-                    unsent[spec.workload] = unsent.get(spec.workload, 0) + 1
-                else:
-                    remote.append(spec)
-        for workload, count in unsent.items():
+        self.notes, self._payloads = [], {}
+        try:
+            return sweep(specs, builds, folder, progress, started, workers=self)
+        finally:
+            self._payloads = {}
+
+    # what lab.sweep asks of its workers
+
+    def sends(self, workload: str, build: Build) -> bool:
+        if _registered(workload, build):
+            self._payloads[workload] = None  # the worker rebuilds it by name
+            return True
+        try:
+            self._payloads[workload] = self._payload(build)
+        except Exception:
+            return False
+        return True
+
+    def kept(self, counts: dict[str, int]) -> None:
+        for workload, count in counts.items():
             self.notes.append(
                 f"{workload}: {count} run(s) trained in this process, one at a time: its build "
                 f"cannot be sent to {self.how} ({self.why})."
             )
 
-        def done(spec: RunSpec, cached: bool) -> None:
-            progress(spec, cached)
-            for repeat in repeats.get(spec.id, ()):
-                progress(repeat, True)
+    def open(self, workloads: set[str]) -> int:
+        limit = self._open()
+        for workload in workloads:
+            self._payloads[workload] = self._ship(self._payloads[workload])
+        return limit
 
-        def cached(spec: RunSpec) -> bool:
-            if spec.id in store.refresh():  # another process may have run it meanwhile
-                done(spec, True)
-                return True
-            return False
+    def submit(self, spec: RunSpec) -> Any:
+        return self._submit(spec, self._payloads[spec.workload])
 
-        inflight: dict[Any, RunSpec] = {}
+    def ready(self, handles: list[Any], block: bool) -> list[Any]:
+        return self._ready(handles, block)
 
-        def harvest(block: bool) -> None:
-            for handle in self._ready(list(inflight), block):
-                spec = inflight.pop(handle)
-                store.append(self._result(handle))
-                done(spec, False)
+    def result(self, handle: Any) -> Record:
+        return self._result(handle)
 
-        try:
-            limit = 0
-            if remote:
-                limit = self._open()
-                sent = {spec.workload for spec in remote}
-                payloads = {w: self._ship(p) if w in sent else p for w, p in payloads.items()}
-            while remote or local or inflight:
-                while remote and len(inflight) < limit:
-                    spec = remote.popleft()
-                    if not cached(spec):
-                        started(spec)
-                        inflight[self._submit(spec, payloads[spec.workload])] = spec
-                if local:
-                    spec = local.popleft()
-                    if not cached(spec):
-                        started(spec)
-                        store.append(run_one(spec, builds[spec.workload]))
-                        done(spec, False)
-                    harvest(block=False)
-                elif inflight:
-                    harvest(block=True)
-        except BaseException as exc:
-            try:
-                self._drain(inflight, store)  # keep every run that was already running
-            finally:
-                if not isinstance(exc, Exception) or isinstance(
-                    exc, concurrent.futures.BrokenExecutor
-                ):  # an interrupt reaches the workers too: a later sweep starts new ones
-                    self._close()
-            raise
-        return [store.done[spec.id] for spec in specs]
-
-    def _drain(self, inflight: dict[Any, RunSpec], store: Store) -> None:
-        """Wait for the runs still in flight and store those that finish."""
-        while inflight:
-            for handle in self._ready(list(inflight), True):
-                inflight.pop(handle)
-                try:
-                    record = self._result(handle)
-                except BaseException:  # the error already being raised is the one to show
-                    continue
-                store.append(record)
-
-    def _prepare(self, workload: str, build: Build) -> Any:
-        if _registered(workload, build):
-            return None  # the worker rebuilds it by name
-        try:
-            return self._payload(build)
-        except Exception:
-            return _HERE
-
-
-_HERE = object()  # a build that stays in this process
+    def abort(self, exc: BaseException) -> None:
+        if not isinstance(exc, Exception) or isinstance(exc, concurrent.futures.BrokenExecutor):
+            self._close()  # an interrupt reaches the workers too: a later sweep starts new ones
 
 
 def _context(start_method: str) -> Any:
@@ -521,10 +459,10 @@ def sweep_with(
     specs: list[RunSpec],
     builds: dict[str, Build],
     folder: Path,
-    progress: Progress = _no_progress,
-    started: Started = _no_start,
+    progress: Progress | None = None,
+    started: Started | None = None,
 ) -> list[dict[str, Any]]:
-    """``runner.sweep`` on ``executor``: every spec's record, in the order of ``specs``.
+    """``lab.sweep.sweep`` on ``executor``: every spec's record, in the order of ``specs``.
 
     Runs already in ``folder/runs.jsonl`` are read back; the others are trained by the
     executor and each is appended to the store, by this process, as soon as it is finished.

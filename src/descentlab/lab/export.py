@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LabError
-from .runner import Store
+from .store import Store
 
 # Per-step series of a run record, and how TensorBoard names them.
 SERIES = ("loss", "lr", "grad_norm", "update_norm", "time")

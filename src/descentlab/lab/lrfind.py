@@ -14,6 +14,7 @@ output folder (written atomically), so a resumed sweep gets the same grid.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -23,9 +24,12 @@ from typing import Any
 
 import torch
 
-from ..files import write_json
-from .runner import _CLASSES, _batches, folder_lock, param_groups
+from .decide import choices, grid_edge
+from .files import write_json
 from .spec import OptimizerSpec, Regime
+from .store import folder_lock
+from .summary import summarize
+from .training import OPTIMIZERS, RunSpec, minibatches, param_groups
 from .workloads import Problem
 
 LOW, HIGH = 1e-6, 1e2  # the lrs the test sweeps between
@@ -67,11 +71,11 @@ def range_test(
 ) -> RangeTest:
     """Run the lr range test on a fresh instance (``seed``) of the workload."""
     problem = build(seed, dict(options))
-    cls = _CLASSES[optimizer.name]
+    cls = OPTIMIZERS[optimizer.name]
     opt = cls(param_groups(problem.params, optimizer), lr=LOW, **optimizer.kwargs())
     gen = torch.Generator().manual_seed(20_000 + seed)
     batch = regime.batch_size(problem.n_train)
-    batches = iter(_batches(problem.n_train, batch, gen)) if batch and problem.n_train else None
+    batches = iter(minibatches(problem.n_train, batch, gen)) if batch and problem.n_train else None
     factor = (HIGH / LOW) ** (1 / max(1, steps - 1))
     lrs: list[float] = []
     smoothed: list[float] = []
@@ -125,3 +129,57 @@ def beyond(grid: list[float], side: str, points: int = 2) -> list[float]:
     if side == "smallest":
         return [_round(lrs[0] / GRID_STEP**k) for k in range(1, points + 1)]
     return [_round(lrs[-1] * GRID_STEP**k) for k in range(1, points + 1)]
+
+
+WIDEN_ROUNDS = 3  # at most this many times two lrs are added beyond a grid's edge
+
+
+def auto_grid(
+    folder: Path,
+    build: Callable[[int, dict[str, Any]], Problem],
+    template: RunSpec,
+    options: dict[str, Any],
+    notes: list[str],
+) -> list[float]:
+    """The grid of :mod:`.lrfind`'s range test for one (workload, optimizer, regime)."""
+    key = json.dumps(
+        [template.workload, template.optimizer.label, template.regime.label,
+         sorted(options.items()), template.fingerprint], default=str,
+    )  # fmt: skip
+    test = cached_grid(
+        folder,
+        key,
+        lambda: range_test(build, template.optimizer, template.regime, options),
+    )
+    grid = test.grid()
+    notes.append(
+        f"{template.workload} [{template.regime.label}] {template.optimizer.label}: lr range "
+        f"test: lowest smoothed loss at lr {test.best_lr:.2g}, so the grid is "
+        f"{', '.join(f'{lr:g}' for lr in grid)}."
+    )
+    return grid
+
+
+def widen(
+    rows: list[dict[str, Any]],
+    targets: dict[str, float | None],
+    templates: dict[tuple[str, str, str], RunSpec],
+    seeds: int,
+    notes: list[str],
+) -> list[RunSpec]:
+    """Runs two lrs past each grid edge where the best lr still sits alone."""
+    more = []
+    for key, choice in sorted(choices(summarize(rows, targets)).items()):
+        side = grid_edge(choice)
+        if side is None or key not in templates:
+            continue
+        added = [lr for lr in beyond(choice.grid, side) if lr not in choice.grid]
+        notes.append(
+            f"{key[0]} [{key[2]}] {key[1]}: the best lr {choice.line['lr']:g} was the {side} "
+            f"of the grid; added {', '.join(f'{lr:g}' for lr in added)}."
+        )
+        template = templates[key]
+        more += [
+            dataclasses.replace(template, lr=lr, seed=seed) for lr in added for seed in range(seeds)
+        ]
+    return more

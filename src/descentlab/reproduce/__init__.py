@@ -10,36 +10,33 @@ with the claims it has not done yet and a code change measures again what it tou
 from __future__ import annotations
 
 import hashlib
-import html
 import inspect
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .. import __version__
-from ..files import write_atomic, write_json
 from ..lab.errors import LabError
-from . import adaptive, generalization, momentum, pitfalls, properties, regimes, seed_code
-from .base import (
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    PARTLY,
-    STYLE,
-    Claim,
-    Context,
-    section_html,
-    section_markdown,
-    summary,
+from ..lab.files import write_json
+from . import (
+    adaptive,
+    decay,
+    finetune,
+    generalization,
+    momentum,
+    properties,
+    regimes,
+    seed_code,
+    stale_momentum,
+    zero_grad,
 )
+from .base import FAILS, HOLDS, INCONCLUSIVE, PARTLY, Claim, Context, summary
 from .common import one_thread
+from .document import write_report
 
 CLAIMS: tuple[Claim, ...] = (
     regimes.CLAIM,
@@ -50,10 +47,10 @@ CLAIMS: tuple[Claim, ...] = (
     adaptive.COMPOSITION,
     adaptive.BIAS,
     generalization.CLAIM,
-    pitfalls.FINETUNE,
-    pitfalls.ZERO_GRAD,
-    pitfalls.STALE,
-    pitfalls.DECAY,
+    finetune.CLAIM,
+    zero_grad.CLAIM,
+    stale_momentum.CLAIM,
+    decay.CLAIM,
     seed_code.CLAIM,
     properties.CLAIM,
 )
@@ -75,13 +72,16 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _SHARED = (
     "reproduce/base.py",
     "reproduce/common.py",
+    "reproduce/digits.py",
+    "reproduce/seeds.py",
     "lab",
     "rules",
     "engines",
+    "diagnostics",
     "numpy.py",
     "torch.py",
     "optimizers.py",
-    "demo.py",
+    "tools/demo.py",
 )
 
 
@@ -198,7 +198,7 @@ def reproduce(
     elif todo:
         _measure_in_processes(todo, ctx, config, jobs, progress, done)
     ordered = {c.key: results[c.key] for c in claims}
-    _write_report(folder, claims, ordered, config)
+    write_report(folder, claims, ordered, config)
     return ordered
 
 
@@ -292,82 +292,3 @@ def _condition(statement: Any, figures: dict[str, float]) -> dict[str, list[bool
         "inside": [c.met(figures) for c in cond.inside],
         "outside": [c.met(figures) for c in cond.outside],
     }
-
-
-def _with_evidence(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The Key Properties table's "best for" cells, with the verdict of the claim they cite."""
-    table = results.get("key-properties", {}).get("table")
-    if not table:
-        return results
-    header, rows = table
-    col = header.index("best for: evidence")
-    new_rows = []
-    for row in rows:
-        key = row[col].removeprefix("see '").removesuffix("'")
-        if key in results:
-            row = [*row[:col], f"{key}: {results[key]['verdict']}", *row[col + 1 :]]
-        new_rows.append(row)
-    cited = {**results["key-properties"], "table": [header, new_rows]}
-    return {**results, "key-properties": cited}
-
-
-def _write_report(
-    folder: Path, claims: list[Claim], results: dict[str, dict[str, Any]], config: dict[str, Any]
-) -> None:
-    results = _with_evidence(results)
-    versions = {
-        "descentlab": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    head = (
-        f"Mode: {'--quick' if config['quick'] else 'full'}; seeds 0..{config['seeds'] - 1}; "
-        + "; ".join(f"{k} {v}" for k, v in versions.items())
-    )
-    loads = [x for c in claims for x in results[c.key].get("load average", [])]
-    if loads:
-        head += f"; load average while measuring {min(loads):.1f} to {max(loads):.1f}"
-    table = ["| claim | statement | verdict |", "|---|---|---|"]
-    for c in claims:
-        for st, j in zip(c.statements, results[c.key]["statements"], strict=True):
-            table.append(f"| [{c.title}](#{c.key}) | {st.text} | {j['label']} |")
-    md = [
-        "# The seed's claims, measured",
-        "",
-        head,
-        "",
-        "Each claim is split into the statements it makes. A statement holds when every "
-        "required criterion (fixed in the code before the run, with its direction and "
-        "margin) is met; it holds only under a condition when that condition is a measured "
-        "boundary, with the test holding on one side and failing on the other; it is "
-        "inconclusive when a figure it needs was flagged (a best value at the edge of its "
-        "grid); otherwise it does not hold. Timing figures are CPU time, which machine "
-        "load does not invert.",
-        "",
-        *table,
-        "",
-    ]
-    md += [section_markdown(c, results[c.key]) for c in claims]
-    write_atomic(folder / "report.md", "\n".join(md))
-    e = html.escape
-    rows = "".join(
-        f'<tr><td><a href="#{c.key}">{e(c.title)}</a></td><td>{e(st.text)}</td>'
-        f"<td>{e(j['label'])}</td></tr>"
-        for c in claims
-        for st, j in zip(c.statements, results[c.key]["statements"], strict=True)
-    )
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>The seed's claims, "
-        f"measured</title><style>{STYLE}</style></head><body><h1>The seed's claims, "
-        f"measured</h1><p>{head}</p><table><tr><th>claim</th><th>statement</th><th>verdict</th></tr>{rows}"
-        "</table>"
-        + "".join(section_html(c, results[c.key], folder) for c in claims)
-        + "</body></html>"
-    )
-    write_atomic(folder / "index.html", page)
-    write_json(
-        folder / "config.json",
-        {**config, "versions": versions, "claims": [c.key for c in claims], "load average": loads},
-    )

@@ -20,14 +20,11 @@ claim), never "not met".
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 HOLDS = "holds"
 FAILS = "does not hold"
@@ -231,120 +228,3 @@ def summary(judgements: list[Judgement]) -> str:
         if counts[v]
     ]
     return f"{n} statements: " + ", ".join(parts)
-
-
-def _num(x: float) -> str:
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}"
-
-
-def _criterion_line(c: Criterion, ok: bool) -> str:
-    tag = "" if c.required else " *(supporting)*"
-    return f"[{'x' if ok else ' '}] {c.text}{tag}"
-
-
-def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
-    lines = [
-        f"## {claim.title}",
-        "",
-        f"> {claim.quote}",
-        "",
-        f"**Experiment.** {claim.experiment}",
-        "",
-        "**Statements, each with criteria fixed before the run:**",
-        "",
-    ]
-    for st, j in zip(claim.statements, result["statements"], strict=True):
-        lines.append(f"{st.text} — **{j['label']}**")
-        if j["verdict"] == INCONCLUSIVE:
-            lines.append(f"  (inconclusive: {j['detail']})")
-        for c, ok in zip(st.criteria, j["met"], strict=True):
-            lines.append(f"- {_criterion_line(c, ok)}")
-        if st.condition:
-            inside = "yes" if all(j.get("inside", [])) else "no"
-            outside = "yes" if not all(j.get("outside", [])) else "no"
-            lines.append(
-                f"- condition *{st.condition.text}*: the test holds inside the boundary "
-                f"({inside}) and fails past it ({outside})"
-            )
-        lines.append("")
-    lines += ["**Measured:**", "", "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {_num(v)} |" for k, v in result["figures"].items()]
-    if result.get("table"):
-        header, rows = result["table"]
-        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    for name, why in result.get("flags", {}).items():
-        lines += ["", f"*{name}* cannot carry a verdict: {why}."]
-    for remark in result.get("remarks", []):
-        lines += ["", remark]
-    for caption, path in result["plots"]:
-        lines += ["", f"![{caption}]({path})", f"*{caption}*"]  # relative to the report
-    lines += ["", f"**Verdict: {result['verdict']}.**", ""]
-    return "\n".join(lines)
-
-
-_CLASS = {HOLDS: "holds", FAILS: "fails", PARTLY: "partly", INCONCLUSIVE: "partly"}
-
-
-def section_html(claim: Claim, result: dict[str, Any], folder: Path) -> str:
-    e = html.escape
-    statements = ""
-    for st, j in zip(claim.statements, result["statements"], strict=True):
-        crit = "".join(
-            f"<li>{'&#9745;' if ok else '&#9744;'} {e(c.text)}"
-            f"{'' if c.required else ' <i>(supporting)</i>'}</li>"
-            for c, ok in zip(st.criteria, j["met"], strict=True)
-        )
-        why = f" ({e(j['detail'])})" if j["verdict"] == INCONCLUSIVE else ""
-        statements += (
-            f"<p>{e(st.text)} &mdash; <span class='verdict {_CLASS[j['verdict']]}'>"
-            f"{e(j['label'])}</span>{why}</p><ul>{crit}</ul>"
-        )
-    figs = "".join(
-        f"<tr><td>{e(k)}</td><td>{e(_num(v))}</td></tr>" for k, v in result["figures"].items()
-    )
-    table = ""
-    if result.get("table"):
-        header, rows = result["table"]
-        table = (
-            "<table><tr>"
-            + "".join(f"<th>{e(h)}</th>" for h in header)
-            + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
-            + "</table>"
-        )
-    remarks = "".join(f"<p>{e(r)}</p>" for r in result.get("remarks", []))
-    remarks += "".join(
-        f"<p><i>{e(n)}</i> cannot carry a verdict: {e(w)}.</p>"
-        for n, w in result.get("flags", {}).items()
-    )
-    imgs = "".join(
-        f'<figure><img src="data:image/png;base64,'
-        f'{base64.b64encode((folder / p).read_bytes()).decode()}" alt="{e(cap)}">'
-        f"<figcaption>{e(cap)}</figcaption></figure>"
-        for cap, p in result["plots"]
-    )
-    return (
-        f'<section id="{e(claim.key)}"><h2>{e(claim.title)}</h2>'
-        f"<blockquote>{e(claim.quote)}</blockquote><p><b>Experiment.</b> "
-        f"{e(claim.experiment)}</p><p><b>Statements, each with criteria fixed before the "
-        f"run:</b></p>{statements}<table><tr><th>figure</th><th>value</th></tr>{figs}</table>"
-        f"{table}{remarks}{imgs}<p class='verdict'>Verdict: {e(result['verdict'])}</p></section>"
-    )
-
-
-STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
-    "blockquote{border-left:4px solid #bbb;margin:0;padding:0 1em;color:#444}"
-    "table{border-collapse:collapse;font-size:13px;margin:.6em 0}td,th{border:1px solid #ccc;"
-    "padding:3px 8px}th{background:#f3f3f3}img{max-width:100%}figcaption{color:#555;"
-    "font-size:13px}.verdict{font-weight:700;font-size:1.1em}.holds{color:#1a7f37}"
-    ".fails{color:#cf222e}.partly{color:#9a6700}section{border-top:1px solid #ddd;"
-    "margin-top:2em}"
-)

@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from ..lab import report
+from ..lab import plots
 from ..lab.batched import can_batch, run_batched
-from ..lab.runner import RunSpec, run_one, steps_for
+from ..lab.decide import lowest
+from ..lab.runner import run_one
 from ..lab.spec import parse_optimizer, parse_regime
+from ..lab.training import REPRODUCE_EVALUATIONS, RunSpec, eval_every, steps_for
 from ..lab.workloads import WORKLOADS
 
-pyplot = report.pyplot  # the experiments' plots share the lab's backend set-up
+pyplot = plots.pyplot  # the experiments' plots share the lab's backend set-up
 
 
 def lab_runs(
@@ -47,7 +49,7 @@ def lab_runs(
             seed,
             reg,
             n_steps,
-            max(1, n_steps // 40),
+            eval_every(n_steps, REPRODUCE_EVALUATIONS),
             tuple(sorted(opts.items())),
         )
         for lr in lrs
@@ -69,9 +71,12 @@ def final_loss(runs: list[dict[str, Any]]) -> float:
 
 
 def best(by_lr: dict[float, list[dict[str, Any]]]) -> tuple[float, list[dict[str, Any]]]:
-    """The lr with the lowest mean final training loss (diverged runs lose)."""
-    lr = min(by_lr, key=lambda k: final_loss(by_lr[k]))
-    return lr, by_lr[lr]
+    """The lr with the lowest mean final training loss (diverged runs lose; the first of
+    exact ties): the lab's choice (:func:`descentlab.lab.decide.lowest`) without its floor."""
+    picked = lowest({lr: final_loss(runs) for lr, runs in by_lr.items()})
+    if picked is None:
+        raise ValueError("no lr to choose from")
+    return picked[0], by_lr[picked[0]]
 
 
 def steps_to(runs: list[dict[str, Any]], target: float) -> float:
@@ -94,7 +99,7 @@ def metric(runs: list[dict[str, Any]], key: str, agg: str = "last") -> float:
 
 def save_figure(ctx: Any, figure: Any, name: str) -> Any:
     """Save as ``plots/<name>.png`` in the report folder and close; returns the path."""
-    return report.save_figure(figure, ctx.plot_path(name))
+    return plots.save_figure(figure, ctx.plot_path(name))
 
 
 @dataclass
@@ -106,7 +111,10 @@ class Tuned:
 
     @property
     def lr(self) -> float:
-        return min(self.scores, key=lambda k: _key(self.scores[k]))
+        picked = lowest(self.scores)  # the lab's choice, ties only when exactly equal
+        if picked is None:
+            raise ValueError("no lr was tried")
+        return picked[0]
 
     @property
     def best(self) -> Any:
@@ -127,10 +135,6 @@ class Tuned:
             what: f"its best lr {self.lr:.3g} is at the edge of the grid "
             f"{lrs[0]:.3g}..{lrs[-1]:.3g} even after widening it"
         }
-
-
-def _key(score: float) -> float:
-    return score if math.isfinite(score) else math.inf
 
 
 def tune(

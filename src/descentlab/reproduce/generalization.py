@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from .. import torch as dt
-from ..lab.runner import RunSpec, run_one
+from ..lab.runner import run_one
 from ..lab.spec import parse_optimizer, parse_regime
-from ..lab.workloads import _CNN1D, Problem, _mnist1d_data, forward, supervised_problem
+from ..lab.training import RunSpec
+from ..lab.workloads import CNN1D, Problem, forward, mnist1d_data, supervised_problem
 from .base import Claim, Context, Measurement, Statement, require, support
 from .common import Tuned, one_thread, pyplot, save_figure, spread, steps_to, tune
 
@@ -167,7 +168,7 @@ BATCH = 64
 
 def _split() -> tuple[np.ndarray, ...]:
     """MNIST-1D with a fixed validation split carved from its training samples."""
-    x, y, x_test, y_test = _mnist1d_data()
+    x, y, x_test, y_test = mnist1d_data()
     order = np.random.default_rng(0).permutation(len(x))
     n_val = int(len(x) * VAL_FRACTION)
     val, fit = order[:n_val], order[n_val:]
@@ -179,7 +180,7 @@ def _cnn_build(seed: int, options: dict[str, Any]) -> Problem:
     and test figures side by side (selection reads only the validation ones)."""
     x, y, xv, yv, xt, yt = (torch.from_numpy(a) for a in _split())
     torch.manual_seed(seed)
-    model = _CNN1D().double()
+    model = CNN1D().double()
     loss_fn = torch.nn.functional.cross_entropy
     problem = supervised_problem(model, x.double(), y.long(), None, None, loss_fn, True)
     held = {"val": (xv.double(), yv.long()), "test": (xt.double(), yt.long())}

@@ -17,6 +17,14 @@ import numpy as np
 import torch
 
 from .. import torch as dt
+from ..lab.spec import parse_regime
+from ..lab.training import (
+    REPRODUCE_EVALUATIONS,
+    batch_order,
+    diverged,
+    eval_every,
+    evaluation_due,
+)
 from ..lab.workloads import WORKLOADS, Problem
 from .base import Claim, Context, Measurement, Statement, require, support
 from .common import Tuned, one_thread, pyplot, save_figure, spread, tune
@@ -48,23 +56,13 @@ class _Trainer:
     def __init__(self, seed: int, batch: int | None, lr: float) -> None:
         self.problem: Problem = WORKLOADS[WORKLOAD].build(seed, {})
         self.opt = dt.SGD(self.problem.params, lr=lr, engine="reference")
-        self.batch, self.n = batch, int(self.problem.n_train or 0)
-        self.gen = torch.Generator().manual_seed(10_000 + seed)
-        self.queue: list[torch.Tensor] = []
-
-    def _indices(self) -> torch.Tensor | None:
-        if self.batch is None:
-            return None
-        if not self.queue:  # a fresh permutation each epoch, the last partial batch dropped
-            order = torch.randperm(self.n, generator=self.gen)
-            self.queue = [
-                order[i : i + self.batch] for i in range(0, self.n - self.batch + 1, self.batch)
-            ][::-1]
-        return self.queue.pop()
+        # the lab's mini-batch order (its seed, a fresh permutation each epoch)
+        regime = "full" if batch is None else f"minibatch:{batch}"
+        self.batches = batch_order(parse_regime(regime), self.problem.n_train, seed)
 
     def step(self) -> None:
         self.opt.zero_grad()
-        self.problem.loss(self._indices()).backward()
+        self.problem.loss(next(self.batches) if self.batches is not None else None).backward()
         self.opt.step()
 
 
@@ -93,11 +91,13 @@ def _curve(regime: str, lr: float, seed: int, steps: int, every: int) -> list[tu
     curve = [(0, trainer.problem.full_loss())]
     for step in range(1, steps + 1):
         trainer.step()
-        if step % every == 0 or step == steps:
+        if evaluation_due(step, steps, every):
             loss = trainer.problem.full_loss()
-            curve.append((step, loss if math.isfinite(loss) else math.inf))
-            if not math.isfinite(loss):
+            # the lab's rule, stopping on overflow only (these curves keep any finite loss)
+            if diverged(loss, curve[0][1], factor=math.inf):
+                curve.append((step, math.inf))
                 break
+            curve.append((step, loss))
     return curve
 
 
@@ -183,7 +183,7 @@ def measure(ctx: Context) -> Measurement:
     with one_thread():
         for regime in GRIDS:
             steps = epochs * _steps_per_epoch(regime, n)
-            tuned = _tuned(regime, steps, ctx.seeds, every=max(1, steps // 40))
+            tuned = _tuned(regime, steps, ctx.seeds, every=eval_every(steps, REPRODUCE_EVALUATIONS))
             name = NAMES[regime]
             finals[name] = [c[-1][1] if c[-1][0] == steps else math.inf for c in tuned.best]
             fig[f"{name} best lr"] = tuned.lr

@@ -7,7 +7,7 @@ executed by the PyTorch drop-ins (:mod:`descentlab.torch`), the NumPy API
 """
 
 from .adam import ScaleByAdam, adam, adamw
-from .base import Rule, Transform, ema, maximum, sqrt
+from .base import Rule, Transform, advance, ema, maximum, sqrt
 from .common import AddL2, DecoupledDecay, FlipSign, ScaleByLR, chain
 from .momentum import EmaMomentum, HeavyBall, ema_momentum, sgd
 from .rmsprop import ScaleByRms, rmsprop
@@ -25,6 +25,7 @@ __all__ = [
     "Transform",
     "adam",
     "adamw",
+    "advance",
     "chain",
     "ema",
     "ema_momentum",

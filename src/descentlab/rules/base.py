@@ -33,6 +33,25 @@ Coefficients = Mapping[str, Any]
 """Per-step scalars (Python floats, or 0-dim tensors inside a compiled engine)."""
 
 
+def advance(count: Any) -> Any:
+    """The one rule of step counting: a step advances its parameter's count by one, before
+    the step's coefficients are computed, so steps count from 1 (``count`` of optax's
+    ``ScaleByAdamState``; ``state["step"]`` of torch.optim).
+
+    A Python number gives the next one; a tensor or array counter is advanced in place and
+    returned (a compiled kernel then advances it inside its graph). Every driver calls this.
+
+    >>> advance(0)
+    1
+    >>> import torch
+    >>> t = torch.tensor(4.0)
+    >>> advance(t) is t, t.item()
+    (True, 5.0)
+    """
+    count += 1
+    return count
+
+
 def sqrt(x: Array) -> Array:
     """Element-wise square root of a NumPy array or a torch tensor."""
     return np.sqrt(x) if isinstance(x, (np.ndarray, np.generic)) else x.sqrt()
@@ -115,7 +134,11 @@ class Rule:
             raise ValueError(f"step must be >= 1 (steps count from 1), got {step}")
         out: dict[str, float] = {}
         for t in self.transforms:
-            out.update(t.coefficients(hp, step))
+            c = t.coefficients(hp, step)
+            if not out.keys().isdisjoint(c):
+                clash = sorted(out.keys() & c.keys())
+                raise ValueError(f"rule {self.name!r} has clashing coefficient names {clash}")
+            out.update(c)
         return out
 
     def update(

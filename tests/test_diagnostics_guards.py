@@ -14,7 +14,7 @@ from torch import nn
 import descentlab
 import descentlab.torch as dt
 from descentlab import guard, param_groups_for_decay
-from descentlab.guards import Finding, Guard, PitfallWarning
+from descentlab.diagnostics.guards import Finding, Guard, PitfallWarning
 
 ZEROING = ["zero_grad", "zero_grad_keep", "model_zero_grad", "grad_none", "zero_first"]
 
@@ -494,33 +494,3 @@ def test_guarded_run_is_bit_identical(name: str, zeroing: str | None) -> None:
         for name, value in state.items():
             other = b["state"][key][name]
             assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other
-
-
-# -- the lab's own workloads ------------------------------------------------------------------
-
-
-def test_lab_workloads_produce_no_finding(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Every built-in workload, every default optimizer, every lr of its default grid (the
-    largest included), trained by the lab's own runner with every optimizer guarded."""
-    from descentlab.guards import attach_everywhere
-    from descentlab.lab.compare import DEFAULT_OPTIMIZERS, default_lrs
-    from descentlab.lab.runner import RunSpec, run_one
-    from descentlab.lab.spec import parse_optimizer, parse_regime
-    from descentlab.lab.workloads import WORKLOADS
-
-    report = tmp_path / "findings.jsonl"
-    hook = attach_everywhere(report)
-    runs = 0
-    try:
-        for name, workload in WORKLOADS.items():
-            for text in DEFAULT_OPTIMIZERS:
-                opt = parse_optimizer(text)
-                for lr in default_lrs(workload, opt):
-                    spec = RunSpec(name, opt, lr, 0, parse_regime("minibatch:32"), 4, 4)
-                    run_one(spec, workload.build)
-                    runs += 1
-    finally:
-        hook.remove()
-    lines = report.read_text().splitlines()
-    assert sum('"attached"' in line for line in lines) == runs > 100
-    assert [line for line in lines if '"kind"' in line] == []

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from descentlab.diagnostics import protocol
+from descentlab.diagnostics.check import SITE, attach_everywhere, summary
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PLANTED = """
@@ -142,3 +145,70 @@ def test_the_environments_own_sitecustomize_still_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "own: ran" in proc.stdout
     assert "Error in sitecustomize" not in proc.stderr and "no pitfall found" in proc.stderr
+
+
+# -- the protocol, shared by the command and the start-up hook --------------------------------
+
+
+def test_the_hook_lives_where_the_command_points_and_reads_the_protocol() -> None:
+    hook = SITE / "sitecustomize.py"
+    assert hook.is_file() and SITE.name == protocol.SITE_FOLDER
+    text = hook.read_text()
+    assert "protocol.REPORT_ENV" in text and "protocol.watch_every_tensor" in text
+    assert "DESCENTLAB_" not in text  # no name of the protocol written a second time
+
+
+def test_the_hook_imports_nothing_heavy_without_a_report() -> None:
+    """A process that inherits the hook's folder but no report is neither slowed down nor
+    changed: neither torch nor descentlab is imported."""
+    env = {k: v for k, v in os.environ.items() if k != protocol.REPORT_ENV}
+    env["PYTHONPATH"] = str(SITE)
+    code = "import sys; print(sorted({'torch', 'descentlab'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-1500:]
+    assert proc.stderr == ""
+
+
+def test_summary_reads_what_the_child_writes(tmp_path: Path) -> None:
+    report = str(tmp_path / "report.jsonl")
+    protocol.append(report, protocol.attached_entry("SGD"))
+    finding = {"kind": "lr_jump", "param": "group 0", "step": 2, "detail": "d", "fix": "f"}
+    protocol.append(report, protocol.finding_entry(finding, "SGD"))
+    with open(report, "a") as fh:
+        fh.write('{"kind": "cut sh')  # a child killed mid-line
+    entries = protocol.parse_report(Path(report).read_text())
+    assert summary(entries, 0).splitlines() == [
+        "descentlab check: exit code 0; optimizers guarded: SGD",
+        "  1 finding(s):",
+        "  - [SGD] lr_jump (step 2): group 0: d; fix: f",
+    ]
+
+
+# -- the lab's own workloads ------------------------------------------------------------------
+
+
+def test_lab_workloads_produce_no_finding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every built-in workload, every default optimizer, every lr of its default grid (the
+    largest included), trained by the lab's own runner with every optimizer guarded."""
+    from descentlab.lab.compare import DEFAULT_OPTIMIZERS, default_lrs
+    from descentlab.lab.runner import run_one
+    from descentlab.lab.spec import parse_optimizer, parse_regime
+    from descentlab.lab.training import RunSpec
+    from descentlab.lab.workloads import WORKLOADS
+
+    report = tmp_path / "findings.jsonl"
+    hook = attach_everywhere(report)
+    runs = 0
+    try:
+        for name, workload in WORKLOADS.items():
+            for text in DEFAULT_OPTIMIZERS:
+                opt = parse_optimizer(text)
+                for lr in default_lrs(workload, opt):
+                    spec = RunSpec(name, opt, lr, 0, parse_regime("minibatch:32"), 4, 4)
+                    run_one(spec, workload.build)
+                    runs += 1
+    finally:
+        hook.remove()
+    lines = report.read_text().splitlines()
+    assert sum('"attached"' in line for line in lines) == runs > 100
+    assert [line for line in lines if '"kind"' in line] == []

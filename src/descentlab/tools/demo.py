@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import torch as dt
+from .. import torch as dt
 
 EPOCHS = 50
 SHOWN = (0, 10, 25, 49)

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import descentlab.monitoring as telemetry_module
 import descentlab.torch as dt
 from descentlab import telemetry
 
@@ -30,8 +29,9 @@ def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, seed:
 
 
 def _by_copy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make telemetry measure descentlab's optimizers the generic way (a copy)."""
-    monkeypatch.setattr(telemetry_module, "_engine_measures", lambda opt: False)
+    """Make telemetry measure descentlab's optimizers the generic way (a copy): their
+    engines decline to measure, as the flat engines do."""
+    monkeypatch.setattr(dt.Optimizer, "measure_next_step", lambda self: False)
 
 
 def test_sgd_update_is_lr_times_gradient() -> None:

@@ -12,8 +12,10 @@ bit-identical to one without.
 Cost: on a sampled step, one copy of the parameters that have gradients (kept in a buffer
 from the first sampled step until :meth:`Telemetry.remove`, so it costs the memory of one
 more copy of those parameters) and four multi-tensor passes (copy, subtract, two norms) plus
-a norm of the gradients; other steps cost two Python hook calls. ``descentlab bench``
-measures the overhead at ``every=10`` on the GPT-like layout.
+a norm of the gradients; other steps cost two Python hook calls. descentlab's drop-ins
+(but for the flat engines) measure a sampled step inside their engines instead, with no
+copy (:meth:`descentlab.torch.Optimizer.measure_next_step`). ``descentlab bench`` measures
+the overhead at ``every=10`` on the GPT-like layout.
 
 The history is a list of :class:`Sample` (``rows()`` gives dicts for pandas), exported to
 TensorBoard by :meth:`Telemetry.to_tensorboard`; the lab's runner records its per-step lr,
@@ -39,146 +41,19 @@ Example:
 
 from __future__ import annotations
 
-import abc
 import math
 import os
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Sample", "StepHooks", "Telemetry", "UpdateMeter", "norms", "telemetry"]
+from .hooks import StepHooks, UpdateMeter, as_float, norms, total
+from .zero_grad import ZeroGradDetector
 
-_SIXTEEN = (torch.float16, torch.bfloat16)
-
-
-def norms(tensors: Sequence[torch.Tensor]) -> list[float]:
-    """The 2-norm of each tensor, as Python floats: one multi-tensor pass per dtype, one host
-    read per device (16-bit tensors are reduced in float32, so a large one cannot overflow)."""
-    out: list[float] = [0.0] * len(tensors)
-    groups: dict[tuple[torch.device, torch.dtype, bool], list[int]] = {}
-    for k, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype, t.is_sparse), []).append(k)
-    by_device: dict[torch.device, tuple[list[int], list[torch.Tensor]]] = {}
-    with torch.no_grad():
-        for (device, dtype, sparse), ks in groups.items():
-            if sparse:
-                values = [tensors[k].coalesce().values().norm() for k in ks]
-            else:
-                wide = torch.float32 if dtype in _SIXTEEN else None
-                values = list(torch._foreach_norm([tensors[k] for k in ks], 2, dtype=wide))
-            slot = by_device.setdefault(device, ([], []))
-            slot[0].extend(ks)
-            slot[1].append(torch.stack(values).double())
-        for ks, parts in by_device.values():
-            for k, v in zip(ks, torch.cat(parts).tolist(), strict=True):
-                out[k] = float(v)
-    return out
-
-
-def _total(values: Iterable[float]) -> float:
-    return math.sqrt(sum(v * v for v in values))
-
-
-class UpdateMeter:
-    """Measures ``||w_t - w_{t-1}||`` and ``||w_{t-1}||`` of a list of tensors over a step.
-
-    ``begin(params)`` copies them into buffers kept for the next time (allocated once per
-    tensor); ``end()`` returns the norms of the differences and of the copies. Shared by
-    :func:`telemetry` and :func:`descentlab.guard`'s update-ratio check.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[int, torch.Tensor] = {}
-        self._params: list[torch.Tensor] = []
-        self._copies: list[torch.Tensor] = []
-
-    def begin(self, params: Sequence[torch.Tensor]) -> None:
-        """Copy ``params`` (their values before the step)."""
-        with torch.no_grad():
-            self._params = [p.detach() for p in params]
-            self._copies = []
-            for p, view in zip(params, self._params, strict=True):
-                buf = self._buffers.get(id(p))  # by the parameter: a detached view is new
-                if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-                    buf = self._buffers[id(p)] = torch.empty_like(view)
-                self._copies.append(buf)
-            if self._copies:
-                torch._foreach_copy_(self._copies, self._params)
-
-    @property
-    def active(self) -> bool:
-        """Whether ``begin`` was called and ``end`` not yet."""
-        return bool(self._params)
-
-    def end(self) -> tuple[list[float], list[float]]:
-        """(update norms, weight norms before the update), one per tensor of ``begin``."""
-        params, copies = self._params, self._copies
-        self._params, self._copies = [], []
-        if not params:
-            return [], []
-        with torch.no_grad():
-            before = norms(copies)
-            torch._foreach_sub_(copies, params)  # w_{t-1} - w_t: the (negated) update
-            update = norms(copies)
-        return update, before
-
-    def clear(self) -> None:
-        """Free the buffers."""
-        self._buffers.clear()
-        self._params, self._copies = [], []
-
-
-class StepHooks(abc.ABC):
-    """What :func:`telemetry` and :func:`descentlab.guard` share: step hooks on an optimizer
-    and an :class:`UpdateMeter`, removed together by ``remove()``; a context manager."""
-
-    optimizer: torch.optim.Optimizer
-    _handles: list[Any]
-    _meter: UpdateMeter
-    _names: dict[int, str]  # id(param) -> its name in the model
-
-    def _name(self, g: int, i: int, p: torch.Tensor) -> str:
-        """The parameter's name in the model, else in its group's ``param_names``."""
-        name = self._names.get(id(p))
-        if name is not None:
-            return name
-        names = self.optimizer.param_groups[g].get("param_names")
-        if names is not None and i < len(names):
-            return str(names[i])
-        return self._unnamed(g, i, p)
-
-    @staticmethod
-    def _unnamed(g: int, i: int, p: torch.Tensor) -> str:
-        return f"group {g}, param {i}, shape {tuple(p.shape)}"
-
-    def _hook_steps(self) -> None:
-        self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
-        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
-
-    @abc.abstractmethod
-    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """torch's step pre-hook: what to read before the step."""
-
-    @abc.abstractmethod
-    def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """torch's step post-hook: what to read after it."""
-
-    def remove(self) -> None:
-        """Detach every hook and free the meter's buffers; what was recorded stays."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._meter.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
+__all__ = ["FIELDS", "Sample", "Telemetry", "telemetry"]
 
 
 @dataclass(frozen=True)
@@ -215,14 +90,14 @@ class Telemetry(StepHooks):
     history: list[Sample] = field(default_factory=list)
     steps: int = 0  # optimizer steps completed
     engine_samples: int = 0  # sampled steps measured inside descentlab's engines (no copy)
-    _discarded: int = 0  # iterations whose gradients were reset without a step
+    _discarded: int = 0  # steps that descentlab's skip_nonfinite skipped
     _found_inf: list[torch.Tensor] = field(default_factory=list, repr=False)
     _meter: UpdateMeter = field(default_factory=UpdateMeter, repr=False)
     _sampled: list[tuple[int, int, torch.Tensor]] = field(default_factory=list, repr=False)
     _grad_norms: list[float] = field(default_factory=list, repr=False)
     _handles: list[Any] = field(default_factory=list, repr=False)
     _names: dict[int, str] = field(default_factory=dict, repr=False)
-    _probe: Any = field(default=None, repr=False)  # backward passes since the last step
+    _probe: ZeroGradDetector | None = field(default=None, repr=False)  # see _probe_discards
     _skipped_before: int = field(default=0, repr=False)
 
     # -- attaching --------------------------------------------------------------------------
@@ -245,27 +120,8 @@ class Telemetry(StepHooks):
         if not params:
             return
         param = min(params, key=lambda p: p.numel())
-        ref = weakref.ref(param)
-        passes = [0]  # backward passes since the last optimizer step
-        last: list[Any] = [None, -1]  # the .grad after the last pass, and its version
-
-        def before(incoming: torch.Tensor) -> None:
-            p = ref()
-            old = None if p is None else p.grad
-            if passes[0] and (old is None or not (last[0] is old and old._version == last[1])):
-                with torch.no_grad():
-                    if old is None or not bool(old.any()):
-                        self._discarded += 1
-                        passes[0] = 0
-            return None
-
-        def after(p: torch.Tensor) -> None:
-            passes[0] += 1
-            last[0], last[1] = p.grad, (-1 if p.grad is None else p.grad._version)
-
-        self._probe = passes
-        self._handles.append(param.register_hook(before))
-        self._handles.append(param.register_post_accumulate_grad_hook(after))
+        self._probe = ZeroGradDetector(param, lazy=True)  # no read right after a step
+        self._handles.append(self._probe)  # removed with the step hooks
 
     # -- step hooks ---------------------------------------------------------------------------
 
@@ -278,9 +134,7 @@ class Telemetry(StepHooks):
                 for i, p in enumerate(group["params"])
                 if p.grad is not None
             ]
-            if _engine_measures(optimizer):
-                optimizer._measure = True
-            else:
+            if not _measure_inside(optimizer):
                 self._grad_norms = norms([p.grad for _, _, p in self._sampled])  # type: ignore[misc]
                 self._meter.begin([p for _, _, p in self._sampled])
         return None
@@ -288,15 +142,15 @@ class Telemetry(StepHooks):
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.steps += 1
         if self._probe is not None:
-            self._probe[0] = 0
+            self._probe.step_taken()
         if getattr(optimizer, "skipped_steps", 0) != self._skipped_before:
             self._discarded += 1  # descentlab's skip_nonfinite skipped this step
         found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler on fused steps
         if isinstance(found_inf, torch.Tensor):
             self._found_inf.append((found_inf.detach().reshape(-1)[:1] > 0).to(torch.int64))
-        if getattr(optimizer, "_measure", False):
-            optimizer._measure = False
-            update, before = self._from_engine(optimizer._update_stats)
+        measured = _measurements_inside(optimizer)
+        if measured is not None:
+            update, before = self._from_engine(measured)
             self.engine_samples += 1
         elif self._meter.active:
             update, before = self._meter.end()
@@ -310,6 +164,7 @@ class Telemetry(StepHooks):
     def _from_engine(self, stats: dict[int, torch.Tensor]) -> tuple[list[float], list[float]]:
         """Norms from the sums descentlab's engines computed inside the step: one host read
         per device. A parameter the step left alone (``skip_nonfinite``) moved by 0."""
+        stats = dict(stats)
         params = [p for _, _, p in self._sampled]
         missing = [p for p in params if id(p) not in stats]
         if missing:
@@ -334,16 +189,16 @@ class Telemetry(StepHooks):
             rows.setdefault(g, []).append(k)
         out = []
         for g, ks in rows.items():
-            lr = _as_float(self.optimizer.param_groups[g].get("lr", math.nan))
+            lr = as_float(self.optimizer.param_groups[g].get("lr", math.nan))
             out.append(
                 Sample(
                     self.steps,
                     g,
                     "",
                     lr,
-                    _total(self._grad_norms[k] for k in ks),
-                    _total(update[k] for k in ks),
-                    _total(before[k] for k in ks),
+                    total(self._grad_norms[k] for k in ks),
+                    total(update[k] for k in ks),
+                    total(before[k] for k in ks),
                 )
             )
             if self.per_tensor:
@@ -377,7 +232,8 @@ class Telemetry(StepHooks):
         fused = int(torch.stack(self._found_inf).sum()) if self._found_inf else 0
         if len(self._found_inf) > 1:
             self._found_inf = [torch.tensor([fused])]
-        return self._discarded + fused
+        discards = 0 if self._probe is None else self._probe.discards
+        return self._discarded + discards + fused
 
     def rows(self) -> list[dict[str, Any]]:
         """The history as dicts (with ``ratio``), e.g. for ``pandas.DataFrame(tm.rows())``."""
@@ -446,13 +302,16 @@ def telemetry(
     return handle
 
 
-def _engine_measures(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer's own engines measure a step (descentlab's, but for the flat
-    engines, which step whole buffers): then no copy of the parameters is made."""
-    from .torch import Optimizer
+def _measure_inside(optimizer: torch.optim.Optimizer) -> bool:
+    """Ask descentlab's drop-ins to measure the next step inside their engines (all but the
+    flat engines, which step whole buffers): then no copy of the parameters is made."""
+    from ..torch import Optimizer
 
-    return isinstance(optimizer, Optimizer) and optimizer.engine not in ("flat", "flat-eager")
+    return isinstance(optimizer, Optimizer) and optimizer.measure_next_step()
 
 
-def _as_float(value: Any) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+def _measurements_inside(optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor] | None:
+    """What the step :func:`_measure_inside` asked for measured (None: nothing asked)."""
+    from ..torch import Optimizer
+
+    return optimizer.take_step_measurements() if isinstance(optimizer, Optimizer) else None

@@ -39,24 +39,24 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
 import sys
 import warnings
-import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .monitoring import StepHooks, UpdateMeter
+from ..engines.policy import is_low_precision
+from .hooks import StepHooks, UpdateMeter, as_float
+from .weight_decay import decay_split, norm_params
+from .zero_grad import ZeroGradDetector
 
-__all__ = ["Finding", "Guard", "PitfallWarning", "decay_split", "guard", "param_groups_for_decay"]
+__all__ = ["Finding", "Guard", "PitfallWarning", "guard"]
 
 # Karpathy's "update/data ratio" rule of thumb (CS231n notes, "Neural Networks Part 3":
 # ratio of the update magnitudes to the value magnitudes) is ~1e-3 per step. Adam's first
@@ -81,18 +81,12 @@ RATIO_STEPS = 3
 LR_JUMP = 10.0
 
 _ADAPTIVE = {"Adam", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta"}
-_NORMS: tuple[type[nn.Module], ...] = tuple(
-    cls
-    for cls in (
-        nn.modules.batchnorm._NormBase,
-        nn.LayerNorm,
-        nn.GroupNorm,
-        nn.LocalResponseNorm,
-        getattr(nn, "RMSNorm", None),
-    )
-    if isinstance(cls, type)
+# Frames skipped to point a warning at the user's call: this package (the guard, its hooks,
+# and ``descentlab check``'s attachment) and torch (its step wrapper and hooks).
+_SKIP_FRAMES = (
+    str(Path(__file__).resolve().parent) + os.sep,
+    str(Path(torch.__file__).resolve().parent),
 )
-_SKIP_FRAMES = (str(Path(__file__).resolve()), str(Path(torch.__file__).resolve().parent))
 
 
 class PitfallWarning(UserWarning):
@@ -117,16 +111,6 @@ class Finding:
 
 
 @dataclass
-class _GradTrack:
-    """Backward passes that summed into one parameter's ``.grad``."""
-
-    since_reset: int = 0  # passes since the .grad was last None or all zeros
-    since_step: int = 0  # passes since the last optimizer step
-    grad: weakref.ref[torch.Tensor] | None = None  # the .grad after the last pass...
-    version: int = -1  # ...and its version counter then
-
-
-@dataclass
 class Guard(StepHooks):
     """The handle returned by :func:`guard`: ``findings``, ``remove()``; a context manager."""
 
@@ -142,7 +126,7 @@ class Guard(StepHooks):
     steps: int = 0
     on_finding: Callable[[Finding], None] | None = None  # called with each new finding
     _handles: list[Any] = field(default_factory=list, repr=False)
-    _tracks: dict[int, _GradTrack] = field(default_factory=dict, repr=False)
+    _tracks: dict[int, ZeroGradDetector] = field(default_factory=dict, repr=False)
     _names: dict[int, str] = field(default_factory=dict, repr=False)
     _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
     _settings: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
@@ -156,7 +140,7 @@ class Guard(StepHooks):
     def _attach(self) -> None:
         if self.model is not None:
             self._names = {id(p): name for name, p in self.model.named_parameters()}
-            self._norm_params = _norm_params(self.model)
+            self._norm_params = norm_params(self.model)
         self._hook_steps()
         self._track_new_params()
         self._check_settings()
@@ -172,44 +156,10 @@ class Guard(StepHooks):
         for _, _, p in self._params():
             if id(p) in self._tracks or not p.requires_grad or not p.is_leaf:
                 continue
-            track = self._tracks[id(p)] = _GradTrack()
-            self._handles.append(p.register_hook(self._before_accumulate(p, track)))
-            self._handles.append(
-                p.register_post_accumulate_grad_hook(self._after_accumulate(track))
-            )
+            detector = self._tracks[id(p)] = ZeroGradDetector(p)
+            self._handles.append(detector)  # removed with the step hooks
 
     # -- gradient accumulation ---------------------------------------------------------------
-
-    @staticmethod
-    def _before_accumulate(p: torch.Tensor, track: _GradTrack) -> Any:
-        ref = weakref.ref(p)
-
-        def hook(incoming: torch.Tensor) -> None:  # runs before autograd adds into .grad
-            param = ref()
-            old = None if param is None else param.grad
-            if old is None:
-                reset = True
-            elif track.grad is not None and track.grad() is old and old._version == track.version:
-                reset = False  # untouched since the last pass: still holds its sum
-            else:
-                with torch.no_grad():  # touched (zero_, clipping, a new tensor): read it
-                    reset = not bool(old.any())
-            if reset:
-                track.since_reset = 0
-            return None
-
-        return hook
-
-    @staticmethod
-    def _after_accumulate(track: _GradTrack) -> Any:
-        def hook(param: torch.Tensor) -> None:  # runs after autograd added into .grad
-            track.since_reset += 1
-            track.since_step += 1
-            grad = param.grad
-            track.grad = None if grad is None else weakref.ref(grad)
-            track.version = -1 if grad is None else grad._version
-
-        return hook
 
     def _check_accumulation(self) -> None:
         offenders = []
@@ -239,7 +189,7 @@ class Guard(StepHooks):
     def _check_settings(self) -> None:
         settings = [
             (
-                _as_float(group.get("weight_decay", 0.0)),
+                as_float(group.get("weight_decay", 0.0)),
                 bool(group.get("decoupled_weight_decay", False)),
                 group.get("eps"),
                 tuple(map(id, group["params"])),
@@ -253,7 +203,7 @@ class Guard(StepHooks):
         computes_in_fp32 = _descentlab_optimizer(self.optimizer)
         for g, group in enumerate(self.optimizer.param_groups):
             params = group["params"]
-            decay = _as_float(group.get("weight_decay", 0.0))
+            decay = as_float(group.get("weight_decay", 0.0))
             if not params:
                 continue
             if adaptive and decay > 0 and not group.get("decoupled_weight_decay", False):
@@ -286,8 +236,7 @@ class Guard(StepHooks):
                 if group.get("fused"):
                     continue  # fused kernels compute in float32
                 for i, p in enumerate(params):
-                    sixteen = p.dtype in (torch.float16, torch.bfloat16)
-                    if sixteen and torch.tensor(eps, dtype=p.dtype).item() == 0:
+                    if is_low_precision(p.dtype) and torch.tensor(eps, dtype=p.dtype).item() == 0:
                         self._report(
                             "eps_underflow",
                             self._name(g, i, p),
@@ -301,7 +250,7 @@ class Guard(StepHooks):
                         break
 
     def _check_lr(self) -> None:
-        lrs = [_as_float(group.get("lr", 0.0)) for group in self.optimizer.param_groups]
+        lrs = [as_float(group.get("lr", 0.0)) for group in self.optimizer.param_groups]
         inside = bool(getattr(self.optimizer, "lr_inside_velocity", False))
         if self.lr_jump is not None and inside and len(lrs) == len(self._lrs):
             for g, (old, new) in enumerate(zip(self._lrs, lrs, strict=True)):
@@ -338,8 +287,8 @@ class Guard(StepHooks):
             self._check_ratio()
         if self.steps + 1 >= self.ratio_steps:
             self._meter.clear()  # the copies are needed during the first steps only
-        for track in self._tracks.values():
-            track.since_step = 0
+        for detector in self._tracks.values():
+            detector.step_taken()
         self.steps += 1
 
     def _check_finite(self) -> None:
@@ -460,98 +409,17 @@ def guard(
     return handle
 
 
-def param_groups_for_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The usual two param groups: decay for weight matrices and kernels, none for the rest.
-
-    Parameters with 2 or more dimensions decay (Linear and Conv weights, embeddings), except
-    those of normalization layers; biases, other 1-D parameters and normalization weights get
-    ``weight_decay=0``. Empty groups are left out.
-
-    Example:
-        >>> import torch
-        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
-        >>> groups = param_groups_for_decay(model, 0.1)
-        >>> [(len(g["params"]), g["weight_decay"]) for g in groups]
-        [(1, 0.1), (3, 0.0)]
-        >>> opt = torch.optim.AdamW(groups, lr=1e-3)
-    """
-    decay, no_decay = decay_split(list(model.parameters()), _norm_params(model))
-    groups = [
-        {"params": decay, "weight_decay": float(weight_decay)},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return [group for group in groups if group["params"]]
-
-
-def decay_split(
-    params: list[torch.Tensor], norm_params: set[int] | frozenset[int] = frozenset()
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(decayed, not decayed): weight matrices and kernels decay; normalization weights
-    (``norm_params``: ids) never do, nor do 1-D tensors (biases) beside weight matrices. 1-D
-    tensors alone are what is being optimized (a point on a 2-D landscape) and decay."""
-    matrices = any(p.dim() >= 2 for p in params)
-    decay: list[torch.Tensor] = []
-    no_decay: list[torch.Tensor] = []
-    for p in params:
-        skip = id(p) in norm_params or (matrices and p.dim() <= 1)
-        (no_decay if skip else decay).append(p)
-    return decay, no_decay
-
-
-def _norm_params(model: nn.Module) -> set[int]:
-    """The ids of the parameters of normalization layers."""
-    return {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(False)}
-
-
-def _as_float(value: Any) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
-
-
 def _descentlab_optimizer(optimizer: torch.optim.Optimizer) -> bool:
-    from .torch import Optimizer
+    from ..torch import Optimizer
 
     return isinstance(optimizer, Optimizer)
 
 
 def _user_stacklevel() -> int:
-    """The stacklevel of the first frame outside this module and torch (the user's call)."""
+    """The stacklevel of the first frame outside this package and torch (the user's call)."""
     frame = sys._getframe(1)
     level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_SKIP_FRAMES):
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
-
-
-_ATTACHED: weakref.WeakKeyDictionary[torch.optim.Optimizer, Guard] = weakref.WeakKeyDictionary()
-
-
-def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None = None) -> Any:
-    """Guard every optimizer of this process from its first step on (``descentlab check``).
-
-    Registers torch's global step pre-hook; each finding is appended to ``report`` as one
-    JSON line as soon as it is made, so a script that crashes or exits early loses none.
-    Returns the hook's handle.
-    """
-    path = Path(report)
-
-    def write(entry: dict[str, Any]) -> None:
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
-
-    def record(optimizer: torch.optim.Optimizer, finding: Finding) -> None:
-        write({**asdict(finding), "optimizer": type(optimizer).__name__})
-
-    def on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if optimizer in _ATTACHED:
-            return
-        handle = guard(optimizer, finetuning=finetuning)
-        _ATTACHED[optimizer] = handle
-        write({"attached": type(optimizer).__name__})
-        for finding in handle.findings:  # found when attaching (the optimizer's settings)
-            record(optimizer, finding)
-        handle.on_finding = functools.partial(record, optimizer)
-
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-
-    return register_optimizer_step_pre_hook(on_step)

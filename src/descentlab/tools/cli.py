@@ -10,16 +10,18 @@ import contextlib
 import os
 import sys
 import types
+import warnings
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from . import __version__, optimizers
+from .. import __version__, optimizers
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .lab import WORKLOADS
+    from ..lab import WORKLOADS
 
     console = Console()
     table = Table(title="optimizers")
@@ -38,20 +40,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    import warnings
+@contextlib.contextmanager
+def _warnings_as_lines(prog: str) -> Iterator[None]:
+    """While a command runs, its warnings print as one line under the command's name (no
+    file and line of library code); the process's own warning settings come back after."""
 
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=file if file is not None else sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .lab import LabError, compare
-    from .lab.executors import InProcessExecutor, executor_from
-    from .lab.spec import parse_lrs, parse_optimizers
+    from ..lab import LabError, compare
+    from ..lab.executors import InProcessExecutor, executor_from
+    from ..lab.spec import parse_lrs, parse_optimizers
 
-    def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
-        return f"descentlab compare: warning: {message}\n"
-
-    warnings.formatwarning = one_line
     stack = contextlib.ExitStack()  # the executor's workers or Ray cluster, closed at the end
+    stack.enter_context(_warnings_as_lines("descentlab compare"))
     try:
         if args.tensorboard is not None:
             _check_tensorboard(args.tensorboard)  # before any run: a missing extra fails fast
@@ -91,7 +101,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         f"runs.jsonl, plots/)"
     )
     if args.tensorboard is not None:
-        from .lab import to_tensorboard
+        from ..lab import to_tensorboard
 
         written = to_tensorboard(result.folder, args.tensorboard)
         console.print(
@@ -107,7 +117,7 @@ def _check_tensorboard(logdir: str) -> None:
     import os
     from pathlib import Path
 
-    from .lab import LabError
+    from ..lab import LabError
 
     if importlib.util.find_spec("tensorboard") is None:
         raise LabError('--tensorboard needs tensorboard: pip install "descentlab[tensorboard]"')
@@ -128,7 +138,7 @@ def print_summary(console: Any, summary: list[dict[str, Any]]) -> None:
     from rich.padding import Padding
     from rich.table import Table
 
-    from .lab import report
+    from ..lab import report
 
     header, cells = report.table_rows(summary, only_best=True)
     groups: dict[tuple[str, str], list[list[str]]] = {}
@@ -185,7 +195,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(seed=args.seed)
 
 
-def _csv(choices: list[str], what: str):  # type: ignore[no-untyped-def]
+def _csv(choices: list[str], what: str):
     def parse(text: str) -> list[str]:
         items = [t.strip() for t in text.split(",") if t.strip()]
         bad = [t for t in items if t not in choices]
@@ -244,8 +254,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from .lab import LabError
-    from .reproduce import BY_KEY, reproduce
+    from ..lab import LabError
+    from ..reproduce import BY_KEY, reproduce
 
     console = Console(stderr=True)
     only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
@@ -314,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the seed's nn.Linear(10, 1) with every variant")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
-    from .lab.compare import DEFAULT_OPTIMIZERS, DEFAULT_WORKLOADS, MAX_SEEDS
+    from ..lab.compare import DEFAULT_OPTIMIZERS, DEFAULT_WORKLOADS, MAX_SEEDS
 
     defaults = argparse.ArgumentDefaultsHelpFormatter
     p = _one_line_errors(
@@ -463,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from . import check
+    from ..diagnostics import check
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     try:

@@ -1,0 +1,109 @@
+"""``descentlab check -- python train.py [args]``: run an unmodified training script with
+:func:`descentlab.guard` on every optimizer it creates, then summarize the findings.
+
+Both halves of the command live here. In this process, :func:`run` starts the script in its
+own process, exactly as given, with the exit code passed through, and :func:`summary` reads
+the findings back. In the script's process, the start-up hook (``_site/sitecustomize.py``,
+imported by Python itself from ``PYTHONPATH``) calls :func:`attach_everywhere`, which
+attaches the guard to each optimizer at its first step and writes each finding as it is
+made. What the two sides exchange is defined in :mod:`~descentlab.diagnostics.protocol`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import weakref
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from . import protocol
+from .guards import Finding, Guard, guard
+
+__all__ = ["SITE", "attach_everywhere", "run", "summary"]
+
+SITE = Path(__file__).resolve().parent / protocol.SITE_FOLDER
+"""The folder of the start-up hook, put first on the script's ``PYTHONPATH``."""
+
+
+def run(command: list[str], out: TextIO = sys.stderr, *, finetuning: bool = False) -> int:
+    """Run ``command`` with every optimizer guarded; print the summary to ``out``; return
+    the command's exit code. ``finetuning``: watch the update ratio of every weight tensor
+    (``guard(finetuning=True)``), not only of large ones."""
+    if not command:
+        raise ValueError(
+            "give the command to run after --, e.g. descentlab check -- python train.py"
+        )
+    fd, report = tempfile.mkstemp(prefix=protocol.REPORT_PREFIX, suffix=protocol.REPORT_SUFFIX)
+    os.close(fd)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), env.get("PYTHONPATH")]))
+    env[protocol.REPORT_ENV] = report
+    env[protocol.WATCH_EVERY_TENSOR_ENV] = "1" if finetuning else ""
+    try:
+        try:
+            code = subprocess.call(command, env=env)
+        except FileNotFoundError:
+            raise ValueError(f"cannot run {command[0]!r}: no such program") from None
+        entries = protocol.parse_report(Path(report).read_text(encoding="utf-8"))
+    finally:
+        Path(report).unlink(missing_ok=True)
+    print(summary(entries, code), file=out)
+    return code
+
+
+def summary(entries: list[dict[str, Any]], code: int) -> str:
+    """The end-of-run summary: optimizers guarded, then each finding on its own line."""
+    attached = Counter(e[protocol.ATTACHED] for e in entries if protocol.ATTACHED in e)
+    findings = [e for e in entries if protocol.is_finding(e)]
+    guarded = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in attached.items()) or "none"
+    lines = [f"descentlab check: exit code {code}; optimizers guarded: {guarded}"]
+    if not attached:
+        lines.append("  no optimizer took a step: nothing was checked")
+    elif not findings:
+        lines.append("  no pitfall found")
+    else:
+        lines.append(f"  {len(findings)} finding(s):")
+        for f in findings:
+            lines.append(
+                f"  - [{f[protocol.OPTIMIZER]}] {f['kind']} (step {f['step']}): {f['param']}: "
+                f"{f['detail']}; fix: {f['fix']}"
+            )
+    return "\n".join(lines)
+
+
+_ATTACHED: weakref.WeakKeyDictionary[torch.optim.Optimizer, Guard] = weakref.WeakKeyDictionary()
+
+
+def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None = None) -> Any:
+    """Guard every optimizer of this process from its first step on (``descentlab check``).
+
+    Registers torch's global step pre-hook; each finding is appended to ``report`` as one
+    JSON line as soon as it is made, so a script that crashes or exits early loses none.
+    Returns the hook's handle.
+    """
+    path = os.fspath(report)
+
+    def record(optimizer: torch.optim.Optimizer, finding: Finding) -> None:
+        protocol.append(path, protocol.finding_entry(asdict(finding), type(optimizer).__name__))
+
+    def on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if optimizer in _ATTACHED:
+            return
+        handle = guard(optimizer, finetuning=finetuning)
+        _ATTACHED[optimizer] = handle
+        protocol.append(path, protocol.attached_entry(type(optimizer).__name__))
+        for finding in handle.findings:  # found when attaching (the optimizer's settings)
+            record(optimizer, finding)
+        handle.on_finding = functools.partial(record, optimizer)
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    return register_optimizer_step_pre_hook(on_step)

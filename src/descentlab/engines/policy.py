@@ -1,0 +1,102 @@
+"""The engine policy: which engine runs what, and in which precision. Decided here only.
+
+Every driver (the torch drop-ins, the NumPy API, the lab's batched runs, telemetry) asks
+this module; none keeps its own threshold or dtype rule.
+
+* **Engines.** The torch drop-ins offer :data:`TORCH_ENGINES`, the NumPy object API
+  :data:`NUMPY_ENGINES`. ``"auto"`` compiles a torch param group from
+  :data:`AUTO_TENSORS` tensors or :data:`AUTO_NUMEL` elements on (below, compiling costs
+  more than it can save), and a NumPy array from :data:`NUMPY_AUTO_NUMEL` elements on.
+* **Size classes of the compiled engine.** Tensors under :data:`SMALL` elements run their
+  loop on one thread, larger ones split it across threads; :data:`CHUNK` tensors of a class
+  are stepped by one compiled call.
+* **Precision.** 16-bit floats (:func:`is_low_precision`) are computed in float32 and
+  rounded once per step (``eps=1e-8`` is 0 in float16); the state keeps the parameter's
+  dtype. Coefficients travel in the precision of the arithmetic (:func:`compute_dtype`):
+  a float64 coefficient would make a float32 kernel compute in double precision, at half
+  the vector width, while torch's eager kernels round Python-float scalars the same way.
+
+>>> import torch
+>>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64)
+(torch.float32, torch.float64)
+>>> import numpy as np
+>>> compute_dtype(np.dtype(np.float16))
+dtype('float32')
+>>> torch_group_compiles("auto", tensors=3, numel=100), torch_group_compiles("compiled", 3, 100)
+(False, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "AUTO_NUMEL",
+    "AUTO_TENSORS",
+    "CHUNK",
+    "NUMPY_AUTO_NUMEL",
+    "NUMPY_ENGINES",
+    "SMALL",
+    "TORCH_ENGINES",
+    "compute_dtype",
+    "is_low_precision",
+    "numpy_array_compiles",
+    "size_class",
+    "torch_group_compiles",
+]
+
+TORCH_ENGINES = ("auto", "reference", "compiled", "flat", "flat-eager")
+"""The drop-ins' ``engine=`` choices; every name but ``"auto"`` counts in ``engine_counts``."""
+NUMPY_ENGINES = ("auto", "reference", "compiled")
+"""The NumPy object API's ``engine=`` choices."""
+
+AUTO_TENSORS = 16
+AUTO_NUMEL = 1 << 16
+NUMPY_AUTO_NUMEL = 1 << 20
+
+SMALL = 1 << 15
+CHUNK = {"small": 16, "large": 4}
+
+_LOW_TORCH = (torch.float16, torch.bfloat16)
+_LOW_NUMPY = (np.dtype(np.float16),)
+
+
+def is_low_precision(dtype: Any) -> bool:
+    """A 16-bit float (torch's float16/bfloat16, NumPy's float16): computed in float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype in _LOW_TORCH
+    return np.dtype(dtype) in _LOW_NUMPY
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """The precision of a rule's arithmetic, and of its coefficients, for ``dtype`` values:
+    float32 for 16-bit floats, the dtype itself otherwise (torch or NumPy alike)."""
+    if isinstance(dtype, torch.dtype):
+        return torch.float32 if dtype in _LOW_TORCH else dtype
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype in _LOW_NUMPY else dtype
+
+
+def torch_group_compiles(engine: str, tensors: int, numel: int) -> bool:
+    """Does the compiled engine take a param group of ``tensors`` eligible tensors holding
+    ``numel`` elements in all? (The flat engines and the reference decide for themselves.)"""
+    if engine == "reference":
+        return False
+    if engine == "auto":
+        return tensors >= AUTO_TENSORS or numel >= AUTO_NUMEL
+    return True
+
+
+def numpy_array_compiles(engine: str, array: np.ndarray) -> bool:
+    """Does the NumPy object API step ``array`` with one compiled in-place pass?"""
+    if engine == "reference" or not array.flags.c_contiguous or not array.flags.writeable:
+        return False
+    return engine == "compiled" or array.size >= NUMPY_AUTO_NUMEL
+
+
+def size_class(numel: int) -> str:
+    """The compiled engine's size class of a tensor: ``"small"`` or ``"large"``."""
+    return "small" if numel < SMALL else "large"

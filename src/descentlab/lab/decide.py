@@ -1,0 +1,292 @@
+"""The report's decisions: each optimizer's best lr, and which optimizer wins.
+
+The one rule for choosing a best lr is :func:`lowest` (also used by
+:mod:`descentlab.reproduce`); :func:`choices` applies it to a sweep's summary with the lab's
+tie rule. How the report decides (the rules are also printed at the top of every report):
+
+* **Numerical floor.** Training losses that differ by no more than
+  ``REL_FLOOR * max(|start loss|, 1)`` (the workload's mean loss at step 0) are equal:
+  such differences are floating-point round-off. The floor applies when choosing each
+  optimizer's best learning rate, when naming a winner, and as the lower limit of the
+  loss axes (values below it are drawn at it).
+* **Best learning rate.** Per (workload, optimizer, regime): the lr with the lowest mean
+  final training loss among lrs where no seed diverged (any lr if every one had a
+  diverging seed). Lrs within the floor of that minimum are tied; among them the one
+  that reaches the target on the most seeds, then in the fewest steps, wins.
+* **Winner.** Per metric, the optimizer with the best mean wins clearly only when its
+  interval ``mean ± std`` over seeds, widened by the metric's resolution (the floor for
+  losses, one evaluation interval for steps to target), overlaps no other optimizer's
+  interval; otherwise there is "no clear winner" among those whose intervals overlap it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .summary import Key, Row, finite, mean_std
+
+REL_FLOOR = 1e-12
+"""Loss differences below ``REL_FLOOR * max(|start loss|, 1)`` are round-off (ties)."""
+
+_C = TypeVar("_C", bound=Hashable)
+
+
+def lowest(
+    scores: Mapping[_C, float],
+    *,
+    within: float = 0.0,
+    rank: Callable[[_C], Any] | None = None,
+) -> tuple[_C, list[_C]] | None:
+    """The candidate with the lowest score, and those tied with it; None when there are none.
+
+    The one rule of "the best lr" in descentlab: the lab's report calls it through
+    :func:`choices`, the experiments of ``reproduce`` directly. A score that is not finite
+    (NaN, an infinity) counts as +infinity: it loses. Candidates whose score is at most
+    ``within`` above the lowest are tied with it; among the tied, the one with the smallest
+    ``rank(candidate)`` wins (by default the lowest score), the first given on equal ranks.
+
+    The tie rule is a parameter because the two callers differ on purpose: the lab ties
+    losses closer than its round-off floor and breaks the tie by ``rank`` (steps to target),
+    while ``reproduce`` scores by metrics of its own and keeps ``within=0``: the strictly
+    lowest score, the first on exact equality, which keeps every figure it has published.
+
+    >>> lowest({0.1: 2.0, 0.3: 1.0, 1.0: float("nan")})
+    (0.3, [0.3])
+    >>> lowest({0.1: 1.0, 0.3: 1.0 + 1e-15}, within=1e-12, rank=lambda lr: -lr)
+    (0.3, [0.1, 0.3])
+    """
+    if not scores:
+        return None
+
+    def score(c: _C) -> float:
+        value = scores[c]
+        return value if math.isfinite(value) else math.inf
+
+    low = min(score(c) for c in scores)
+    tied = [c for c in scores if score(c) <= low + within]
+    best = min(tied, key=rank if rank is not None else score)
+    return best, tied
+
+
+def loss_floor(summary: list[Row], workload: str) -> float:
+    """The workload's round-off floor: REL_FLOOR * max(|mean start loss|, 1)."""
+    starts = finite(s.get("start_loss") for s in summary if s["workload"] == workload)
+    scale = max(abs(statistics.fmean(starts)), 1.0) if starts else 1.0
+    return REL_FLOOR * scale
+
+
+@dataclass
+class Choice:
+    """An optimizer's best lr in one (workload, regime), and the lrs tied with it."""
+
+    line: Row
+    tied: list[float]
+    grid: list[float]
+
+
+def choices(summary: list[Row]) -> dict[Key, Choice]:
+    """Per (workload, optimizer, regime): the best lr under the floor rule (module doc)."""
+    groups: dict[Key, list[Row]] = defaultdict(list)
+    for line in summary:
+        groups[(line["workload"], line["optimizer"], line["regime"])].append(line)
+    floors = {w: loss_floor(summary, w) for w in {s["workload"] for s in summary}}
+    out: dict[Key, Choice] = {}
+    for key, lines in groups.items():
+        choice = _choice(lines, floors[key[0]])
+        if choice is not None:
+            out[key] = choice
+    return out
+
+
+def _choice(lines: list[Row], floor: float) -> Choice | None:
+    """One (workload, optimizer, regime)'s best lr among its summary ``lines`` (one per lr)."""
+    ran = [s for s in lines if s["diverged"] < s["seeds"] and math.isfinite(s["final_loss"][0])]
+    clean = [s for s in ran if s["diverged"] == 0] or ran
+    picked = lowest(
+        {i: s["final_loss"][0] for i, s in enumerate(clean)},
+        within=floor,
+        rank=lambda i: _rank(clean[i]),
+    )
+    if picked is None:
+        return None
+    best, tied = picked
+    return Choice(clean[best], sorted(clean[i]["lr"] for i in tied), sorted(s["lr"] for s in lines))
+
+
+def _rank(line: Row) -> tuple[float, float, float]:
+    """The lab's tie-break among tied lrs: more seeds reaching the target, then fewer steps
+    to it, then the lower mean final loss."""
+    steps = line.get("steps_to_target")
+    return (
+        -line.get("reached", 0),
+        steps if steps is not None else math.inf,
+        line["final_loss"][0],
+    )
+
+
+def best_lrs(summary: list[Row]) -> dict[Key, float]:
+    """Per (workload, optimizer, regime): the best lr (lowest mean final loss, floor ties)."""
+    return {k: c.line["lr"] for k, c in choices(summary).items()}
+
+
+def grid_edge(choice: Choice) -> str | None:
+    """ "smallest"/"largest" when the best lr, alone (no tied lr), sits at the grid's end."""
+    grid, tied = choice.grid, choice.tied
+    if len(grid) < 3 or len(tied) != 1:
+        return None
+    if tied[0] == grid[0]:
+        return "smallest"
+    return "largest" if tied[0] == grid[-1] else None
+
+
+def grid_edge_notes(summary: list[Row]) -> list[str]:
+    """Warn where the best lr sits at the end of the grid, clearly better (beyond the floor)
+    than every other lr: the optimum may lie beyond it."""
+    notes = []
+    for (workload, optimizer, regime), choice in sorted(choices(summary).items()):
+        side = grid_edge(choice)
+        if side:
+            notes.append(
+                f"{workload} [{regime}] {optimizer}: the best lr {choice.line['lr']:g} is the "
+                f"{side} tried; a wider grid may do better."
+            )
+    return notes
+
+
+def row_notes(summary: list[Row]) -> dict[tuple[str, str, str, float], list[str]]:
+    """Short notes for the table rows they concern, keyed by (workload, optimizer, regime, lr)."""
+    notes: dict[tuple[str, str, str, float], list[str]] = defaultdict(list)
+    for (workload, optimizer, regime), choice in choices(summary).items():
+        lr = choice.line["lr"]
+        side = grid_edge(choice)
+        if side:
+            notes[(workload, optimizer, regime, lr)].append(
+                f"best lr is the {side} tried: a wider grid may do better"
+            )
+        if len(choice.tied) > 1:
+            others = ", ".join(f"{x:g}" for x in choice.tied if x != lr)
+            notes[(workload, optimizer, regime, lr)].append(
+                f"tied within the floor with lr {others}"
+            )
+    for s in summary:
+        if s["diverged"] > 0:
+            notes[(s["workload"], s["optimizer"], s["regime"], s["lr"])].append(
+                f"{s['diverged']} of {s['seeds']} seeds diverged"
+            )
+    return dict(notes)
+
+
+# ---------------------------------------------------------------- headline
+
+
+@dataclass
+class Verdict:
+    """One headline line: which optimizer wins on one metric, if any clearly does."""
+
+    metric: str
+    winner: str | None  # None: no clear winner (or nothing to compare)
+    leaders: list[str]  # the winner, or those whose intervals overlap the best one's
+    text: str
+
+
+def _ms(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def verdict(
+    metric: str,
+    values: dict[str, tuple[float, float]],
+    lower_is_better: bool,
+    resolution: float,
+    digits: int = 3,
+) -> Verdict:
+    """Winner on one metric from each optimizer's (mean, std) over seeds.
+
+    Two optimizers are separated when ``|mean_a - mean_b| > std_a + std_b + resolution``
+    (their mean ± std intervals, widened by the resolution, do not overlap). The best mean
+    wins only when it is separated from every other optimizer.
+    """
+    items = sorted(
+        ((o, m, s) for o, (m, s) in values.items() if math.isfinite(m)),
+        key=lambda t: (t[1] if lower_is_better else -t[1], t[0]),
+    )
+    if not items:
+        return Verdict(metric, None, [], "nothing to compare.")
+    best = items[0]
+    leaders = [o for o, m, s in items if abs(m - best[1]) <= s + best[2] + resolution]
+
+    def show(o: str) -> str:
+        m, s = values[o]
+        return f"{o} {_ms(m, s, digits)}"
+
+    rest = [o for o, _, _ in items if o not in leaders]
+    tail = f"; then {', '.join(show(o) for o in rest)}" if rest else ""
+    if len(items) == 1:
+        return Verdict(metric, best[0], [best[0]], f"only {show(best[0])}.")
+    if len(leaders) == 1:
+        return Verdict(metric, best[0], leaders, f"{best[0]} wins: {show(best[0])}{tail}.")
+    return Verdict(
+        metric,
+        None,
+        leaders,
+        f"no clear winner: {', '.join(show(o) for o in leaders)} overlap{tail}.",
+    )
+
+
+def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
+    """The conclusions for one (workload, regime), each optimizer at its best lr."""
+    best = {
+        k[1]: c.line for k, c in choices(summary).items() if k[0] == workload and k[2] == regime
+    }
+    if not best:
+        return []
+    floor = loss_floor(summary, workload)
+    loss = verdict(
+        "final training loss",
+        {o: (s["final_loss"][0], s["final_loss"][1]) for o, s in best.items()},
+        True,
+        floor,
+    )
+    means = [best[o]["final_loss"][0] for o in loss.leaders]
+    if len(loss.leaders) > 1 and max(means) - min(means) <= floor:
+        loss.text = loss.text.replace(" overlap", f" tie (within the round-off floor {floor:.2g})")
+    out = [loss]
+    if any("final_acc" in s for s in best.values()):
+        out.append(
+            verdict(
+                "held-out accuracy",
+                {
+                    o: (s["final_acc"][0], s["final_acc"][1])
+                    for o, s in best.items()
+                    if "final_acc" in s
+                },
+                False,
+                0.0,
+            )
+        )
+    with_target = [s for s in best.values() if s.get("target") is not None]
+    if with_target:
+        everyone = {
+            o: mean_std([float(x) for x in s.get("steps_to_target_runs", [])])
+            for o, s in best.items()
+            if s.get("target") is not None and s["reached"] == s["seeds"]
+        }
+        missed = [
+            f"{o} ({s['reached']}/{s['seeds']} seeds)"
+            for o, s in sorted(best.items())
+            if s.get("target") is not None and s["reached"] < s["seeds"]
+        ]
+        metric = "steps to target"
+        if everyone:
+            v = verdict(metric, everyone, True, float(with_target[0]["eval_every"]), digits=4)
+        else:
+            v = Verdict(metric, None, [], "no optimizer reached the target on every seed.")
+        if missed and everyone:
+            v.text = v.text[:-1] + f"; not reached on every seed: {', '.join(missed)}."
+        out.append(v)
+    return out

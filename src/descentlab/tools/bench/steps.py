@@ -1,0 +1,191 @@
+"""Step time: every variant of one (optimizer, layout) case timed round-robin on the loop
+users write, against torch.optim's variants and the machine's streaming bandwidth.
+
+Before each timed step every parameter gets a fresh gradient tensor (a clone of a fixed
+gradient, as autograd makes a new tensor each backward; the cloning is not timed), then
+``step()`` + ``zero_grad()`` are timed. The first step of each variant (where descentlab's
+compiled engines compile) is timed apart; a few warm-up steps follow before the timed ones.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ... import torch as dt
+from .layouts import Layout
+
+# bytes moved per fp32 parameter: reads (p, g, state...) + writes (p, state...)
+BYTES = {"adam": 28, "adamw": 28, "sgd:momentum=0.9": 20, "rmsprop": 20}
+TORCH = {
+    "adam": (torch.optim.Adam, dt.Adam, {"lr": 1e-3}),
+    "adamw": (torch.optim.AdamW, dt.AdamW, {"lr": 1e-3}),
+    "sgd:momentum=0.9": (torch.optim.SGD, dt.SGD, {"lr": 1e-3, "momentum": 0.9}),
+    "rmsprop": (torch.optim.RMSprop, dt.RMSprop, {"lr": 1e-3}),
+}
+FUSED = {"adam", "adamw", "sgd:momentum=0.9"}
+# Names are the lab's optimizer specs (``descentlab compare --optimizers``); older names
+# are still accepted.
+ALIASES = {"sgd-momentum": "sgd:momentum=0.9"}  # torch has no fused CPU RMSprop
+TORCH_VARIANTS: dict[str, dict[str, Any]] = {
+    "torch for-loop": {"foreach": False},
+    "torch foreach": {"foreach": True},
+    "torch fused": {"fused": True},
+}
+OURS_VARIANTS: dict[str, dict[str, Any]] = {
+    "descentlab auto": {},
+    "descentlab flat": {"engine": "flat"},
+}
+# The flat engine's own loop: zero_grad(set_to_none=False) keeps every .grad a view of the
+# flat gradient buffer, so backward accumulates straight into it (no gather copy).
+FLAT_KEEP = "descentlab flat, grads kept"
+VARIANTS = (*TORCH_VARIANTS, *OURS_VARIANTS, FLAT_KEEP)
+
+
+def sync(device: str) -> None:
+    """Wait for the device (a no-op on the CPU), so that a timer reads finished work."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def stream_bandwidth(n: int = 50_000_000, reps: int = 10, device: str = "cpu") -> float:
+    """GB/s of an in-place ``a += s * b`` (3 x 4 bytes per element), the step's ceiling."""
+    a, b = torch.randn(n, device=device), torch.randn(n, device=device)
+    a.add_(b, alpha=1e-6)
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        a.add_(b, alpha=1e-6)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 12 * n / min(times) / 1e9
+
+
+def make_params(shapes: list[tuple[int, ...]], device: str) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(device)) for s in shapes]
+
+
+def make_grads(shapes: list[tuple[int, ...]], device: str) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(s, generator=gen) * 1e-2).to(device) for s in shapes]
+
+
+@dataclass
+class Variant:
+    label: str
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+    keep_grads: bool = False
+
+    def step(self, grads: list[torch.Tensor], device: str) -> float:
+        """Seconds of ``step()`` + ``zero_grad()`` after a backward's worth of gradients.
+
+        NEW gradient tensors, as autograd makes each backward after ``zero_grad()``; with
+        ``keep_grads`` (``zero_grad(set_to_none=False)``), written into the existing ones,
+        as backward accumulates into them. Neither is timed.
+        """
+        for p, g in zip(self.params, grads, strict=True):
+            if self.keep_grads and p.grad is not None:
+                p.grad.copy_(g)
+            else:
+                p.grad = g.clone()
+        sync(device)
+        t = time.perf_counter()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=not self.keep_grads)
+        sync(device)
+        return time.perf_counter() - t
+
+
+def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list[Variant]:
+    theirs, ours, hp = TORCH[name]
+    out = []
+    for label, kw in TORCH_VARIANTS.items():
+        if "fused" in kw and name not in FUSED:
+            continue
+        params = make_params(shapes, device)
+        out.append(Variant(label, theirs(params, **hp, **kw), params))
+    for label, kw in OURS_VARIANTS.items():
+        params = make_params(shapes, device)
+        out.append(Variant(label, ours(params, **hp, **kw), params))
+    params = make_params(shapes, device)
+    out.append(Variant(FLAT_KEEP, ours(params, **hp, engine="flat"), params, keep_grads=True))
+    return out
+
+
+def time_case(
+    name: str, layout: Layout, device: str, reps: int, warmup: int
+) -> list[dict[str, Any]]:
+    """Rows for one (optimizer, layout): every variant timed round-robin."""
+    grads = make_grads(layout.shapes, device)
+    variants = make_variants(name, layout.shapes, device)
+    caught: dict[str, list[str]] = {v.label: [] for v in variants}
+    first: dict[str, float] = {}
+    times: dict[str, list[float]] = {v.label: [] for v in variants}
+    gc.collect()
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+
+        def step(v: Variant) -> float:
+            seconds = v.step(grads, device)
+            for w in log:
+                if str(w.message) not in caught[v.label]:
+                    caught[v.label].append(str(w.message))
+            log.clear()
+            return seconds
+
+        for v in variants:  # first step: compiling, state allocation
+            first[v.label] = step(v)
+        for _ in range(warmup):
+            for v in variants:
+                step(v)
+        for r in range(reps):
+            k = r % len(variants)  # rotate who goes first
+            for v in variants[k:] + variants[:k]:
+                times[v.label].append(step(v))
+    med = {k: statistics.median(t) for k, t in times.items()}
+    best_torch = min(t for k, t in med.items() if k.startswith("torch"))
+    baseline = (
+        "torch fused"
+        if "torch fused" in med
+        else min((k for k in med if k.startswith("torch")), key=med.__getitem__)
+    )
+    rows = []
+    for v in variants:
+        t = med[v.label]
+        row: dict[str, Any] = {
+            "layout": layout.label,
+            "layout_key": layout.key,
+            "optimizer": name,
+            "variant": v.label,
+            "tensors": layout.tensors,
+            "numel": layout.numel,
+            "ms": t * 1e3,
+            "ms_min": min(times[v.label]) * 1e3,
+            "ms_max": max(times[v.label]) * 1e3,
+            "first_step_ms": first[v.label] * 1e3,
+            "steps_per_s": 1 / t,
+            "gb_per_s": BYTES[name] * layout.numel / t / 1e9,
+            "baseline": baseline,
+            "ratio": med[baseline] / t,  # > 1: faster than torch's baseline
+            "vs_torch_fastest": best_torch / t,
+            "vs_torch_fused": med["torch fused"] / t if "torch fused" in med else None,
+        }
+        counts = getattr(v.opt, "engine_counts", None)
+        if counts is not None:
+            steps = 1 + warmup + reps
+            row["engine_updates_per_step"] = {
+                k: c / steps for k, c in counts.items() if c
+            }  # parameters stepped by each engine, per step
+        if caught[v.label]:
+            row["warnings"] = caught[v.label]
+        rows.append(row)
+    return rows

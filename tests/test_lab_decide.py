@@ -1,0 +1,147 @@
+"""The report's decisions: the best lr (one rule, shared with reproduce), the round-off
+floor, grid-edge notes and the verdicts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from descentlab.lab import decide
+from descentlab.lab.summary import summarize
+from descentlab.reproduce.common import Tuned, best
+from lab_records import START, ravine_like, run_record
+
+
+def _verdicts(rows: list[dict[str, Any]], target: float | None = 0.3) -> dict[str, Any]:
+    summary = summarize(rows, {"toy": target})
+    return {v.metric: v for v in decide.headline(summary, "toy", "full")}
+
+
+# ---------------------------------------------------------------- the one choice rule
+
+
+def test_lowest_ties_within_and_breaks_ties_by_rank_then_order() -> None:
+    scores = {0.01: 1.0, 0.03: 1.0 + 1e-13, 0.1: 1.0 + 1e-9, 0.3: math.nan}
+    assert decide.lowest(scores) == (0.01, [0.01])  # no tie rule: the strictly lowest
+    best_lr, tied = decide.lowest(scores, within=1e-12, rank=lambda lr: -lr) or (None, [])
+    assert (best_lr, tied) == (0.03, [0.01, 0.03])  # 0.1 is beyond the tie, NaN loses
+    assert decide.lowest({0.1: 2.0, 0.3: 2.0}) == (0.1, [0.1, 0.3])  # the first given
+    assert decide.lowest({0.1: math.inf, 0.3: math.nan}) == (0.1, [0.1, 0.3])
+    assert decide.lowest({}) is None
+
+
+def test_reproduce_chooses_with_the_same_rule_and_no_floor() -> None:
+    """reproduce's tuned lr is ``lowest`` without a tie rule: a difference far below the
+    lab's floor still decides, exact ties go to the first lr tried, non-finite scores lose."""
+    tuned = Tuned({0.01: 1.0 + 1e-15, 0.03: 1.0, 0.1: -math.inf, 0.3: math.nan})
+    assert tuned.lr == 0.03
+    assert Tuned({0.1: 0.5, 0.03: 0.5}).lr == 0.1
+    runs = {lr: [run_record("a", lr, 0, [loss])] for lr, loss in ((0.1, 0.2), (0.3, 0.1))}
+    runs[0.3][0]["diverged"] = True  # diverged runs lose
+    assert best(runs)[0] == 0.1
+
+
+def _line(lr: float, final: float, *, reached: int = 0, steps: float | None = None,
+          diverged: int = 0, seeds: int = 2) -> dict[str, Any]:  # fmt: skip
+    line = {"workload": "toy", "optimizer": "a", "regime": "full", "lr": lr, "seeds": seeds,
+            "diverged": diverged, "final_loss": (final, 0.0), "start_loss": START}  # fmt: skip
+    if steps is not None or reached:
+        line.update(target=0.3, reached=reached, steps_to_target=steps)
+    return line
+
+
+def test_choices_break_a_floor_tie_by_target_then_steps() -> None:
+    floor = 1e-12 * START
+    tied = [_line(0.01, 1.0, reached=1, steps=5), _line(0.03, 1.0 + floor / 2, reached=2,
+            steps=9), _line(0.1, 1.0, reached=2, steps=7)]  # fmt: skip
+    choice = decide.choices(tied)[("toy", "a", "full")]
+    assert choice.line["lr"] == 0.1  # most seeds reached, then fewer steps
+    assert choice.tied == [0.01, 0.03, 0.1] and choice.grid == [0.01, 0.03, 0.1]
+    apart = [_line(0.01, 1.0, reached=1, steps=5), _line(0.1, 1.0 + 2 * floor, reached=2,
+             steps=7)]  # fmt: skip
+    assert decide.best_lrs(apart)[("toy", "a", "full")] == 0.01  # beyond the floor: no tie
+
+
+def test_choices_prefer_lrs_where_no_seed_diverged() -> None:
+    lines = [_line(0.01, 1.0), _line(0.1, 0.5, diverged=1), _line(1.0, math.nan, diverged=2)]
+    assert decide.best_lrs(lines)[("toy", "a", "full")] == 0.01
+    some = [_line(0.1, 0.5, diverged=1), _line(0.3, 0.4, diverged=1)]  # every lr lost a seed
+    assert decide.best_lrs(some)[("toy", "a", "full")] == 0.3
+    assert decide.choices([_line(1.0, math.nan, diverged=2)]) == {}
+
+
+def test_grid_edge_only_for_a_lone_best_at_either_end() -> None:
+    def choice(best: float, tied: list[float]) -> decide.Choice:
+        return decide.Choice({"lr": best}, tied, [0.01, 0.03, 0.1])
+
+    assert decide.grid_edge(choice(0.01, [0.01])) == "smallest"
+    assert decide.grid_edge(choice(0.1, [0.1])) == "largest"
+    assert decide.grid_edge(choice(0.03, [0.03])) is None
+    assert decide.grid_edge(choice(0.01, [0.01, 0.03])) is None  # tied: not clearly at the edge
+    assert decide.grid_edge(decide.Choice({"lr": 0.1}, [0.1], [0.03, 0.1])) is None
+
+
+# ---------------------------------------------------------------- verdicts (moved)
+
+
+def test_headline_names_the_clear_winner_on_each_metric() -> None:
+    rows = [
+        run_record("a", 0.1, 0, [0.2, 0.10], accs=[0.9, 0.90]),
+        run_record("a", 0.1, 1, [0.2, 0.11], accs=[0.9, 0.91]),
+        run_record("b", 0.1, 0, [5.0, 0.50], accs=[0.6, 0.70]),
+        run_record("b", 0.1, 1, [5.0, 0.52], accs=[0.6, 0.72]),
+    ]
+    got = _verdicts(rows)
+    assert got["final training loss"].winner == "a"
+    assert got["held-out accuracy"].winner == "a"
+    assert got["steps to target"].winner == "a"  # a reaches 0.3 at step 1, b never
+    assert "b (1/2" not in got["steps to target"].text  # b reached on no seed
+    assert "not reached on every seed: b (0/2 seeds)" in got["steps to target"].text
+
+
+def test_overlapping_spreads_give_no_clear_winner() -> None:
+    rows = [
+        run_record("a", 0.1, 0, [0.10]),
+        run_record("a", 0.1, 1, [0.20]),  # 0.15 ± 0.05
+        run_record("b", 0.1, 0, [0.12]),
+        run_record("b", 0.1, 1, [0.22]),  # 0.17 ± 0.05
+        run_record("c", 0.1, 0, [0.90]),
+        run_record("c", 0.1, 1, [0.91]),
+    ]
+    loss = _verdicts(rows, target=None)["final training loss"]
+    assert loss.winner is None and sorted(loss.leaders) == ["a", "b"]
+    assert loss.text.startswith("no clear winner") and "then c" in loss.text
+
+
+def test_round_off_never_picks_the_lr_or_the_winner() -> None:
+    rows = ravine_like()
+    summary = summarize(rows, {"toy": 0.3})
+    assert decide.loss_floor(summary, "toy") == pytest.approx(1e-12 * START)
+    assert decide.best_lrs(summary)[("toy", "r", "full")] == 0.03
+    assert decide.grid_edge_notes(summary) == []
+    loss = _verdicts(rows)["final training loss"]
+    assert loss.winner is None and sorted(loss.leaders) == ["q", "r"]
+    assert "round-off floor" in loss.text
+
+
+def test_without_the_floor_round_off_would_decide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decide, "REL_FLOOR", 0.0)
+    rows = ravine_like()
+    summary = summarize(rows, {"toy": 0.3})
+    assert decide.best_lrs(summary)[("toy", "r", "full")] == 0.1
+    assert len(decide.grid_edge_notes(summary)) == 1
+    assert _verdicts(rows)["final training loss"].winner == "q"
+
+
+def test_grid_edge_note_when_the_edge_is_clearly_best() -> None:
+    rows = [
+        run_record("s", lr, seed, [final])
+        for lr, final in ((0.01, 1.0), (0.03, 0.5), (0.1, 0.1))
+        for seed in (0, 1)
+    ]
+    summary = summarize(rows, {"toy": None})
+    notes = decide.grid_edge_notes(summary)
+    assert len(notes) == 1 and "largest" in notes[0]
+    assert "wider grid" in decide.row_notes(summary)[("toy", "s", "full", 0.1)][0]
