@@ -83,7 +83,7 @@ def test_interrupted_sweep_resumes_to_the_same_table(tmp_path: Path) -> None:
 
     import importlib
 
-    module = importlib.import_module("descentlab.lab.compare")  # the module, not the function
+    module = importlib.import_module("descentlab.lab.progress")  # where compare sweeps
     original = module.sweep_with
     module.sweep_with = lambda executor, specs, builds, folder, *rest: original(
         executor, specs, builds, folder, interrupt

@@ -1,12 +1,11 @@
-"""Vectorized lab runs: run_batched gives run_one's records, run by run, and keeps slices apart;
-the sweep trains lr x seed grids in batches, resumably."""
+"""Vectorized lab runs: run_batched gives run_one's records, run by run, and keeps slices apart
+(the sweep's batching of lr x seed grids is tested with the sweep, tests/test_lab_sweep.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,15 +13,13 @@ import pytest
 import torch
 
 from descentlab.lab import batched, training
-from descentlab.lab import sweep as sweeps
 from descentlab.lab.batched import can_batch, run_batched
-from descentlab.lab.executors import InProcessExecutor, sweep_with
 from descentlab.lab.runner import model_build, run_one
 from descentlab.lab.spec import parse_optimizer, parse_regime
-from descentlab.lab.store import Store, to_json
-from descentlab.lab.sweep import sweep
+from descentlab.lab.store import to_json
 from descentlab.lab.training import Record, RunSpec
 from descentlab.lab.workloads import WORKLOADS, Problem, supervised_problem
+from lab_grids import SWEEP_TIMING, assert_close, specs_for
 
 # Every optimizer of the lab, and the options that change the shape of its rule.
 OPTIMIZERS = [
@@ -36,38 +33,7 @@ OPTIMIZERS = [
     "adam:amsgrad=true:weight_decay=0.01",
     "adamw",
 ]
-# Each registry workload in its default regime; gradient noise on one landscape.
-OPTIONS: dict[str, dict[str, Any]] = {"ravine": {"noise": 0.5}, "noisy-quadratic": {"samples": 200}}
 HEAVY = {"mnist1d-cnn"}
-RTOL = 1e-10  # float64 round-off: the batched matmuls add in another order than the solo ones
-
-
-def specs_for(
-    name: str,
-    optimizer: str,
-    lrs: list[float] | None = None,
-    seeds: tuple[int, ...] = (0, 1),
-    steps: int = 4,
-    eval_every: int = 2,
-    regime: str | None = None,
-) -> list[RunSpec]:
-    """A small lr x seed grid on ``name`` (the workload's first three lrs by default)."""
-    workload = WORKLOADS[name]
-    opt = parse_optimizer(optimizer)
-    options = tuple(sorted({**workload.options, **OPTIONS.get(name, {})}.items()))
-    reg = parse_regime(regime or workload.regime)
-    chosen = lrs if lrs is not None else list(workload.lrs[opt.name][:3])
-    return [
-        RunSpec(name, opt, lr, seed, reg, steps, eval_every, options)
-        for lr in chosen
-        for seed in seeds
-    ]
-
-
-def assert_close(got: Any, want: Any, what: str) -> None:
-    a, b = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    assert a.shape == b.shape, (what, a.shape, b.shape)
-    np.testing.assert_allclose(a, b, rtol=RTOL, atol=0, equal_nan=True, err_msg=what)
 
 
 def assert_same_run(got: Record, want: Record) -> None:
@@ -119,7 +85,7 @@ def test_a_run_is_the_same_whatever_its_batch(name: str) -> None:
         alone = run_batched([specs[k]], build)[0]
         assert (together[k].batch, alone.batch) == (len(specs), 1)
         got, want = dataclasses.asdict(alone), dataclasses.asdict(together[k])
-        for key in sorted(set(got) - TIMING):
+        for key in sorted(set(got) - SWEEP_TIMING):
             assert json.dumps(to_json(got[key])) == json.dumps(to_json(want[key])), key
 
 
@@ -279,167 +245,6 @@ def test_a_model_with_buffers_is_not_batched() -> None:
 
     with pytest.raises(ValueError, match="cannot be batched"):
         run_batched(specs_for("ravine", "sgd"), build)
-
-
-# ---------------------------------------------------------------- the sweep trains in batches
-
-TIMING = {"time", "seconds", "wall_seconds", "load", "load_end", "batch"}
-
-
-def assert_same_rows(got: dict[str, Any], want: dict[str, Any], exact: bool) -> None:
-    """Two stored records of one run: equal but for the timings (to round-off unless exact)."""
-    assert set(got) == set(want)
-    for key in sorted(set(got) - TIMING):
-        if exact or key in ("id", "spec", "diverged", "lr", "clock", "cpus"):
-            assert json.dumps(to_json(got[key])) == json.dumps(to_json(want[key])), key
-        elif key == "evals":
-            assert [sorted(row) for row in got[key]] == [sorted(row) for row in want[key]]
-            for row, other in zip(got[key], want[key], strict=True):
-                assert_close(list(row.values()), [other[k] for k in row], f"evals {row['step']}")
-        else:
-            assert_close(got[key], want[key], key)
-
-
-def folder(path: Path) -> Path:
-    path.mkdir()
-    return path
-
-
-def grid(name: str, optimizer: str, lrs: list[float], seeds: int, steps: int, regime: str):
-    return specs_for(name, optimizer, lrs=lrs, seeds=tuple(range(seeds)), steps=steps,
-                     eval_every=2, regime=regime)  # fmt: skip
-
-
-def test_a_vectorized_sweep_records_what_the_one_by_one_sweep_does(tmp_path: Path) -> None:
-    digits = grid("digits-logreg", "adam", [1e-2, 1e-1, 1e200], 2, 6, "minibatch:64")
-    ravine = grid("ravine", "sgd:momentum=0.9", [1e-2, 3e-2], 2, 9, "full")
-    alone = grid("linreg", "rmsprop", [1e-2], 1, 5, "minibatch:25")  # a group of one
-    specs = [*digits[:3], *ravine, digits[3], *alone, *digits[4:], digits[0]]  # and a repeat
-    builds = {name: WORKLOADS[name].build for name in ("digits-logreg", "ravine", "linreg")}
-    before = sweeps.batched_runs
-    rec = Recorder()
-    rows = sweep(specs, builds, folder(tmp_path / "batched"), rec.done, rec.start)
-    assert sweeps.batched_runs - before == len(digits) + len(ravine)
-    one = Recorder()
-    plain = sweep(specs, builds, folder(tmp_path / "plain"), one.done, one.start, vectorize=False)
-    assert sweeps.batched_runs - before == len(digits) + len(ravine)  # not batched
-    assert [r["id"] for r in rows] == [s.id for s in specs]
-    # every run trained once, in any order; the repeat read back when the sweep reaches it
-    assert sorted(rec.started) == sorted(one.started) == sorted({s.id for s in specs})
-    assert sorted(rec.progress) == sorted(one.progress)
-    assert rec.progress[-1] == (digits[0].id, True)
-    for row, other, spec in zip(rows, plain, specs, strict=True):
-        assert row["batch"] == (1 if spec in alone else 6 if spec in digits else 4)
-        assert other["batch"] == 1
-        assert_same_rows(row, other, exact=spec.workload != "digits-logreg")
-        if row["batch"] > 1 and not row["diverged"]:  # its share of the batch's seconds
-            assert 0 < row["seconds"] == row["time"][-1]
-        assert row["diverged"] == (spec.lr == 1e200)  # and left the batch alone
-
-
-def test_a_mixed_sweep_batches_the_registry_and_runs_a_user_model_one_by_one(
-    tmp_path: Path,
-) -> None:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
-    x, y = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 3, (40,))
-
-    def make(m: torch.nn.Module) -> Problem:
-        m = m.double()
-        return supervised_problem(m, x, y, x[:8], y[:8], torch.nn.functional.cross_entropy, True)
-
-    user = model_build(model, make)
-    mine = [
-        RunSpec("mine", parse_optimizer("adam"), lr, seed, parse_regime("minibatch:8"), 6, 2,
-                (), "f00d")
-        for lr in (1e-2, 1e-1)
-        for seed in (0, 1)
-    ]  # fmt: skip
-    builtin = grid("noisy-quadratic", "sgd", [1e-2, 3e-2], 2, 5, "minibatch:32")
-    builds = {"mine": user, "noisy-quadratic": WORKLOADS["noisy-quadratic"].build}
-    before = sweeps.batched_runs
-    rows = sweep([*mine, *builtin], builds, tmp_path)
-    assert sweeps.batched_runs - before == len(builtin)
-    assert [r["batch"] for r in rows] == [1] * len(mine) + [len(builtin)] * len(builtin)
-    for row, spec in zip(rows[: len(mine)], mine, strict=True):  # run_one's, exactly
-        want = json.loads(json.dumps(to_json(dataclasses.asdict(run_one(spec, user)))))
-        assert_same_rows(row, want, exact=True)
-    for row, spec in zip(rows[len(mine) :], builtin, strict=True):
-        want = json.loads(
-            json.dumps(to_json(dataclasses.asdict(run_one(spec, builds[spec.workload]))))
-        )
-        assert_same_rows(row, want, exact=False)
-
-
-@pytest.mark.parametrize(
-    ("name", "regime", "stop_after"),
-    [("digits-logreg", "minibatch:64", 2), ("linreg", "full", 3), ("ravine", "full", 1)],
-)
-def test_an_interrupted_batch_resumes_to_the_same_records(
-    tmp_path: Path, name: str, regime: str, stop_after: int
-) -> None:
-    """A batch's records are all stored before the first is reported: an interruption then
-    loses none. A sweep resumed from a store holding only some of them (another executor
-    stores runs one at a time) trains the runs left in a smaller batch (one left alone:
-    with a spare copy); each run's numbers are those of the uninterrupted sweep, bit for
-    bit."""
-    specs = grid(name, "adam", [1e-2, 1e-1], 2, 7, regime)
-    builds = {name: WORKLOADS[name].build}
-    whole = sweep(specs, builds, folder(tmp_path / "whole"))
-    stopped = Recorder(stop_progress_after=1)
-    with pytest.raises(Stop):
-        sweep(specs, builds, folder(tmp_path / "stopped"), stopped.done, stopped.start)
-    assert sorted(stopped.started) == sorted(s.id for s in specs)  # the whole batch began
-    assert len(Store(tmp_path / "stopped").load()) == len(specs)  # and none of it was lost
-    lines = (tmp_path / "whole" / "runs.jsonl").read_text().splitlines(keepends=True)
-    (folder(tmp_path / "resumed") / "runs.jsonl").write_text("".join(lines[:stop_after]))
-    kept = Store(tmp_path / "resumed").load()
-    assert len(kept) == stop_after
-    before = sweeps.batched_runs
-    again = Recorder()
-    rows = sweep(specs, builds, tmp_path / "resumed", again.done, again.start)
-    assert sweeps.batched_runs - before == len(specs) - stop_after
-    assert sorted(again.started) == sorted(s.id for s in specs if s.id not in kept)
-    assert sorted(again.progress) == sorted((s.id, s.id in kept) for s in specs)
-    for row, other in zip(rows, whole, strict=True):
-        assert_same_rows(row, other, exact=True)
-    assert {r["batch"] for r in rows} == {len(specs), len(specs) - stop_after} - {0}
-
-
-class Stop(Exception):
-    pass
-
-
-class Recorder:
-    """The callbacks of a sweep; raises Stop once ``stop_progress_after`` runs are done."""
-
-    def __init__(self, stop_progress_after: int | None = None) -> None:
-        self.started: list[str] = []
-        self.progress: list[tuple[str, bool]] = []
-        self.stop_after = stop_progress_after
-
-    def start(self, spec: RunSpec) -> None:
-        self.started.append(spec.id)
-
-    def done(self, spec: RunSpec, cached: bool) -> None:
-        self.progress.append((spec.id, cached))
-        if self.stop_after is not None and len(self.progress) == self.stop_after:
-            raise Stop
-
-
-def test_the_in_process_executor_batches_unless_told_not_to(tmp_path: Path) -> None:
-    specs = grid("saddle", "rmsprop", [1e-2, 3e-2], 1, 4, "full")
-    builds = {"saddle": WORKLOADS["saddle"].build}
-    before = sweeps.batched_runs
-    assert repr(InProcessExecutor()) == "InProcessExecutor()"
-    rows = sweep_with(InProcessExecutor(), specs, builds, folder(tmp_path / "a"))
-    assert sweeps.batched_runs - before == 2 and [r["batch"] for r in rows] == [2, 2]
-    off = InProcessExecutor(vectorize=False)
-    assert repr(off) == "InProcessExecutor(vectorize=False)"
-    plain = sweep_with(off, specs, builds, folder(tmp_path / "b"))
-    assert sweeps.batched_runs - before == 2 and [r["batch"] for r in plain] == [1, 1]
-    for row, other in zip(rows, plain, strict=True):
-        assert_same_rows(row, other, exact=True)  # a landscape: bit for bit
 
 
 def test_problems_name_their_parts() -> None:

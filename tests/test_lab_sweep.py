@@ -8,17 +8,23 @@ pool and Ray themselves: tests/test_lab_executors.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from descentlab.lab.runner import run_one
-from descentlab.lab.spec import OptimizerSpec, Regime
-from descentlab.lab.store import Store
+from descentlab.lab import sweep as sweeps
+from descentlab.lab.executors import InProcessExecutor, sweep_with
+from descentlab.lab.runner import model_build, run_one
+from descentlab.lab.spec import OptimizerSpec, Regime, parse_optimizer, parse_regime
+from descentlab.lab.store import Store, to_json
 from descentlab.lab.sweep import Build, Workers, sweep
 from descentlab.lab.training import Record, RunSpec
-from descentlab.lab.workloads import WORKLOADS
+from descentlab.lab.workloads import WORKLOADS, Problem, supervised_problem
+from lab_grids import Recorder, Stop, assert_same_rows, folder, grid
 
 RAVINE = WORKLOADS["ravine"].build
 
@@ -133,3 +139,117 @@ def test_a_failing_run_stops_the_sweep_and_the_runs_in_flight_are_kept(tmp_path:
         sweep(specs, {"ravine": RAVINE}, tmp_path, workers=fake)
     assert set(Store(tmp_path).load()) == {specs[1].id, specs[2].id}
     assert isinstance(fake.aborted, RuntimeError)
+
+
+# ---------------------------------------------------------------- lr x seed grids in batches
+
+
+def test_a_vectorized_sweep_records_what_the_one_by_one_sweep_does(tmp_path: Path) -> None:
+    digits = grid("digits-logreg", "adam", [1e-2, 1e-1, 1e200], 2, 6, "minibatch:64")
+    ravine = grid("ravine", "sgd:momentum=0.9", [1e-2, 3e-2], 2, 9, "full")
+    alone = grid("linreg", "rmsprop", [1e-2], 1, 5, "minibatch:25")  # a group of one
+    specs = [*digits[:3], *ravine, digits[3], *alone, *digits[4:], digits[0]]  # and a repeat
+    builds = {name: WORKLOADS[name].build for name in ("digits-logreg", "ravine", "linreg")}
+    before = sweeps.batched_runs
+    rec = Recorder()
+    rows = sweep(specs, builds, folder(tmp_path / "batched"), rec.done, rec.start)
+    assert sweeps.batched_runs - before == len(digits) + len(ravine)
+    one = Recorder()
+    plain = sweep(specs, builds, folder(tmp_path / "plain"), one.done, one.start, vectorize=False)
+    assert sweeps.batched_runs - before == len(digits) + len(ravine)  # not batched
+    assert [r["id"] for r in rows] == [s.id for s in specs]
+    # every run trained once, in any order; the repeat read back when the sweep reaches it
+    assert sorted(rec.started) == sorted(one.started) == sorted({s.id for s in specs})
+    assert sorted(rec.progress) == sorted(one.progress)
+    assert rec.progress[-1] == (digits[0].id, True)
+    for row, other, spec in zip(rows, plain, specs, strict=True):
+        assert row["batch"] == (1 if spec in alone else 6 if spec in digits else 4)
+        assert other["batch"] == 1
+        assert_same_rows(row, other, exact=spec.workload != "digits-logreg")
+        if row["batch"] > 1 and not row["diverged"]:  # its share of the batch's seconds
+            assert 0 < row["seconds"] == row["time"][-1]
+        assert row["diverged"] == (spec.lr == 1e200)  # and left the batch alone
+
+
+def test_a_mixed_sweep_batches_the_registry_and_runs_a_user_model_one_by_one(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    x, y = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 3, (40,))
+
+    def make(m: torch.nn.Module) -> Problem:
+        m = m.double()
+        return supervised_problem(m, x, y, x[:8], y[:8], torch.nn.functional.cross_entropy, True)
+
+    user = model_build(model, make)
+    mine = [
+        RunSpec("mine", parse_optimizer("adam"), lr, seed, parse_regime("minibatch:8"), 6, 2,
+                (), "f00d")
+        for lr in (1e-2, 1e-1)
+        for seed in (0, 1)
+    ]  # fmt: skip
+    builtin = grid("noisy-quadratic", "sgd", [1e-2, 3e-2], 2, 5, "minibatch:32")
+    builds = {"mine": user, "noisy-quadratic": WORKLOADS["noisy-quadratic"].build}
+    before = sweeps.batched_runs
+    rows = sweep([*mine, *builtin], builds, tmp_path)
+    assert sweeps.batched_runs - before == len(builtin)
+    assert [r["batch"] for r in rows] == [1] * len(mine) + [len(builtin)] * len(builtin)
+    for row, spec in zip(rows[: len(mine)], mine, strict=True):  # run_one's, exactly
+        want = json.loads(json.dumps(to_json(dataclasses.asdict(run_one(spec, user)))))
+        assert_same_rows(row, want, exact=True)
+    for row, spec in zip(rows[len(mine) :], builtin, strict=True):
+        want = json.loads(
+            json.dumps(to_json(dataclasses.asdict(run_one(spec, builds[spec.workload]))))
+        )
+        assert_same_rows(row, want, exact=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "regime", "stop_after"),
+    [("digits-logreg", "minibatch:64", 2), ("linreg", "full", 3), ("ravine", "full", 1)],
+)
+def test_an_interrupted_batch_resumes_to_the_same_records(
+    tmp_path: Path, name: str, regime: str, stop_after: int
+) -> None:
+    """A batch's records are all stored before the first is reported: an interruption then
+    loses none. A sweep resumed from a store holding only some of them (another executor
+    stores runs one at a time) trains the runs left in a smaller batch (one left alone:
+    with a spare copy); each run's numbers are those of the uninterrupted sweep, bit for
+    bit."""
+    specs = grid(name, "adam", [1e-2, 1e-1], 2, 7, regime)
+    builds = {name: WORKLOADS[name].build}
+    whole = sweep(specs, builds, folder(tmp_path / "whole"))
+    stopped = Recorder(stop_progress_after=1)
+    with pytest.raises(Stop):
+        sweep(specs, builds, folder(tmp_path / "stopped"), stopped.done, stopped.start)
+    assert sorted(stopped.started) == sorted(s.id for s in specs)  # the whole batch began
+    assert len(Store(tmp_path / "stopped").load()) == len(specs)  # and none of it was lost
+    lines = (tmp_path / "whole" / "runs.jsonl").read_text().splitlines(keepends=True)
+    (folder(tmp_path / "resumed") / "runs.jsonl").write_text("".join(lines[:stop_after]))
+    kept = Store(tmp_path / "resumed").load()
+    assert len(kept) == stop_after
+    before = sweeps.batched_runs
+    again = Recorder()
+    rows = sweep(specs, builds, tmp_path / "resumed", again.done, again.start)
+    assert sweeps.batched_runs - before == len(specs) - stop_after
+    assert sorted(again.started) == sorted(s.id for s in specs if s.id not in kept)
+    assert sorted(again.progress) == sorted((s.id, s.id in kept) for s in specs)
+    for row, other in zip(rows, whole, strict=True):
+        assert_same_rows(row, other, exact=True)
+    assert {r["batch"] for r in rows} == {len(specs), len(specs) - stop_after} - {0}
+
+
+def test_the_in_process_executor_batches_unless_told_not_to(tmp_path: Path) -> None:
+    specs = grid("saddle", "rmsprop", [1e-2, 3e-2], 1, 4, "full")
+    builds = {"saddle": WORKLOADS["saddle"].build}
+    before = sweeps.batched_runs
+    assert repr(InProcessExecutor()) == "InProcessExecutor()"
+    rows = sweep_with(InProcessExecutor(), specs, builds, folder(tmp_path / "a"))
+    assert sweeps.batched_runs - before == 2 and [r["batch"] for r in rows] == [2, 2]
+    off = InProcessExecutor(vectorize=False)
+    assert repr(off) == "InProcessExecutor(vectorize=False)"
+    plain = sweep_with(off, specs, builds, folder(tmp_path / "b"))
+    assert sweeps.batched_runs - before == 2 and [r["batch"] for r in plain] == [1, 1]
+    for row, other in zip(rows, plain, strict=True):
+        assert_same_rows(row, other, exact=True)  # a landscape: bit for bit
