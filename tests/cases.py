@@ -27,12 +27,12 @@ class Case:
     state_scale: float = 1.0
 
     @property
-    def cls(self) -> type[dt.Optimizer]:
+    def cls(self) -> type[dt.RuleOptimizer]:
         return {c.info.name: c for c in (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW)}[
             self.name
         ]
 
-    def make(self, params: Any) -> dt.Optimizer:
+    def make(self, params: Any) -> dt.RuleOptimizer:
         return self.cls(params, **self.hp)
 
 

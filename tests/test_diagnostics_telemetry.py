@@ -31,7 +31,7 @@ def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, seed:
 def _by_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make telemetry measure descentlab's optimizers the generic way (a copy): their
     engines decline to measure, as the flat engines do."""
-    monkeypatch.setattr(dt.Optimizer, "measure_next_step", lambda self: False)
+    monkeypatch.setattr(dt.RuleOptimizer, "measure_next_step", lambda self: False)
 
 
 def test_sgd_update_is_lr_times_gradient() -> None:

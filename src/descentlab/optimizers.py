@@ -87,6 +87,8 @@ class OptimizerInfo:
         stores_step: whether the state keeps a ``step`` count. torch.optim.SGD keeps none
             (its rule only needs to know whether a momentum buffer exists yet); the
             drop-ins keep exactly torch's state keys.
+        sparse_grads: whether sparse gradients are accepted (torch.optim.SGD accepts them;
+            the rule's arithmetic then adds a sparse gradient into dense tensors).
     """
 
     name: str
@@ -98,6 +100,7 @@ class OptimizerInfo:
     numeric: tuple[str, ...] = field(default=())
     ranges: Mapping[str, tuple[Callable[[float], bool], str]] = field(default_factory=dict)
     stores_step: bool = True
+    sparse_grads: bool = False
 
     def validate(self, hp: Mapping[str, Any]) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first invalid hyperparameter.
@@ -312,6 +315,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             torch_twin="torch.optim.SGD",
             numeric=("lr", "momentum", "dampening", "weight_decay"),
             stores_step=False,
+            sparse_grads=True,
         ),
         OptimizerInfo(
             name="momentum",

@@ -410,9 +410,9 @@ def guard(
 
 
 def _descentlab_optimizer(optimizer: torch.optim.Optimizer) -> bool:
-    from ..torch import Optimizer
+    from ..torch import RuleOptimizer
 
-    return isinstance(optimizer, Optimizer)
+    return isinstance(optimizer, RuleOptimizer)
 
 
 def _user_stacklevel() -> int:

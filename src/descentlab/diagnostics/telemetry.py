@@ -14,7 +14,7 @@ from the first sampled step until :meth:`Telemetry.remove`, so it costs the memo
 more copy of those parameters) and four multi-tensor passes (copy, subtract, two norms) plus
 a norm of the gradients; other steps cost two Python hook calls. descentlab's drop-ins
 (but for the flat engines) measure a sampled step inside their engines instead, with no
-copy (:meth:`descentlab.torch.Optimizer.measure_next_step`). ``descentlab bench`` measures
+copy (:meth:`descentlab.torch.RuleOptimizer.measure_next_step`). ``descentlab bench`` measures
 the overhead at ``every=10`` on the GPT-like layout.
 
 The history is a list of :class:`Sample` (``rows()`` gives dicts for pandas), exported to
@@ -305,13 +305,13 @@ def telemetry(
 def _measure_inside(optimizer: torch.optim.Optimizer) -> bool:
     """Ask descentlab's drop-ins to measure the next step inside their engines (all but the
     flat engines, which step whole buffers): then no copy of the parameters is made."""
-    from ..torch import Optimizer
+    from ..torch import RuleOptimizer
 
-    return isinstance(optimizer, Optimizer) and optimizer.measure_next_step()
+    return isinstance(optimizer, RuleOptimizer) and optimizer.measure_next_step()
 
 
 def _measurements_inside(optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor] | None:
     """What the step :func:`_measure_inside` asked for measured (None: nothing asked)."""
-    from ..torch import Optimizer
+    from ..torch import RuleOptimizer
 
-    return optimizer.take_step_measurements() if isinstance(optimizer, Optimizer) else None
+    return optimizer.take_step_measurements() if isinstance(optimizer, RuleOptimizer) else None

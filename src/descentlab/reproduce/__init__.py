@@ -79,7 +79,7 @@ _SHARED = (
     "engines",
     "diagnostics",
     "numpy.py",
-    "torch.py",
+    "torch",
     "optimizers.py",
     "tools/demo.py",
 )

@@ -34,7 +34,7 @@ class AddL2(Transform):
         return {"weight_decay": hp["weight_decay"]}
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        return u + c["weight_decay"] * p, {}
+        return c["weight_decay"] * p + u, {}  # dense + u: u may be a sparse gradient
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ class HeavyBall(Transform):
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
         b = c["hb_keep"] * state["momentum_buffer"] + c["hb_take"] * u
-        out = u + c["momentum"] * b if self.nesterov else b
+        # dense + u (not u + dense): the same sum, and a sparse gradient may be u
+        out = c["momentum"] * b + u if self.nesterov else b
         return out, {"momentum_buffer": b}
 
 

@@ -16,6 +16,12 @@ from typing import Any, NoReturn
 
 from .. import __version__, optimizers
 
+TORCH_OWN = {
+    "LBFGS": "a closure-driven quasi-Newton method, not an update rule",
+    "SparseAdam": "Adam for sparse gradients (nn.Embedding(sparse=True))",
+}
+"""Classes ``descentlab.torch`` re-exports from torch.optim as they are (not descentlab rules)."""
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -29,6 +35,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for info in optimizers.REGISTRY.values():
         table.add_row(info.name, info.title, info.torch_twin or "-", info.summary)
+    for title, what in TORCH_OWN.items():
+        table.add_row("-", title, f"torch.optim.{title}", f"torch's own class, re-exported: {what}")
     console.print(table)
     table = Table(title="workloads")
     for column in ("name", "default regime", "budget", "what it is"):

@@ -1,18 +1,10 @@
-"""Drop-in ``torch.optim`` optimizers that execute descentlab's rules.
+"""The machinery of every drop-in: a ``torch.optim.Optimizer`` that runs a descentlab rule.
 
-Same class names, argument names, defaults, ``param_groups``, ``state_dict`` keys and
-scheduler behaviour as ``torch.optim``: swapping the import is enough, and a
-``state_dict`` saved by ``torch.optim.Adam`` resumes in ``descentlab.torch.Adam`` (and back).
-
-Example:
-    >>> import torch
-    >>> from descentlab.torch import Adam
-    >>> model = torch.nn.Linear(3, 1)
-    >>> opt = Adam(model.parameters(), lr=1e-2)
-    >>> loss = model(torch.ones(2, 3)).pow(2).mean()
-    >>> loss.backward()
-    >>> opt.step()
-    >>> opt.zero_grad()
+:class:`RuleOptimizer` holds what torch.optim's classes share (``param_groups``, ``state``,
+``state_dict``, hooks, ``step(closure)``) and executes the registered rule of its subclass
+on every parameter, through the engine the policy (:mod:`descentlab.engines.policy`) picks.
+The classes users import (``SGD``, ``Adam``...) only declare their registry entry and
+torch's signature.
 """
 
 from __future__ import annotations
@@ -23,18 +15,17 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import optimizers
-from .engines import FlatBucket, GroupPlan, apply_reference, policy
-from .engines.compiled import overlapping
-from .engines.policy import TORCH_ENGINES
-from .engines.reference import steps_taken
-from .optimizers import OptimizerInfo
-from .rules.base import Rule, advance
+from ..engines import FlatBucket, GroupPlan, apply_reference, policy
+from ..engines.compiled import overlapping
+from ..engines.policy import TORCH_ENGINES
+from ..engines.reference import steps_taken
+from ..optimizers import OptimizerInfo
+from ..rules.base import Rule, advance
 
-__all__ = ["SGD", "Adam", "AdamW", "Momentum", "Optimizer", "RMSprop"]
+__all__ = ["RuleOptimizer", "scalar_dtype"]
 
 
-def _scalar_dtype(group: dict[str, Any]) -> torch.dtype:
+def scalar_dtype(group: dict[str, Any]) -> torch.dtype:
     """The dtype of ``step``: torch.optim's rule (float32 with ``fused=True``, else float64
     only when that is the default dtype)."""
     if group.get("fused"):
@@ -59,7 +50,7 @@ def _check_params(params: Any, title: str) -> Any:
     return params
 
 
-class Optimizer(torch.optim.Optimizer):
+class RuleOptimizer(torch.optim.Optimizer):
     """Base of the drop-ins: runs the registered rule of ``info`` on every parameter.
 
     Subclasses only declare ``info`` and an ``__init__`` with torch's signature.
@@ -67,7 +58,9 @@ class Optimizer(torch.optim.Optimizer):
     **Conventions** shared by every drop-in:
 
     * a parameter whose ``.grad`` is ``None`` is skipped and its ``step`` does not advance;
-    * sparse gradients are refused with an error (use ``torch.optim.SparseAdam``);
+    * sparse gradients are accepted by SGD, as by torch's (a momentum buffer is kept dense,
+      where torch's SGD keeps a sparse one), and refused with an error by the others (use
+      ``torch.optim.SparseAdam``, re-exported here);
     * complex parameters are updated as pairs of real numbers (``view_as_real``), as torch does;
     * float16/bfloat16 parameters are updated with float32 arithmetic and rounded once per
       step, so ``eps=1e-8`` (which is 0 in float16) still guards the division; their state
@@ -189,7 +182,8 @@ class Optimizer(torch.optim.Optimizer):
         self.info.check_state_dict(state_dict)
         super().load_state_dict(state_dict)
         if not self.info.stores_step:
-            for p in list(self.state):
+            # Parameters only: a load hook may keep its own entries in ``state`` (torch's do).
+            for p in [k for k in self.state if isinstance(k, torch.Tensor)]:
                 self.state[p].pop("step", None)
                 if not self.state[p]:
                     del self.state[p]
@@ -289,7 +283,7 @@ class Optimizer(torch.optim.Optimizer):
         for p in params:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
+            if p.grad.is_sparse and not self.info.sparse_grads:
                 raise RuntimeError(
                     f"{self.info.title} does not support sparse gradients; "
                     "use torch.optim.SparseAdam or a dense gradient"
@@ -312,7 +306,7 @@ class Optimizer(torch.optim.Optimizer):
             return params
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule):
-            plan = self._plans[index] = GroupPlan(list(params), rule, _scalar_dtype(group))
+            plan = self._plans[index] = GroupPlan(list(params), rule, scalar_dtype(group))
         if not policy.torch_group_compiles(self.engine, len(plan.eligible), plan.numel):
             return params
         stepped, rest = plan.step(
@@ -405,6 +399,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
         return all(bool(torch.isfinite(g).all()) for g in grads)
 
     def _home(self, p: torch.Tensor) -> dict[str, Any] | None:
@@ -425,7 +420,7 @@ class Optimizer(torch.optim.Optimizer):
         mid-run), so their counter is private (``_step_home``): 0 when the buffer was just
         created, 1 for a buffer that already existed (loaded from a checkpoint).
         """
-        dtype = _scalar_dtype(group)
+        dtype = scalar_dtype(group)
         if self.info.stores_step:
             state = self.state[p]
             if "step" not in state:
@@ -447,199 +442,3 @@ class Optimizer(torch.optim.Optimizer):
             elif fresh:
                 home["step"].zero_()
         return state, home
-
-
-class SGD(Optimizer):
-    """Stochastic gradient descent with optional heavy-ball/Nesterov momentum.
-
-    Same signature and defaults as ``torch.optim.SGD``; the rule is
-    :func:`descentlab.rules.sgd` (formula and conventions there).
-
-    Example:
-        >>> import torch
-        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
-        >>> opt = SGD([w], lr=0.1, momentum=0.9)
-        >>> w.grad = torch.tensor([2.0]); opt.step()
-        >>> w.tolist()
-        [0.800000011920929]
-    """
-
-    info = optimizers.get("sgd")
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float | torch.Tensor = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        engine: str = "auto",
-    ) -> None:
-        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
-
-
-class Momentum(Optimizer):
-    """SGD with momentum in the seed document's EMA form (``v0 = 0``).
-
-    ``v = momentum * v + (1 - momentum) * g; w -= lr * v``. See
-    :func:`descentlab.rules.ema_momentum` for how it maps onto torch's heavy-ball form.
-
-    Example (the first step is ``lr * (1 - momentum) * g``):
-        >>> import torch
-        >>> w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
-        >>> opt = Momentum([w], lr=0.1, momentum=0.9)
-        >>> w.grad = torch.tensor([2.0], dtype=torch.float64); opt.step()
-        >>> round(w.item(), 12)
-        0.98
-    """
-
-    info = optimizers.get("momentum")
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 0,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        engine: str = "auto",
-    ) -> None:
-        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
-
-
-class RMSprop(Optimizer):
-    """RMSProp with torch's ``centered`` and ``momentum`` options.
-
-    Same signature and defaults as ``torch.optim.RMSprop``; the rule is
-    :func:`descentlab.rules.rmsprop`.
-
-    Example:
-        >>> import torch
-        >>> w = torch.nn.Parameter(torch.tensor([0.0], dtype=torch.float64))
-        >>> opt = RMSprop([w], lr=0.01)
-        >>> w.grad = torch.tensor([4.0], dtype=torch.float64); opt.step()
-        >>> round(w.item(), 6)  # first step: lr * g / sqrt((1 - alpha) * g**2)
-        -0.1
-    """
-
-    info = optimizers.get("rmsprop")
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        capturable: bool = False,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        differentiable: bool = False,
-        *,
-        skip_nonfinite: bool = False,
-        engine: str = "auto",
-    ) -> None:
-        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
-
-
-def _adam_defaults(info: OptimizerInfo, args: dict[str, Any]) -> dict[str, Any]:
-    """torch.optim.Adam's defaults; ``bias_correction`` only when switched off, so that the
-    param groups (and checkpoints) hold torch's keys and nothing more."""
-    defaults = {k: v for k, v in args.items() if k in info.defaults}
-    if defaults["bias_correction"] is True:
-        del defaults["bias_correction"]
-    return defaults
-
-
-class Adam(Optimizer):
-    """Adam with bias correction; ``weight_decay`` is L2 unless ``decoupled_weight_decay``.
-
-    Same signature and defaults as ``torch.optim.Adam``, plus ``bias_correction`` (default
-    True) for the Adam paper's ablation; the rule is :func:`descentlab.rules.adam`.
-
-    Example (the first step moves each weight by ``lr * sign(g)``):
-        >>> import torch
-        >>> w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-        >>> opt = Adam([w], lr=1e-3)
-        >>> w.grad = torch.tensor([5.0, -0.1], dtype=torch.float64); opt.step()
-        >>> [round(x, 9) for x in w.tolist()]
-        [-0.001, 0.001]
-    """
-
-    info = optimizers.get("adam")
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        amsgrad: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        decoupled_weight_decay: bool = False,
-        bias_correction: bool = True,
-        skip_nonfinite: bool = False,
-        engine: str = "auto",
-    ) -> None:
-        defaults = _adam_defaults(self.info, locals())
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
-
-
-class AdamW(Optimizer):
-    """Adam with decoupled weight decay, ``w -= lr * weight_decay * w`` outside the adaptive step.
-
-    Same signature and defaults as ``torch.optim.AdamW`` (``weight_decay=1e-2``); the rule is
-    :func:`descentlab.rules.adamw`.
-
-    Example (zero gradient: only the decay acts):
-        >>> import torch
-        >>> w = torch.nn.Parameter(torch.tensor([2.0], dtype=torch.float64))
-        >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
-        >>> w.grad = torch.zeros(1, dtype=torch.float64); opt.step()
-        >>> round(w.item(), 12)
-        1.9
-    """
-
-    info = optimizers.get("adamw")
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        bias_correction: bool = True,
-        skip_nonfinite: bool = False,
-        engine: str = "auto",
-    ) -> None:
-        defaults = _adam_defaults(self.info, locals())
-        defaults["decoupled_weight_decay"] = True
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)

@@ -1,0 +1,51 @@
+"""Drop-in ``torch.optim`` optimizers that execute descentlab's rules.
+
+Same class names, argument names, defaults, ``param_groups``, ``state_dict`` keys and
+scheduler behaviour as ``torch.optim``: swapping the import is enough, and a
+``state_dict`` saved by ``torch.optim.Adam`` resumes in ``descentlab.torch.Adam`` (and back).
+
+Example:
+    >>> import torch
+    >>> from descentlab.torch import Adam
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = Adam(model.parameters(), lr=1e-2)
+    >>> loss = model(torch.ones(2, 3)).pow(2).mean()
+    >>> loss.backward()
+    >>> opt.step()
+    >>> opt.zero_grad()
+"""
+
+import sys
+
+from torch.optim import (
+    LBFGS,  # torch's own class: a closure-driven line-search method, not an update rule
+    Optimizer,  # torch's own base class, for type hints and user-written optimizers
+    SparseAdam,  # torch's own class: sparse gradients of embeddings
+    lr_scheduler,  # torch's own module (schedulers drive any torch.optim.Optimizer)
+    swa_utils,  # torch's own module
+    swap_in_optimizer_params_and_state,  # torch's own function, for any optimizer
+)
+
+from .adam import Adam, AdamW
+from .optimizer import RuleOptimizer
+from .rmsprop import RMSprop
+from .sgd import SGD, Momentum
+
+# ``from descentlab.torch.lr_scheduler import StepLR`` gets torch's own module, not a copy.
+sys.modules[f"{__name__}.lr_scheduler"] = lr_scheduler
+sys.modules[f"{__name__}.swa_utils"] = swa_utils
+
+__all__ = [
+    "LBFGS",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Optimizer",
+    "RMSprop",
+    "RuleOptimizer",
+    "SparseAdam",
+    "lr_scheduler",
+    "swa_utils",
+    "swap_in_optimizer_params_and_state",
+]
