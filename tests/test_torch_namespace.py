@@ -24,7 +24,7 @@ def _public(module: object) -> set[str]:
 
 def test_every_public_name_of_torch_optim_is_offered_but_the_pending_rules() -> None:
     missing = _public(torch.optim) - _public(dt)
-    assert missing == PENDING
+    assert missing == PENDING & _public(torch.optim)  # an older torch has fewer names
 
 
 def test_torch_own_modules_and_classes_are_the_same_objects() -> None:

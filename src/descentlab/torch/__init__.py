@@ -15,6 +15,7 @@ Example:
     >>> opt.zero_grad()
 """
 
+import contextlib
 import sys
 
 from torch.optim import (
@@ -23,7 +24,6 @@ from torch.optim import (
     SparseAdam,  # torch's own class: sparse gradients of embeddings
     lr_scheduler,  # torch's own module (schedulers drive any torch.optim.Optimizer)
     swa_utils,  # torch's own module
-    swap_in_optimizer_params_and_state,  # torch's own function, for any optimizer
 )
 
 from .adam import Adam, AdamW
@@ -47,5 +47,9 @@ __all__ = [
     "SparseAdam",
     "lr_scheduler",
     "swa_utils",
-    "swap_in_optimizer_params_and_state",
 ]
+
+with contextlib.suppress(ImportError):  # torch's own function; not in every torch we support
+    from torch.optim import swap_in_optimizer_params_and_state
+
+    __all__ += ["swap_in_optimizer_params_and_state"]
