@@ -15,6 +15,8 @@ import torch
 
 import descentlab.torch as dt
 
+ALL_CLASSES = (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW, dt.Adagrad)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -28,9 +30,7 @@ class Case:
 
     @property
     def cls(self) -> type[dt.RuleOptimizer]:
-        return {c.info.name: c for c in (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW)}[
-            self.name
-        ]
+        return {c.info.name: c for c in ALL_CLASSES}[self.name]
 
     def make(self, params: Any) -> dt.RuleOptimizer:
         return self.cls(params, **self.hp)
@@ -89,6 +89,17 @@ CASES: list[Case] = [
     _same("adamw", T.AdamW, "adamw", lr=1e-2),
     _same("adamw", T.AdamW, "adamw-amsgrad", lr=1e-2, weight_decay=0.1, amsgrad=True),
     _same("adamw", T.AdamW, "adamw-maximize", lr=1e-2, weight_decay=0.05, maximize=True),
+    _same("adagrad", T.Adagrad, "adagrad", lr=5e-2),
+    _same(
+        "adagrad",
+        T.Adagrad,
+        "adagrad-all",
+        lr=5e-2,
+        lr_decay=0.01,
+        weight_decay=0.1,
+        initial_accumulator_value=0.5,
+        maximize=True,
+    ),
 ]
 
 TWINNED = [c for c in CASES if c.twin is not None]

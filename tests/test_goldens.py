@@ -95,3 +95,23 @@ def test_l2_and_decoupled_decay_differ_only_in_chain_order() -> None:
         opt = dnp.Transformation(name, lr=0.1, weight_decay=0.5, eps=1e-30)
         w, _ = opt.update(np.array([2.0]), np.array([0.0]), opt.init(np.zeros(1)))
         assert w[0] == pytest.approx(expected, rel=1e-14), name
+
+
+def test_adagrad_two_steps_by_hand_from_its_initial_accumulator() -> None:
+    # s0 = 1; g1 = 3: s1 = 10, w1 = -0.1 * 3 / sqrt(10); g2 = -1 with lr_decay 0.5 at t = 2:
+    # lr_2 = 0.1 / 1.5, s2 = 11, w2 = w1 + lr_2 / sqrt(11).
+    hp = {"lr": 0.1, "lr_decay": 0.5, "eps": 0.0, "initial_accumulator_value": 1.0}
+    w1 = -0.1 * 3 / math.sqrt(10)
+    w2 = w1 + 0.1 / 1.5 / math.sqrt(11)
+    opt = dnp.adagrad(**hp)
+    w, s = opt.update(np.zeros(1), np.array([3.0]), opt.init(np.zeros(1)))
+    assert w[0] == pytest.approx(w1, rel=1e-15) and s.slots["sum"][0] == 10.0
+    w, s = opt.update(w, np.array([-1.0]), s)
+    assert w[0] == pytest.approx(w2, rel=1e-15) and s.slots["sum"][0] == 11.0
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    drop_in = dt.Adagrad([p], **hp)
+    assert drop_in.state[p]["sum"].item() == 1.0  # created at once, as torch's
+    for g in (3.0, -1.0):
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        drop_in.step()
+    assert p.item() == pytest.approx(w2, rel=1e-15)

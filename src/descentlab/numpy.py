@@ -37,6 +37,7 @@ from .rules.base import Rule, advance
 
 __all__ = [
     "SGD",
+    "Adagrad",
     "Adam",
     "AdamW",
     "Momentum",
@@ -44,6 +45,7 @@ __all__ = [
     "RMSprop",
     "State",
     "Transformation",
+    "adagrad",
     "adam",
     "adamw",
     "momentum",
@@ -99,11 +101,11 @@ def _check_array(p: Any) -> np.ndarray:
 class Transformation:
     """A pure optimizer: ``init(params) -> state`` and ``update(params, grads, state)``.
 
-    Build it with :func:`sgd`, :func:`momentum`, :func:`rmsprop`, :func:`adam` or
-    :func:`adamw`; hyperparameters and defaults are those of the torch drop-in of the same
-    name. Each parameter counts its own steps; a ``None`` gradient leaves its parameter,
-    state and step count unchanged. float16 arrays are computed in float32 and rounded
-    once, as the torch drop-ins do.
+    Build it with :func:`sgd`, :func:`momentum`, :func:`rmsprop`, :func:`adam`,
+    :func:`adamw`, :func:`adagrad`...; hyperparameters and defaults are those of the torch
+    drop-in of the same name. Each parameter counts its own steps; a ``None`` gradient
+    leaves its parameter, state and step count unchanged. float16 arrays are computed in
+    float32 and rounded once, as the torch drop-ins do.
     """
 
     def __init__(self, name: str, **hp: Any) -> None:
@@ -117,8 +119,9 @@ class Transformation:
         return f"{self.info.name}({args})"
 
     def init(self, params: Any) -> State:
-        """Zero state for ``params`` (an array or a list/tuple/dict of arrays)."""
-        slots = _map(lambda p: self.rule.init(_check_array(p)), params)
+        """Fresh state for ``params`` (an array or a list/tuple/dict of arrays): zero slots,
+        but Adagrad's ``sum`` at ``initial_accumulator_value``."""
+        slots = _map(lambda p: self.rule.init(_check_array(p), self.scalars), params)
         return State(_map(lambda p: 0, params), slots)
 
     def update(self, params: Any, grads: Any, state: State) -> tuple[Any, State]:
@@ -165,6 +168,11 @@ def momentum(**hp: Any) -> Transformation:
 def rmsprop(**hp: Any) -> Transformation:
     """RMSProp; hyperparameters as ``torch.optim.RMSprop``."""
     return Transformation("rmsprop", **hp)
+
+
+def adagrad(**hp: Any) -> Transformation:
+    """Adagrad; hyperparameters as ``torch.optim.Adagrad``."""
+    return Transformation("adagrad", **hp)
 
 
 def adam(**hp: Any) -> Transformation:
@@ -275,6 +283,12 @@ class RMSprop(Optimizer):
     """In-place RMSProp on NumPy arrays (see :func:`rmsprop`)."""
 
     name = "rmsprop"
+
+
+class Adagrad(Optimizer):
+    """In-place Adagrad on NumPy arrays (see :func:`adagrad`)."""
+
+    name = "adagrad"
 
 
 class Adam(Optimizer):

@@ -32,6 +32,8 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "alpha": (lambda x: x >= 0, "alpha >= 0"),
     "beta1": (lambda x: 0 <= x < 1, "0 <= betas[0] < 1"),
     "beta2": (lambda x: 0 <= x < 1, "0 <= betas[1] < 1"),
+    "lr_decay": (lambda x: x >= 0, "lr_decay >= 0"),
+    "initial_accumulator_value": (lambda x: x >= 0, "initial_accumulator_value >= 0"),
 }
 # How torch words "invalid <name>" (kept, so code matching torch's messages still matches).
 _LABELS = {
@@ -278,6 +280,10 @@ def _adam(hp: Mapping[str, Any]):
     }
 
 
+def _adagrad(hp: Mapping[str, Any]):
+    return rules.adagrad, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
 _TORCH_TAIL = {"foreach": None, "differentiable": False, "fused": None}
 _ADAM_DEFAULTS = {
     "lr": 1e-3,
@@ -365,6 +371,25 @@ REGISTRY: dict[str, OptimizerInfo] = {
             structure=_adam,
             torch_twin="torch.optim.AdamW",
             numeric=_ADAM_NUMERIC,
+        ),
+        OptimizerInfo(
+            name="adagrad",
+            title="Adagrad",
+            summary="per-weight step divided by the root of the SUM of past squared gradients",
+            defaults={
+                "lr": 1e-2,
+                "lr_decay": 0,
+                "eps": 1e-10,
+                "weight_decay": 0,
+                "initial_accumulator_value": 0,
+                "foreach": None,
+                "maximize": False,
+                "differentiable": False,
+                "fused": None,
+            },
+            structure=_adagrad,
+            torch_twin="torch.optim.Adagrad",
+            numeric=("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"),
         ),
     )
 }

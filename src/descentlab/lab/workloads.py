@@ -395,6 +395,7 @@ _LANDSCAPE_LRS = {
     "rmsprop": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     "adam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
     "adamw": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "adagrad": (3e-2, 1e-1, 3e-1, 1.0, 3.0),  # first step lr * sign(g), as Adam's
 }
 NET_LRS = {
     "sgd": (1e-1, 3e-1, 1.0, 3.0),
@@ -402,6 +403,7 @@ NET_LRS = {
     "rmsprop": (1e-3, 3e-3, 1e-2, 3e-2),
     "adam": (3e-3, 1e-2, 3e-2, 1e-1),
     "adamw": (3e-3, 1e-2, 3e-2, 1e-1),
+    "adagrad": (3e-3, 1e-2, 3e-2, 1e-1),
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -459,6 +461,7 @@ WORKLOADS: dict[str, Workload] = {
                 "rmsprop": (1e-3, 3e-3, 1e-2),
                 "adam": (1e-2, 3e-2, 1e-1),
                 "adamw": (1e-2, 3e-2, 1e-1),
+                "adagrad": (3e-2, 1e-1, 3e-1),
             },
             steps=1000,
             target=1e-2,
@@ -477,6 +480,7 @@ WORKLOADS: dict[str, Workload] = {
                 "rmsprop": (1e-3, 3e-3, 1e-2),
                 "adam": (1e-2, 3e-2, 1e-1),
                 "adamw": (1e-2, 3e-2, 1e-1),
+                "adagrad": (3e-2, 1e-1, 3e-1),
             },
             epochs=5,
             regime="minibatch:32",
@@ -493,6 +497,7 @@ WORKLOADS: dict[str, Workload] = {
                 "rmsprop": (1e-3, 3e-3, 1e-2),
                 "adam": (1e-3, 3e-3, 1e-2),
                 "adamw": (1e-3, 3e-3, 1e-2),
+                "adagrad": (3e-3, 1e-2, 3e-2),
             },
             epochs=50,
             regime="full",

@@ -6,8 +6,9 @@ executed by the PyTorch drop-ins (:mod:`descentlab.torch`), the NumPy API
 (:mod:`descentlab.numpy`) and every fast engine.
 """
 
+from .adagrad import ScaleByAdadelta, ScaleByAdagrad, ScaleByDecayedLR, adadelta, adagrad
 from .adam import ScaleByAdam, adam, adamw
-from .base import Rule, Transform, advance, ema, maximum, sqrt
+from .base import Rule, Transform, absolute, advance, ema, maximum, sqrt
 from .common import AddL2, DecoupledDecay, FlipSign, ScaleByLR, chain
 from .momentum import EmaMomentum, HeavyBall, ema_momentum, sgd
 from .rmsprop import ScaleByRms, rmsprop
@@ -19,10 +20,16 @@ __all__ = [
     "FlipSign",
     "HeavyBall",
     "Rule",
+    "ScaleByAdadelta",
+    "ScaleByAdagrad",
     "ScaleByAdam",
+    "ScaleByDecayedLR",
     "ScaleByLR",
     "ScaleByRms",
     "Transform",
+    "absolute",
+    "adadelta",
+    "adagrad",
     "adam",
     "adamw",
     "advance",

@@ -26,6 +26,7 @@ from torch.optim import (
     swap_in_optimizer_params_and_state,  # torch's own function, for any optimizer
 )
 
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .optimizer import RuleOptimizer
 from .rmsprop import RMSprop
@@ -38,6 +39,7 @@ sys.modules[f"{__name__}.swa_utils"] = swa_utils
 __all__ = [
     "LBFGS",
     "SGD",
+    "Adagrad",
     "Adam",
     "AdamW",
     "Momentum",
