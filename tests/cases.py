@@ -15,7 +15,16 @@ import torch
 
 import descentlab.torch as dt
 
-ALL_CLASSES = (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW, dt.Adagrad)
+ALL_CLASSES = (
+    dt.SGD,
+    dt.Momentum,
+    dt.RMSprop,
+    dt.Adam,
+    dt.AdamW,
+    dt.Adagrad,
+    dt.Adadelta,
+    dt.Adamax,
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,28 @@ CASES: list[Case] = [
         lr_decay=0.01,
         weight_decay=0.1,
         initial_accumulator_value=0.5,
+        maximize=True,
+    ),
+    _same("adadelta", T.Adadelta, "adadelta"),
+    _same(
+        "adadelta",
+        T.Adadelta,
+        "adadelta-all",
+        lr=0.5,
+        rho=0.8,
+        eps=1e-4,
+        weight_decay=0.1,
+        maximize=True,
+    ),
+    _same("adamax", T.Adamax, "adamax", lr=1e-2),
+    _same(
+        "adamax",
+        T.Adamax,
+        "adamax-all",
+        lr=1e-2,
+        betas=(0.5, 0.9),
+        eps=1e-6,
+        weight_decay=0.1,
         maximize=True,
     ),
 ]

@@ -115,3 +115,29 @@ def test_adagrad_two_steps_by_hand_from_its_initial_accumulator() -> None:
         p.grad = torch.tensor([g], dtype=torch.float64)
         drop_in.step()
     assert p.item() == pytest.approx(w2, rel=1e-15)
+
+
+def test_adadelta_two_steps_by_hand() -> None:
+    # rho = 0.5, eps = 1: v1 = 0.5 * 4 = 2, x1 = sqrt(1) / sqrt(3) * 2, d1 = 0.5 * x1**2;
+    # g2 = 2 again: v2 = 0.5 * 2 + 0.5 * 4 = 3, x2 = sqrt(d1 + 1) / sqrt(4) * 2.
+    x1 = 2 / math.sqrt(3)
+    d1 = 0.5 * x1**2
+    x2 = math.sqrt(d1 + 1) / 2 * 2
+    opt = dnp.adadelta(lr=0.5, rho=0.5, eps=1.0)
+    w, s = opt.update(np.zeros(1), np.array([2.0]), opt.init(np.zeros(1)))
+    w, s = opt.update(w, np.array([2.0]), s)
+    assert w[0] == pytest.approx(-0.5 * (x1 + x2), rel=1e-15)
+    assert s.slots["square_avg"][0] == pytest.approx(3.0, rel=1e-15)
+    assert s.slots["acc_delta"][0] == pytest.approx(0.5 * d1 + 0.5 * x2**2, rel=1e-15)
+
+
+def test_adamax_two_steps_by_hand() -> None:
+    # b1 = 0.5, b2 = 0.9, eps = 0: m1 = 0.5 * 4, n1 = 4, w1 = -lr / 0.5 * 2 / 4 = -lr;
+    # g2 = -1: m2 = 0.5, n2 = max(3.6, 1) = 3.6, w2 = w1 - lr / 0.75 * 0.5 / 3.6.
+    lr = 0.1
+    opt = dnp.adamax(lr=lr, betas=(0.5, 0.9), eps=0.0)
+    w, s = opt.update(np.zeros(1), np.array([4.0]), opt.init(np.zeros(1)))
+    assert w[0] == pytest.approx(-lr, rel=1e-15)
+    w, s = opt.update(w, np.array([-1.0]), s)
+    assert w[0] == pytest.approx(-lr - lr / 0.75 * 0.5 / 3.6, rel=1e-15)
+    assert s.slots["exp_inf"][0] == pytest.approx(3.6, rel=1e-15)

@@ -37,16 +37,20 @@ from .rules.base import Rule, advance
 
 __all__ = [
     "SGD",
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Momentum",
     "Optimizer",
     "RMSprop",
     "State",
     "Transformation",
+    "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "momentum",
     "rmsprop",
@@ -175,6 +179,16 @@ def adagrad(**hp: Any) -> Transformation:
     return Transformation("adagrad", **hp)
 
 
+def adadelta(**hp: Any) -> Transformation:
+    """Adadelta; hyperparameters as ``torch.optim.Adadelta``."""
+    return Transformation("adadelta", **hp)
+
+
+def adamax(**hp: Any) -> Transformation:
+    """Adamax; hyperparameters as ``torch.optim.Adamax``."""
+    return Transformation("adamax", **hp)
+
+
 def adam(**hp: Any) -> Transformation:
     """Adam; hyperparameters as ``torch.optim.Adam`` plus ``bias_correction``."""
     return Transformation("adam", **hp)
@@ -289,6 +303,18 @@ class Adagrad(Optimizer):
     """In-place Adagrad on NumPy arrays (see :func:`adagrad`)."""
 
     name = "adagrad"
+
+
+class Adadelta(Optimizer):
+    """In-place Adadelta on NumPy arrays (see :func:`adadelta`)."""
+
+    name = "adadelta"
+
+
+class Adamax(Optimizer):
+    """In-place Adamax on NumPy arrays (see :func:`adamax`)."""
+
+    name = "adamax"
 
 
 class Adam(Optimizer):

@@ -34,6 +34,7 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "beta2": (lambda x: 0 <= x < 1, "0 <= betas[1] < 1"),
     "lr_decay": (lambda x: x >= 0, "lr_decay >= 0"),
     "initial_accumulator_value": (lambda x: x >= 0, "initial_accumulator_value >= 0"),
+    "rho": (lambda x: 0 <= x <= 1, "0 <= rho <= 1"),
 }
 # How torch words "invalid <name>" (kept, so code matching torch's messages still matches).
 _LABELS = {
@@ -284,6 +285,14 @@ def _adagrad(hp: Mapping[str, Any]):
     return rules.adagrad, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
 
 
+def _adadelta(hp: Mapping[str, Any]):
+    return rules.adadelta, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
+def _adamax(hp: Mapping[str, Any]):
+    return rules.adamax, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
 _TORCH_TAIL = {"foreach": None, "differentiable": False, "fused": None}
 _ADAM_DEFAULTS = {
     "lr": 1e-3,
@@ -390,6 +399,42 @@ REGISTRY: dict[str, OptimizerInfo] = {
             structure=_adagrad,
             torch_twin="torch.optim.Adagrad",
             numeric=("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"),
+        ),
+        OptimizerInfo(
+            name="adadelta",
+            title="Adadelta",
+            summary="step = RMS of past steps / RMS of past gradients x gradient (units-free)",
+            defaults={
+                "lr": 1.0,
+                "rho": 0.9,
+                "eps": 1e-6,
+                "weight_decay": 0,
+                "maximize": False,
+                "capturable": False,
+                "foreach": None,
+                "differentiable": False,
+            },
+            structure=_adadelta,
+            torch_twin="torch.optim.Adadelta",
+            numeric=("lr", "rho", "eps", "weight_decay"),
+        ),
+        OptimizerInfo(
+            name="adamax",
+            title="Adamax",
+            summary="Adam with an infinity norm: divide by a decaying max of |g|",
+            defaults={
+                "lr": 2e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "foreach": None,
+                "maximize": False,
+                "differentiable": False,
+                "capturable": False,
+            },
+            structure=_adamax,
+            torch_twin="torch.optim.Adamax",
+            numeric=("lr", "beta1", "beta2", "eps", "weight_decay"),
         ),
     )
 }

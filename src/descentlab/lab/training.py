@@ -60,7 +60,17 @@ __all__ = [
 ]
 
 OPTIMIZERS = {
-    c.info.name: c for c in (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW, dt.Adagrad)
+    c.info.name: c
+    for c in (
+        dt.SGD,
+        dt.Momentum,
+        dt.RMSprop,
+        dt.Adam,
+        dt.AdamW,
+        dt.Adagrad,
+        dt.Adadelta,
+        dt.Adamax,
+    )
 }
 """The drop-in optimizer class of each optimizer name the lab trains."""
 

@@ -396,6 +396,8 @@ _LANDSCAPE_LRS = {
     "adam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
     "adamw": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
     "adagrad": (3e-2, 1e-1, 3e-1, 1.0, 3.0),  # first step lr * sign(g), as Adam's
+    "adadelta": (1.0, 3.0, 10.0, 30.0, 100.0),  # lr multiplies steps of ~sqrt(eps) at first
+    "adamax": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
 }
 NET_LRS = {
     "sgd": (1e-1, 3e-1, 1.0, 3.0),
@@ -404,6 +406,8 @@ NET_LRS = {
     "adam": (3e-3, 1e-2, 3e-2, 1e-1),
     "adamw": (3e-3, 1e-2, 3e-2, 1e-1),
     "adagrad": (3e-3, 1e-2, 3e-2, 1e-1),
+    "adadelta": (1e-1, 3e-1, 1.0, 3.0),
+    "adamax": (3e-3, 1e-2, 3e-2, 1e-1),
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -462,6 +466,8 @@ WORKLOADS: dict[str, Workload] = {
                 "adam": (1e-2, 3e-2, 1e-1),
                 "adamw": (1e-2, 3e-2, 1e-1),
                 "adagrad": (3e-2, 1e-1, 3e-1),
+                "adadelta": (1.0, 3.0, 10.0),
+                "adamax": (1e-2, 3e-2, 1e-1),
             },
             steps=1000,
             target=1e-2,
@@ -481,6 +487,8 @@ WORKLOADS: dict[str, Workload] = {
                 "adam": (1e-2, 3e-2, 1e-1),
                 "adamw": (1e-2, 3e-2, 1e-1),
                 "adagrad": (3e-2, 1e-1, 3e-1),
+                "adadelta": (1.0, 3.0, 10.0),
+                "adamax": (1e-2, 3e-2, 1e-1),
             },
             epochs=5,
             regime="minibatch:32",
@@ -498,6 +506,8 @@ WORKLOADS: dict[str, Workload] = {
                 "adam": (1e-3, 3e-3, 1e-2),
                 "adamw": (1e-3, 3e-3, 1e-2),
                 "adagrad": (3e-3, 1e-2, 3e-2),
+                "adadelta": (0.3, 1.0, 3.0),
+                "adamax": (1e-3, 3e-3, 1e-2),
             },
             epochs=50,
             regime="full",

@@ -7,7 +7,7 @@ executed by the PyTorch drop-ins (:mod:`descentlab.torch`), the NumPy API
 """
 
 from .adagrad import ScaleByAdadelta, ScaleByAdagrad, ScaleByDecayedLR, adadelta, adagrad
-from .adam import ScaleByAdam, adam, adamw
+from .adam import ScaleByAdam, ScaleByAdamax, adam, adamax, adamw
 from .base import Rule, Transform, absolute, advance, ema, maximum, sqrt
 from .common import AddL2, DecoupledDecay, FlipSign, ScaleByLR, chain
 from .momentum import EmaMomentum, HeavyBall, ema_momentum, sgd
@@ -23,6 +23,7 @@ __all__ = [
     "ScaleByAdadelta",
     "ScaleByAdagrad",
     "ScaleByAdam",
+    "ScaleByAdamax",
     "ScaleByDecayedLR",
     "ScaleByLR",
     "ScaleByRms",
@@ -31,6 +32,7 @@ __all__ = [
     "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "advance",
     "chain",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, ema, maximum, sqrt
+from .base import Array, Coefficients, Rule, Transform, absolute, ema, maximum, sqrt
 from .common import WeightDecay, chain
 
 
@@ -114,3 +114,51 @@ def adamw(*, amsgrad: bool = False, bias_correction: bool = True, maximize: bool
         weight_decay="decoupled",
         maximize=maximize,
     )
+
+
+@dataclass(frozen=True)
+class ScaleByAdamax(Transform):
+    """``u = m_hat / n`` with ``n`` a decaying maximum of ``|g|`` (the infinity norm)."""
+
+    slots = ("exp_avg", "exp_inf")
+
+    def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
+        beta1 = hp["beta1"]
+        return {
+            "rate1": 1.0 - beta1,
+            "beta2": hp["beta2"],
+            "eps": hp["eps"],
+            "inv_bc1": 1.0 / (1.0 - beta1**step),
+        }
+
+    def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
+        m = ema(state["exp_avg"], u, c["rate1"])
+        n = maximum(state["exp_inf"] * c["beta2"], absolute(u) + c["eps"])  # eps inside the max
+        return m * c["inv_bc1"] / n, {"exp_avg": m, "exp_inf": n}
+
+
+def adamax(*, weight_decay: WeightDecay = None, maximize: bool = False) -> Rule:
+    """Adamax (Kingma & Ba, 2015, section 7.1): Adam with the infinity norm for the scale.
+
+    ::
+
+        g_t = grad + weight_decay * w_{t-1}                       (L2)
+        m_t = beta1 * m_{t-1} + (1 - beta1) * g_t
+        n_t = max(beta2 * n_{t-1}, |g_t| + eps)
+        w_t = w_{t-1} - lr / (1 - beta1**t) * m_t / n_t
+
+    **Conventions**: eps inside the maximum (torch; the paper has no eps, optax and Keras
+    add it after the maximum); only the first moment is bias-corrected (``n`` needs none).
+    Equals ``torch.optim.Adamax`` to float64 round-off.
+
+    Hyperparameters read each step: ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``.
+
+    Example (the first step moves every weight by ``lr * sign(g)`` when eps is negligible):
+        >>> import numpy as np
+        >>> rule = adamax()
+        >>> w, s = rule.step(np.zeros(2), np.array([4.0, -0.5]), rule.init(np.zeros(2)),
+        ...                  step=1, lr=2e-3, beta1=0.9, beta2=0.999, eps=0.0)
+        >>> np.round(w, 12).tolist(), s["exp_inf"].tolist()
+        ([-0.002, 0.002], [4.0, 0.5])
+    """
+    return chain("adamax", (ScaleByAdamax(),), weight_decay=weight_decay, maximize=maximize)

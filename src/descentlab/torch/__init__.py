@@ -26,8 +26,8 @@ from torch.optim import (
     swap_in_optimizer_params_and_state,  # torch's own function, for any optimizer
 )
 
-from .adagrad import Adagrad
-from .adam import Adam, AdamW
+from .adagrad import Adadelta, Adagrad
+from .adam import Adam, Adamax, AdamW
 from .optimizer import RuleOptimizer
 from .rmsprop import RMSprop
 from .sgd import SGD, Momentum
@@ -39,9 +39,11 @@ sys.modules[f"{__name__}.swa_utils"] = swa_utils
 __all__ = [
     "LBFGS",
     "SGD",
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Momentum",
     "Optimizer",
     "RMSprop",
