@@ -24,6 +24,7 @@ ALL_CLASSES = (
     dt.Adagrad,
     dt.Adadelta,
     dt.Adamax,
+    dt.RAdam,
 )
 
 
@@ -130,6 +131,17 @@ CASES: list[Case] = [
         eps=1e-6,
         weight_decay=0.1,
         maximize=True,
+    ),
+    _same("radam", T.RAdam, "radam", lr=1e-2),
+    _same("radam", T.RAdam, "radam-l2-maximize", lr=1e-2, weight_decay=0.1, maximize=True),
+    _same(
+        "radam",
+        T.RAdam,
+        "radam-decoupled",
+        lr=1e-2,
+        betas=(0.8, 0.9),
+        weight_decay=0.1,
+        decoupled_weight_decay=True,
     ),
 ]
 

@@ -141,3 +141,22 @@ def test_adamax_two_steps_by_hand() -> None:
     w, s = opt.update(w, np.array([-1.0]), s)
     assert w[0] == pytest.approx(-lr - lr / 0.75 * 0.5 / 3.6, rel=1e-15)
     assert s.slots["exp_inf"][0] == pytest.approx(3.6, rel=1e-15)
+
+
+def test_radam_is_momentum_sgd_until_step_6_then_rectified() -> None:
+    # beta2 = 0.999: rho_t <= 5 for t <= 5, so w moves by lr * m_hat; at t = 6 the step is
+    # lr * m_hat * r_6 * sqrt(1 - beta2**6) / (sqrt(v_6) + eps), r_6 from rho_6 by hand.
+    b1, b2, lr, g = 0.9, 0.999, 0.1, 2.0
+    opt = dnp.radam(lr=lr, betas=(b1, b2), eps=0.0)
+    w, s = np.zeros(1), opt.init(np.zeros(1))
+    for _ in range(5):
+        w, s = opt.update(w, np.array([g]), s)
+    assert w[0] == pytest.approx(-5 * lr * g, rel=1e-14)  # a constant g: m_hat = g
+    w, s = opt.update(w, np.array([g]), s)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_6 = rho_inf - 2 * 6 * b2**6 / (1 - b2**6)
+    r_6 = math.sqrt((rho_6 - 4) * (rho_6 - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_6))
+    v_6 = (1 - b2**6) * g**2
+    step_6 = lr * g * r_6 * math.sqrt(1 - b2**6) / math.sqrt(v_6)  # = lr * r_6
+    assert rho_6 > 5 > rho_inf - 2 * 5 * b2**5 / (1 - b2**5)
+    assert w[0] == pytest.approx(-5 * lr * g - step_6, rel=1e-13)

@@ -23,7 +23,7 @@ from torch.optim.optimizer import (
 import descentlab.torch as dt
 from helpers import rel_err
 
-NAMES = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax")
+NAMES = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "RAdam")
 # descentlab's default engine ("auto") steps these small groups with the reference engine;
 # the compiled engine runs every check too.
 COMPILED = types.SimpleNamespace(
@@ -45,6 +45,7 @@ KWARGS = {
     },
     "Adadelta": {"lr": 0.5, "rho": 0.8, "weight_decay": 0.1},
     "Adamax": {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1},
+    "RAdam": {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1},
 }
 TOL = 1e-12
 

@@ -44,6 +44,7 @@ __all__ = [
     "Adamax",
     "Momentum",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "State",
     "Transformation",
@@ -53,6 +54,7 @@ __all__ = [
     "adamax",
     "adamw",
     "momentum",
+    "radam",
     "rmsprop",
     "sgd",
 ]
@@ -189,6 +191,11 @@ def adamax(**hp: Any) -> Transformation:
     return Transformation("adamax", **hp)
 
 
+def radam(**hp: Any) -> Transformation:
+    """RAdam; hyperparameters as ``torch.optim.RAdam``."""
+    return Transformation("radam", **hp)
+
+
 def adam(**hp: Any) -> Transformation:
     """Adam; hyperparameters as ``torch.optim.Adam`` plus ``bias_correction``."""
     return Transformation("adam", **hp)
@@ -315,6 +322,12 @@ class Adamax(Optimizer):
     """In-place Adamax on NumPy arrays (see :func:`adamax`)."""
 
     name = "adamax"
+
+
+class RAdam(Optimizer):
+    """In-place RAdam on NumPy arrays (see :func:`radam`)."""
+
+    name = "radam"
 
 
 class Adam(Optimizer):

@@ -268,11 +268,18 @@ def _rmsprop(hp: Mapping[str, Any]):
     }
 
 
-def _adam(hp: Mapping[str, Any]):
+def _decay(hp: Mapping[str, Any]) -> str | None:
     if _scalar(hp["weight_decay"]) == 0:
-        decay = None
-    else:
-        decay = "decoupled" if hp["decoupled_weight_decay"] else "l2"
+        return None
+    return "decoupled" if hp["decoupled_weight_decay"] else "l2"
+
+
+def _radam(hp: Mapping[str, Any]):
+    return rules.radam, {"weight_decay": _decay(hp), "maximize": hp["maximize"]}
+
+
+def _adam(hp: Mapping[str, Any]):
+    decay = _decay(hp)
     return rules.adam, {
         "amsgrad": hp["amsgrad"],
         "bias_correction": hp.get("bias_correction", True),
@@ -434,6 +441,25 @@ REGISTRY: dict[str, OptimizerInfo] = {
             },
             structure=_adamax,
             torch_twin="torch.optim.Adamax",
+            numeric=("lr", "beta1", "beta2", "eps", "weight_decay"),
+        ),
+        OptimizerInfo(
+            name="radam",
+            title="RAdam",
+            summary="Adam whose adaptive step is rectified (momentum SGD for the first steps)",
+            defaults={
+                "lr": 1e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "maximize": False,
+                "foreach": None,
+                "capturable": False,
+                "decoupled_weight_decay": False,
+                "differentiable": False,
+            },
+            structure=_radam,
+            torch_twin="torch.optim.RAdam",
             numeric=("lr", "beta1", "beta2", "eps", "weight_decay"),
         ),
     )

@@ -70,6 +70,7 @@ OPTIMIZERS = {
         dt.Adagrad,
         dt.Adadelta,
         dt.Adamax,
+        dt.RAdam,
     )
 }
 """The drop-in optimizer class of each optimizer name the lab trains."""

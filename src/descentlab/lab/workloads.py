@@ -398,6 +398,7 @@ _LANDSCAPE_LRS = {
     "adagrad": (3e-2, 1e-1, 3e-1, 1.0, 3.0),  # first step lr * sign(g), as Adam's
     "adadelta": (1.0, 3.0, 10.0, 30.0, 100.0),  # lr multiplies steps of ~sqrt(eps) at first
     "adamax": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "radam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
 }
 NET_LRS = {
     "sgd": (1e-1, 3e-1, 1.0, 3.0),
@@ -408,6 +409,7 @@ NET_LRS = {
     "adagrad": (3e-3, 1e-2, 3e-2, 1e-1),
     "adadelta": (1e-1, 3e-1, 1.0, 3.0),
     "adamax": (3e-3, 1e-2, 3e-2, 1e-1),
+    "radam": (3e-3, 1e-2, 3e-2, 1e-1),
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -468,6 +470,7 @@ WORKLOADS: dict[str, Workload] = {
                 "adagrad": (3e-2, 1e-1, 3e-1),
                 "adadelta": (1.0, 3.0, 10.0),
                 "adamax": (1e-2, 3e-2, 1e-1),
+                "radam": (1e-2, 3e-2, 1e-1),
             },
             steps=1000,
             target=1e-2,
@@ -489,6 +492,7 @@ WORKLOADS: dict[str, Workload] = {
                 "adagrad": (3e-2, 1e-1, 3e-1),
                 "adadelta": (1.0, 3.0, 10.0),
                 "adamax": (1e-2, 3e-2, 1e-1),
+                "radam": (1e-2, 3e-2, 1e-1),
             },
             epochs=5,
             regime="minibatch:32",
@@ -508,6 +512,7 @@ WORKLOADS: dict[str, Workload] = {
                 "adagrad": (3e-3, 1e-2, 3e-2),
                 "adadelta": (0.3, 1.0, 3.0),
                 "adamax": (1e-3, 3e-3, 1e-2),
+                "radam": (1e-3, 3e-3, 1e-2),
             },
             epochs=50,
             regime="full",

@@ -7,7 +7,7 @@ executed by the PyTorch drop-ins (:mod:`descentlab.torch`), the NumPy API
 """
 
 from .adagrad import ScaleByAdadelta, ScaleByAdagrad, ScaleByDecayedLR, adadelta, adagrad
-from .adam import ScaleByAdam, ScaleByAdamax, adam, adamax, adamw
+from .adam import ScaleByAdam, ScaleByAdamax, ScaleByRAdam, adam, adamax, adamw, radam
 from .base import Rule, Transform, absolute, advance, ema, maximum, sqrt
 from .common import AddL2, DecoupledDecay, FlipSign, ScaleByLR, chain
 from .momentum import EmaMomentum, HeavyBall, ema_momentum, sgd
@@ -26,6 +26,7 @@ __all__ = [
     "ScaleByAdamax",
     "ScaleByDecayedLR",
     "ScaleByLR",
+    "ScaleByRAdam",
     "ScaleByRms",
     "Transform",
     "absolute",
@@ -39,6 +40,7 @@ __all__ = [
     "ema",
     "ema_momentum",
     "maximum",
+    "radam",
     "rmsprop",
     "sgd",
     "sqrt",

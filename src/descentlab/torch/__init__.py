@@ -27,7 +27,7 @@ from torch.optim import (
 )
 
 from .adagrad import Adadelta, Adagrad
-from .adam import Adam, Adamax, AdamW
+from .adam import Adam, Adamax, AdamW, RAdam
 from .optimizer import RuleOptimizer
 from .rmsprop import RMSprop
 from .sgd import SGD, Momentum
@@ -46,6 +46,7 @@ __all__ = [
     "Adamax",
     "Momentum",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "RuleOptimizer",
     "SparseAdam",
