@@ -15,6 +15,18 @@ import torch
 
 import descentlab.torch as dt
 
+ALL_CLASSES = (
+    dt.SGD,
+    dt.Momentum,
+    dt.RMSprop,
+    dt.Adam,
+    dt.AdamW,
+    dt.Adagrad,
+    dt.Adadelta,
+    dt.Adamax,
+    dt.RAdam,
+)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -28,9 +40,7 @@ class Case:
 
     @property
     def cls(self) -> type[dt.RuleOptimizer]:
-        return {c.info.name: c for c in (dt.SGD, dt.Momentum, dt.RMSprop, dt.Adam, dt.AdamW)}[
-            self.name
-        ]
+        return {c.info.name: c for c in ALL_CLASSES}[self.name]
 
     def make(self, params: Any) -> dt.RuleOptimizer:
         return self.cls(params, **self.hp)
@@ -89,6 +99,50 @@ CASES: list[Case] = [
     _same("adamw", T.AdamW, "adamw", lr=1e-2),
     _same("adamw", T.AdamW, "adamw-amsgrad", lr=1e-2, weight_decay=0.1, amsgrad=True),
     _same("adamw", T.AdamW, "adamw-maximize", lr=1e-2, weight_decay=0.05, maximize=True),
+    _same("adagrad", T.Adagrad, "adagrad", lr=5e-2),
+    _same(
+        "adagrad",
+        T.Adagrad,
+        "adagrad-all",
+        lr=5e-2,
+        lr_decay=0.01,
+        weight_decay=0.1,
+        initial_accumulator_value=0.5,
+        maximize=True,
+    ),
+    _same("adadelta", T.Adadelta, "adadelta"),
+    _same(
+        "adadelta",
+        T.Adadelta,
+        "adadelta-all",
+        lr=0.5,
+        rho=0.8,
+        eps=1e-4,
+        weight_decay=0.1,
+        maximize=True,
+    ),
+    _same("adamax", T.Adamax, "adamax", lr=1e-2),
+    _same(
+        "adamax",
+        T.Adamax,
+        "adamax-all",
+        lr=1e-2,
+        betas=(0.5, 0.9),
+        eps=1e-6,
+        weight_decay=0.1,
+        maximize=True,
+    ),
+    _same("radam", T.RAdam, "radam", lr=1e-2),
+    _same("radam", T.RAdam, "radam-l2-maximize", lr=1e-2, weight_decay=0.1, maximize=True),
+    _same(
+        "radam",
+        T.RAdam,
+        "radam-decoupled",
+        lr=1e-2,
+        betas=(0.8, 0.9),
+        weight_decay=0.1,
+        decoupled_weight_decay=True,
+    ),
 ]
 
 TWINNED = [c for c in CASES if c.twin is not None]

@@ -95,3 +95,68 @@ def test_l2_and_decoupled_decay_differ_only_in_chain_order() -> None:
         opt = dnp.Transformation(name, lr=0.1, weight_decay=0.5, eps=1e-30)
         w, _ = opt.update(np.array([2.0]), np.array([0.0]), opt.init(np.zeros(1)))
         assert w[0] == pytest.approx(expected, rel=1e-14), name
+
+
+def test_adagrad_two_steps_by_hand_from_its_initial_accumulator() -> None:
+    # s0 = 1; g1 = 3: s1 = 10, w1 = -0.1 * 3 / sqrt(10); g2 = -1 with lr_decay 0.5 at t = 2:
+    # lr_2 = 0.1 / 1.5, s2 = 11, w2 = w1 + lr_2 / sqrt(11).
+    hp = {"lr": 0.1, "lr_decay": 0.5, "eps": 0.0, "initial_accumulator_value": 1.0}
+    w1 = -0.1 * 3 / math.sqrt(10)
+    w2 = w1 + 0.1 / 1.5 / math.sqrt(11)
+    opt = dnp.adagrad(**hp)
+    w, s = opt.update(np.zeros(1), np.array([3.0]), opt.init(np.zeros(1)))
+    assert w[0] == pytest.approx(w1, rel=1e-15) and s.slots["sum"][0] == 10.0
+    w, s = opt.update(w, np.array([-1.0]), s)
+    assert w[0] == pytest.approx(w2, rel=1e-15) and s.slots["sum"][0] == 11.0
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    drop_in = dt.Adagrad([p], **hp)
+    assert drop_in.state[p]["sum"].item() == 1.0  # created at once, as torch's
+    for g in (3.0, -1.0):
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        drop_in.step()
+    assert p.item() == pytest.approx(w2, rel=1e-15)
+
+
+def test_adadelta_two_steps_by_hand() -> None:
+    # rho = 0.5, eps = 1: v1 = 0.5 * 4 = 2, x1 = sqrt(1) / sqrt(3) * 2, d1 = 0.5 * x1**2;
+    # g2 = 2 again: v2 = 0.5 * 2 + 0.5 * 4 = 3, x2 = sqrt(d1 + 1) / sqrt(4) * 2.
+    x1 = 2 / math.sqrt(3)
+    d1 = 0.5 * x1**2
+    x2 = math.sqrt(d1 + 1) / 2 * 2
+    opt = dnp.adadelta(lr=0.5, rho=0.5, eps=1.0)
+    w, s = opt.update(np.zeros(1), np.array([2.0]), opt.init(np.zeros(1)))
+    w, s = opt.update(w, np.array([2.0]), s)
+    assert w[0] == pytest.approx(-0.5 * (x1 + x2), rel=1e-15)
+    assert s.slots["square_avg"][0] == pytest.approx(3.0, rel=1e-15)
+    assert s.slots["acc_delta"][0] == pytest.approx(0.5 * d1 + 0.5 * x2**2, rel=1e-15)
+
+
+def test_adamax_two_steps_by_hand() -> None:
+    # b1 = 0.5, b2 = 0.9, eps = 0: m1 = 0.5 * 4, n1 = 4, w1 = -lr / 0.5 * 2 / 4 = -lr;
+    # g2 = -1: m2 = 0.5, n2 = max(3.6, 1) = 3.6, w2 = w1 - lr / 0.75 * 0.5 / 3.6.
+    lr = 0.1
+    opt = dnp.adamax(lr=lr, betas=(0.5, 0.9), eps=0.0)
+    w, s = opt.update(np.zeros(1), np.array([4.0]), opt.init(np.zeros(1)))
+    assert w[0] == pytest.approx(-lr, rel=1e-15)
+    w, s = opt.update(w, np.array([-1.0]), s)
+    assert w[0] == pytest.approx(-lr - lr / 0.75 * 0.5 / 3.6, rel=1e-15)
+    assert s.slots["exp_inf"][0] == pytest.approx(3.6, rel=1e-15)
+
+
+def test_radam_is_momentum_sgd_until_step_6_then_rectified() -> None:
+    # beta2 = 0.999: rho_t <= 5 for t <= 5, so w moves by lr * m_hat; at t = 6 the step is
+    # lr * m_hat * r_6 * sqrt(1 - beta2**6) / (sqrt(v_6) + eps), r_6 from rho_6 by hand.
+    b1, b2, lr, g = 0.9, 0.999, 0.1, 2.0
+    opt = dnp.radam(lr=lr, betas=(b1, b2), eps=0.0)
+    w, s = np.zeros(1), opt.init(np.zeros(1))
+    for _ in range(5):
+        w, s = opt.update(w, np.array([g]), s)
+    assert w[0] == pytest.approx(-5 * lr * g, rel=1e-14)  # a constant g: m_hat = g
+    w, s = opt.update(w, np.array([g]), s)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_6 = rho_inf - 2 * 6 * b2**6 / (1 - b2**6)
+    r_6 = math.sqrt((rho_6 - 4) * (rho_6 - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_6))
+    v_6 = (1 - b2**6) * g**2
+    step_6 = lr * g * r_6 * math.sqrt(1 - b2**6) / math.sqrt(v_6)  # = lr * r_6
+    assert rho_6 > 5 > rho_inf - 2 * 5 * b2**5 / (1 - b2**5)
+    assert w[0] == pytest.approx(-5 * lr * g - step_6, rel=1e-13)

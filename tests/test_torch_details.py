@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 
+import descentlab.torch as dt
 from cases import CASES, Case, ids
 from helpers import random_params, rel_err
 
@@ -243,3 +245,27 @@ def test_what_torch_accepts_is_accepted_and_steps_alike(name: str, kwargs: dict)
     for p, q in zip(ours_p, theirs_p, strict=True):
         assert torch.equal(p.isnan(), q.isnan())
         assert rel_err(torch.nan_to_num(p), torch.nan_to_num(q)) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    ("saver", "loader"),
+    [
+        (torch.optim.RAdam, dt.Adamax),  # same group keys (betas, eps): the state tells
+        (torch.optim.Adam, dt.Adamax),
+        (torch.optim.Adamax, dt.Adam),
+        (torch.optim.Adagrad, dt.Adadelta),
+        (torch.optim.Adadelta, dt.Adagrad),
+    ],
+)
+def test_a_checkpoint_of_a_look_alike_optimizer_is_refused(saver: Any, loader: Any) -> None:
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    theirs = saver([p])
+    p.grad = torch.ones(3, dtype=torch.float64)
+    theirs.step()
+    with pytest.raises(ValueError, match="another optimizer"):
+        loader([torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]).load_state_dict(
+            theirs.state_dict()
+        )
+    twin = getattr(dt, saver.__name__, None)
+    if twin is not None:  # its own twin's checkpoint loads
+        twin([torch.nn.Parameter(torch.ones(3))]).load_state_dict(theirs.state_dict())

@@ -24,7 +24,7 @@ from helpers import rel_err
 common_optimizers = pytest.importorskip("torch.testing._internal.common_optimizers")
 OptimizerErrorEnum = common_optimizers.OptimizerErrorEnum
 
-NAMES = ("SGD", "Adam", "AdamW", "RMSprop")
+NAMES = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "RAdam")
 INFOS = {
     info.optim_cls.__name__: info
     for info in common_optimizers.optim_db

@@ -37,16 +37,24 @@ from .rules.base import Rule, advance
 
 __all__ = [
     "SGD",
+    "Adadelta",
+    "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Momentum",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "State",
     "Transformation",
+    "adadelta",
+    "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "momentum",
+    "radam",
     "rmsprop",
     "sgd",
 ]
@@ -99,11 +107,11 @@ def _check_array(p: Any) -> np.ndarray:
 class Transformation:
     """A pure optimizer: ``init(params) -> state`` and ``update(params, grads, state)``.
 
-    Build it with :func:`sgd`, :func:`momentum`, :func:`rmsprop`, :func:`adam` or
-    :func:`adamw`; hyperparameters and defaults are those of the torch drop-in of the same
-    name. Each parameter counts its own steps; a ``None`` gradient leaves its parameter,
-    state and step count unchanged. float16 arrays are computed in float32 and rounded
-    once, as the torch drop-ins do.
+    Build it with :func:`sgd`, :func:`momentum`, :func:`rmsprop`, :func:`adam`,
+    :func:`adamw`, :func:`adagrad`...; hyperparameters and defaults are those of the torch
+    drop-in of the same name. Each parameter counts its own steps; a ``None`` gradient
+    leaves its parameter, state and step count unchanged. float16 arrays are computed in
+    float32 and rounded once, as the torch drop-ins do.
     """
 
     def __init__(self, name: str, **hp: Any) -> None:
@@ -117,8 +125,9 @@ class Transformation:
         return f"{self.info.name}({args})"
 
     def init(self, params: Any) -> State:
-        """Zero state for ``params`` (an array or a list/tuple/dict of arrays)."""
-        slots = _map(lambda p: self.rule.init(_check_array(p)), params)
+        """Fresh state for ``params`` (an array or a list/tuple/dict of arrays): zero slots,
+        but Adagrad's ``sum`` at ``initial_accumulator_value``."""
+        slots = _map(lambda p: self.rule.init(_check_array(p), self.scalars), params)
         return State(_map(lambda p: 0, params), slots)
 
     def update(self, params: Any, grads: Any, state: State) -> tuple[Any, State]:
@@ -165,6 +174,26 @@ def momentum(**hp: Any) -> Transformation:
 def rmsprop(**hp: Any) -> Transformation:
     """RMSProp; hyperparameters as ``torch.optim.RMSprop``."""
     return Transformation("rmsprop", **hp)
+
+
+def adagrad(**hp: Any) -> Transformation:
+    """Adagrad; hyperparameters as ``torch.optim.Adagrad``."""
+    return Transformation("adagrad", **hp)
+
+
+def adadelta(**hp: Any) -> Transformation:
+    """Adadelta; hyperparameters as ``torch.optim.Adadelta``."""
+    return Transformation("adadelta", **hp)
+
+
+def adamax(**hp: Any) -> Transformation:
+    """Adamax; hyperparameters as ``torch.optim.Adamax``."""
+    return Transformation("adamax", **hp)
+
+
+def radam(**hp: Any) -> Transformation:
+    """RAdam; hyperparameters as ``torch.optim.RAdam``."""
+    return Transformation("radam", **hp)
 
 
 def adam(**hp: Any) -> Transformation:
@@ -275,6 +304,30 @@ class RMSprop(Optimizer):
     """In-place RMSProp on NumPy arrays (see :func:`rmsprop`)."""
 
     name = "rmsprop"
+
+
+class Adagrad(Optimizer):
+    """In-place Adagrad on NumPy arrays (see :func:`adagrad`)."""
+
+    name = "adagrad"
+
+
+class Adadelta(Optimizer):
+    """In-place Adadelta on NumPy arrays (see :func:`adadelta`)."""
+
+    name = "adadelta"
+
+
+class Adamax(Optimizer):
+    """In-place Adamax on NumPy arrays (see :func:`adamax`)."""
+
+    name = "adamax"
+
+
+class RAdam(Optimizer):
+    """In-place RAdam on NumPy arrays (see :func:`radam`)."""
+
+    name = "radam"
 
 
 class Adam(Optimizer):

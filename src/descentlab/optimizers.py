@@ -32,6 +32,9 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "alpha": (lambda x: x >= 0, "alpha >= 0"),
     "beta1": (lambda x: 0 <= x < 1, "0 <= betas[0] < 1"),
     "beta2": (lambda x: 0 <= x < 1, "0 <= betas[1] < 1"),
+    "lr_decay": (lambda x: x >= 0, "lr_decay >= 0"),
+    "initial_accumulator_value": (lambda x: x >= 0, "initial_accumulator_value >= 0"),
+    "rho": (lambda x: 0 <= x <= 1, "0 <= rho <= 1"),
 }
 # How torch words "invalid <name>" (kept, so code matching torch's messages still matches).
 _LABELS = {
@@ -265,17 +268,36 @@ def _rmsprop(hp: Mapping[str, Any]):
     }
 
 
-def _adam(hp: Mapping[str, Any]):
+def _decay(hp: Mapping[str, Any]) -> str | None:
     if _scalar(hp["weight_decay"]) == 0:
-        decay = None
-    else:
-        decay = "decoupled" if hp["decoupled_weight_decay"] else "l2"
+        return None
+    return "decoupled" if hp["decoupled_weight_decay"] else "l2"
+
+
+def _radam(hp: Mapping[str, Any]):
+    return rules.radam, {"weight_decay": _decay(hp), "maximize": hp["maximize"]}
+
+
+def _adam(hp: Mapping[str, Any]):
+    decay = _decay(hp)
     return rules.adam, {
         "amsgrad": hp["amsgrad"],
         "bias_correction": hp.get("bias_correction", True),
         "weight_decay": decay,
         "maximize": hp["maximize"],
     }
+
+
+def _adagrad(hp: Mapping[str, Any]):
+    return rules.adagrad, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
+def _adadelta(hp: Mapping[str, Any]):
+    return rules.adadelta, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
+def _adamax(hp: Mapping[str, Any]):
+    return rules.adamax, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
 
 
 _TORCH_TAIL = {"foreach": None, "differentiable": False, "fused": None}
@@ -365,6 +387,80 @@ REGISTRY: dict[str, OptimizerInfo] = {
             structure=_adam,
             torch_twin="torch.optim.AdamW",
             numeric=_ADAM_NUMERIC,
+        ),
+        OptimizerInfo(
+            name="adagrad",
+            title="Adagrad",
+            summary="per-weight step divided by the root of the SUM of past squared gradients",
+            defaults={
+                "lr": 1e-2,
+                "lr_decay": 0,
+                "eps": 1e-10,
+                "weight_decay": 0,
+                "initial_accumulator_value": 0,
+                "foreach": None,
+                "maximize": False,
+                "differentiable": False,
+                "fused": None,
+            },
+            structure=_adagrad,
+            torch_twin="torch.optim.Adagrad",
+            numeric=("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"),
+        ),
+        OptimizerInfo(
+            name="adadelta",
+            title="Adadelta",
+            summary="step = RMS of past steps / RMS of past gradients x gradient (units-free)",
+            defaults={
+                "lr": 1.0,
+                "rho": 0.9,
+                "eps": 1e-6,
+                "weight_decay": 0,
+                "maximize": False,
+                "capturable": False,
+                "foreach": None,
+                "differentiable": False,
+            },
+            structure=_adadelta,
+            torch_twin="torch.optim.Adadelta",
+            numeric=("lr", "rho", "eps", "weight_decay"),
+        ),
+        OptimizerInfo(
+            name="adamax",
+            title="Adamax",
+            summary="Adam with an infinity norm: divide by a decaying max of |g|",
+            defaults={
+                "lr": 2e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "foreach": None,
+                "maximize": False,
+                "differentiable": False,
+                "capturable": False,
+            },
+            structure=_adamax,
+            torch_twin="torch.optim.Adamax",
+            numeric=("lr", "beta1", "beta2", "eps", "weight_decay"),
+        ),
+        OptimizerInfo(
+            name="radam",
+            title="RAdam",
+            summary="Adam whose adaptive step is rectified (momentum SGD for the first steps)",
+            defaults={
+                "lr": 1e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "maximize": False,
+                "foreach": None,
+                "capturable": False,
+                "decoupled_weight_decay": False,
+                "differentiable": False,
+            },
+            structure=_radam,
+            torch_twin="torch.optim.RAdam",
+            numeric=("lr", "beta1", "beta2", "eps", "weight_decay"),
         ),
     )
 }

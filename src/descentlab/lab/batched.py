@@ -460,5 +460,9 @@ def _batch(objective: Objective, configs: list[_Config], problems: list[Problem]
         rows = [torch.cat([q.params[i].detach().reshape(-1) for i in members]) for q in problems]
         flat = torch.stack(rows).requires_grad_()
         shapes = [w.shape for w in weights]
-        groups.append(_Group(rule, members, shapes, flat, rule.init(flat.detach())))
+        # Slots start per configuration (Adagrad's initial_accumulator_value may differ).
+        rows_hp = [c.opt.groups[g][1] for c in configs]
+        starts = [rule.init(row, hp) for row, hp in zip(flat.detach(), rows_hp, strict=True)]
+        state = {k: torch.stack([s[k] for s in starts]) for k in rule.slots}
+        groups.append(_Group(rule, members, shapes, flat, state))
     return _Batch(objective, configs, groups, len(first.group_of), list(range(len(configs))))

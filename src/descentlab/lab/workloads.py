@@ -395,6 +395,10 @@ _LANDSCAPE_LRS = {
     "rmsprop": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     "adam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
     "adamw": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "adagrad": (3e-2, 1e-1, 3e-1, 1.0, 3.0),  # first step lr * sign(g), as Adam's
+    "adadelta": (1.0, 3.0, 10.0, 30.0, 100.0),  # lr multiplies steps of ~sqrt(eps) at first
+    "adamax": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "radam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
 }
 NET_LRS = {
     "sgd": (1e-1, 3e-1, 1.0, 3.0),
@@ -402,6 +406,10 @@ NET_LRS = {
     "rmsprop": (1e-3, 3e-3, 1e-2, 3e-2),
     "adam": (3e-3, 1e-2, 3e-2, 1e-1),
     "adamw": (3e-3, 1e-2, 3e-2, 1e-1),
+    "adagrad": (3e-3, 1e-2, 3e-2, 1e-1),
+    "adadelta": (1e-1, 3e-1, 1.0, 3.0),
+    "adamax": (3e-3, 1e-2, 3e-2, 1e-1),
+    "radam": (3e-3, 1e-2, 3e-2, 1e-1),
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -459,6 +467,10 @@ WORKLOADS: dict[str, Workload] = {
                 "rmsprop": (1e-3, 3e-3, 1e-2),
                 "adam": (1e-2, 3e-2, 1e-1),
                 "adamw": (1e-2, 3e-2, 1e-1),
+                "adagrad": (3e-2, 1e-1, 3e-1),
+                "adadelta": (1.0, 3.0, 10.0),
+                "adamax": (1e-2, 3e-2, 1e-1),
+                "radam": (1e-2, 3e-2, 1e-1),
             },
             steps=1000,
             target=1e-2,
@@ -477,6 +489,10 @@ WORKLOADS: dict[str, Workload] = {
                 "rmsprop": (1e-3, 3e-3, 1e-2),
                 "adam": (1e-2, 3e-2, 1e-1),
                 "adamw": (1e-2, 3e-2, 1e-1),
+                "adagrad": (3e-2, 1e-1, 3e-1),
+                "adadelta": (1.0, 3.0, 10.0),
+                "adamax": (1e-2, 3e-2, 1e-1),
+                "radam": (1e-2, 3e-2, 1e-1),
             },
             epochs=5,
             regime="minibatch:32",
@@ -493,6 +509,10 @@ WORKLOADS: dict[str, Workload] = {
                 "rmsprop": (1e-3, 3e-3, 1e-2),
                 "adam": (1e-3, 3e-3, 1e-2),
                 "adamw": (1e-3, 3e-3, 1e-2),
+                "adagrad": (3e-3, 1e-2, 3e-2),
+                "adadelta": (0.3, 1.0, 3.0),
+                "adamax": (1e-3, 3e-3, 1e-2),
+                "radam": (1e-3, 3e-3, 1e-2),
             },
             epochs=50,
             regime="full",

@@ -6,8 +6,9 @@ executed by the PyTorch drop-ins (:mod:`descentlab.torch`), the NumPy API
 (:mod:`descentlab.numpy`) and every fast engine.
 """
 
-from .adam import ScaleByAdam, adam, adamw
-from .base import Rule, Transform, advance, ema, maximum, sqrt
+from .adagrad import ScaleByAdadelta, ScaleByAdagrad, ScaleByDecayedLR, adadelta, adagrad
+from .adam import ScaleByAdam, ScaleByAdamax, ScaleByRAdam, adam, adamax, adamw, radam
+from .base import Rule, Transform, absolute, advance, ema, maximum, sqrt
 from .common import AddL2, DecoupledDecay, FlipSign, ScaleByLR, chain
 from .momentum import EmaMomentum, HeavyBall, ema_momentum, sgd
 from .rmsprop import ScaleByRms, rmsprop
@@ -19,17 +20,27 @@ __all__ = [
     "FlipSign",
     "HeavyBall",
     "Rule",
+    "ScaleByAdadelta",
+    "ScaleByAdagrad",
     "ScaleByAdam",
+    "ScaleByAdamax",
+    "ScaleByDecayedLR",
     "ScaleByLR",
+    "ScaleByRAdam",
     "ScaleByRms",
     "Transform",
+    "absolute",
+    "adadelta",
+    "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "advance",
     "chain",
     "ema",
     "ema_momentum",
     "maximum",
+    "radam",
     "rmsprop",
     "sgd",
     "sqrt",

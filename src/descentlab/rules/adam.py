@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, ema, maximum, sqrt
+from .base import Array, Coefficients, Rule, Transform, absolute, ema, maximum, sqrt
 from .common import WeightDecay, chain
 
 
@@ -114,3 +114,128 @@ def adamw(*, amsgrad: bool = False, bias_correction: bool = True, maximize: bool
         weight_decay="decoupled",
         maximize=maximize,
     )
+
+
+@dataclass(frozen=True)
+class ScaleByAdamax(Transform):
+    """``u = m_hat / n`` with ``n`` a decaying maximum of ``|g|`` (the infinity norm)."""
+
+    slots = ("exp_avg", "exp_inf")
+
+    def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
+        beta1 = hp["beta1"]
+        return {
+            "rate1": 1.0 - beta1,
+            "beta2": hp["beta2"],
+            "eps": hp["eps"],
+            "inv_bc1": 1.0 / (1.0 - beta1**step),
+        }
+
+    def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
+        m = ema(state["exp_avg"], u, c["rate1"])
+        n = maximum(state["exp_inf"] * c["beta2"], absolute(u) + c["eps"])  # eps inside the max
+        return m * c["inv_bc1"] / n, {"exp_avg": m, "exp_inf": n}
+
+
+def adamax(*, weight_decay: WeightDecay = None, maximize: bool = False) -> Rule:
+    """Adamax (Kingma & Ba, 2015, section 7.1): Adam with the infinity norm for the scale.
+
+    ::
+
+        g_t = grad + weight_decay * w_{t-1}                       (L2)
+        m_t = beta1 * m_{t-1} + (1 - beta1) * g_t
+        n_t = max(beta2 * n_{t-1}, |g_t| + eps)
+        w_t = w_{t-1} - lr / (1 - beta1**t) * m_t / n_t
+
+    **Conventions**: eps inside the maximum (torch; the paper has no eps, optax and Keras
+    add it after the maximum); only the first moment is bias-corrected (``n`` needs none).
+    Equals ``torch.optim.Adamax`` to float64 round-off.
+
+    Hyperparameters read each step: ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``.
+
+    Example (the first step moves every weight by ``lr * sign(g)`` when eps is negligible):
+        >>> import numpy as np
+        >>> rule = adamax()
+        >>> w, s = rule.step(np.zeros(2), np.array([4.0, -0.5]), rule.init(np.zeros(2)),
+        ...                  step=1, lr=2e-3, beta1=0.9, beta2=0.999, eps=0.0)
+        >>> np.round(w, 12).tolist(), s["exp_inf"].tolist()
+        ([-0.002, 0.002], [4.0, 0.5])
+    """
+    return chain("adamax", (ScaleByAdamax(),), weight_decay=weight_decay, maximize=maximize)
+
+
+@dataclass(frozen=True)
+class ScaleByRAdam(Transform):
+    """``u = m_hat * r_t / (sqrt(v_hat) + eps)`` once the variance is tractable, else
+    ``u = m_hat`` (momentum SGD): the rectification of Liu et al. (2020).
+
+    Whether step ``t`` is rectified (``rho_t > 5``) and ``r_t`` depend on ``beta2`` and
+    ``t`` only, so both are host coefficients: ``ada`` (``r_t * sqrt(1 - beta2**t)``, or 0),
+    ``sgd`` (0, or 1) and ``guard`` (0, or 1 added to the denominator so that ``v = 0``
+    with ``eps = 0`` cannot make ``0 / 0`` on an unrectified step).
+    """
+
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        bc2 = 1.0 - beta2**step
+        rho_inf = 2.0 / (1.0 - beta2) - 1.0
+        rho_t = rho_inf - 2.0 * step * beta2**step / bc2
+        rectified = rho_t > 5.0
+        if rectified:
+            num = (rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+            rect = (num / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) ** 0.5
+        return {
+            "rate1": 1.0 - beta1,
+            "beta2": beta2,
+            "rate2": 1.0 - beta2,
+            "eps": hp["eps"],
+            "inv_bc1": 1.0 / (1.0 - beta1**step),
+            "ada": rect * bc2**0.5 if rectified else 0.0,
+            "sgd": 0.0 if rectified else 1.0,
+            "guard": 0.0 if rectified else 1.0,
+        }
+
+    def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
+        m = ema(state["exp_avg"], u, c["rate1"])
+        v = state["exp_avg_sq"] * c["beta2"] + c["rate2"] * (u * u)  # torch's mul_/addcmul_
+        m_hat = m * c["inv_bc1"]
+        scale = c["ada"] / (sqrt(v) + c["eps"] + c["guard"]) + c["sgd"]
+        return m_hat * scale, {"exp_avg": m, "exp_avg_sq": v}
+
+
+def radam(*, weight_decay: WeightDecay = None, maximize: bool = False) -> Rule:
+    """RAdam (Liu et al., 2020): Adam whose adaptive step is switched on, and rescaled,
+    only once the variance of its denominator is tractable.
+
+    ::
+
+        m_t, v_t as Adam's;  m_hat = m_t / (1 - beta1**t)
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)
+        if rho_t > 5:
+            r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+            w_t = w_{t-1} - lr * m_hat * r_t * sqrt(1 - beta2**t) / (sqrt(v_t) + eps)
+        else:
+            w_t = w_{t-1} - lr * m_hat                             (momentum SGD)
+
+    ``weight_decay="l2"`` is torch's default, ``"decoupled"`` its
+    ``decoupled_weight_decay=True`` (AdamW-style, multiplied by ``lr``).
+
+    **Conventions**: threshold ``rho_t > 5`` and eps added to ``sqrt(v_t)`` before the bias
+    correction of the root (torch; the paper's code uses ``rho_t >= 5``). With
+    ``beta2 = 0.999`` the first rectified step is ``t = 6``. Equals ``torch.optim.RAdam``
+    to float64 round-off.
+
+    Hyperparameters read each step: ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``.
+
+    Example (the first five steps are momentum SGD: step 1 moves by ``lr * g``):
+        >>> import numpy as np
+        >>> rule = radam()
+        >>> w, _ = rule.step(np.zeros(2), np.array([3.0, -0.5]), rule.init(np.zeros(2)),
+        ...                  step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+        >>> np.round(w, 12).tolist()
+        [-0.3, 0.05]
+    """
+    return chain("radam", (ScaleByRAdam(),), weight_decay=weight_decay, maximize=maximize)

@@ -13,7 +13,7 @@ loop, on NumPy arrays and inside one compiled kernel over a flat buffer:
   computed on the host once per step by :meth:`Rule.coefficients` and passed in, so a
   learning-rate schedule never changes the code that runs.
 
-The array math only uses ``+ - * /`` and the two helpers below, so one definition serves
+The array math only uses ``+ - * /`` and the few helpers below, so one definition serves
 ``numpy.ndarray`` and ``torch.Tensor`` alike.
 """
 
@@ -64,6 +64,11 @@ def maximum(a: Array, b: Array) -> Array:
     return a.maximum(b)
 
 
+def absolute(x: Array) -> Array:
+    """Element-wise absolute value of a NumPy array or a torch tensor."""
+    return np.abs(x) if isinstance(x, (np.ndarray, np.generic)) else x.abs()
+
+
 def ema(old: Array, new: Array, rate: Any) -> Array:
     """Exponential moving average ``(1 - rate) * old + rate * new``, with ``rate = 1 - decay``.
 
@@ -85,6 +90,14 @@ class Transform(ABC):
     """
 
     slots: ClassVar[tuple[str, ...]] = ()
+
+    def initial(self, hp: Mapping[str, float]) -> dict[str, float]:
+        """Slots that start at a constant other than zero, from hyperparameters ``hp``.
+
+        ``{"sum": hp["initial_accumulator_value"]}`` for Adagrad; every other slot starts at
+        zero. Read once, when a parameter's state is created (:meth:`Rule.init`).
+        """
+        return {}
 
     def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
         """Host-side scalars for step ``step`` (1-based) from hyperparameters ``hp``."""
@@ -123,10 +136,33 @@ class Rule:
             raise ValueError(f"rule {self.name!r} has clashing state slots {names}")
         return names
 
-    def init(self, p: Array) -> dict[str, Array]:
-        """Fresh state for parameter ``p``: every slot zero, shaped like ``p``."""
+    def initial(self, hp: Mapping[str, float] | None) -> dict[str, float]:
+        """The slots that start at a constant other than zero (see :meth:`Transform.initial`).
+
+        ``hp`` may be ``None`` only for a rule whose slots all start at zero.
+        """
+        out: dict[str, float] = {}
+        for t in self.transforms:
+            if type(t).initial is Transform.initial:
+                continue
+            if hp is None:
+                raise ValueError(
+                    f"rule {self.name!r} starts slots at values given by hyperparameters: "
+                    "pass them to init(p, hp)"
+                )
+            out.update(t.initial(hp))
+        return out
+
+    def init(self, p: Array, hp: Mapping[str, float] | None = None) -> dict[str, Array]:
+        """Fresh state for parameter ``p``: every slot shaped like ``p``, zero unless a
+        transform starts it elsewhere (:meth:`Transform.initial`, from ``hp``)."""
         zeros = np.zeros_like if isinstance(p, np.ndarray) else _torch_zeros_like
-        return {name: zeros(p) for name in self.slots}
+        start = self.initial(hp)
+        state = {name: zeros(p) for name in self.slots}
+        for name, value in start.items():
+            if value != 0:
+                state[name] = state[name] + value
+        return state
 
     def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
         """All per-step scalars of the chain for ``step`` (1-based)."""

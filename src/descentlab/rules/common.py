@@ -69,14 +69,19 @@ def chain(
     *,
     weight_decay: WeightDecay = None,
     maximize: bool = False,
+    step: Transform | None = None,
 ) -> Rule:
-    """``[maximize] -> [L2] -> core -> lr step -> [decoupled decay]``, torch.optim's order."""
+    """``[maximize] -> [L2] -> core -> lr step -> [decoupled decay]``, torch.optim's order.
+
+    ``step`` replaces the learning-rate step :class:`ScaleByLR` where a family scales by
+    something else (Adagrad's decayed ``lr``).
+    """
     if weight_decay not in ("l2", "decoupled", None):
         raise ValueError(f"weight_decay must be 'l2', 'decoupled' or None, got {weight_decay!r}")
     head: list[Transform] = [FlipSign()] if maximize else []
     if weight_decay == "l2":
         head.append(AddL2())
-    tail: list[Transform] = [ScaleByLR()]
+    tail: list[Transform] = [ScaleByLR() if step is None else step]
     if weight_decay == "decoupled":
         tail.append(DecoupledDecay())
     return Rule(name, (*head, *core, *tail))

@@ -26,7 +26,8 @@ from torch.optim import (
     swa_utils,  # torch's own module
 )
 
-from .adam import Adam, AdamW
+from .adagrad import Adadelta, Adagrad
+from .adam import Adam, Adamax, AdamW, RAdam
 from .optimizer import RuleOptimizer
 from .rmsprop import RMSprop
 from .sgd import SGD, Momentum
@@ -38,10 +39,14 @@ sys.modules[f"{__name__}.swa_utils"] = swa_utils
 __all__ = [
     "LBFGS",
     "SGD",
+    "Adadelta",
+    "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Momentum",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "RuleOptimizer",
     "SparseAdam",

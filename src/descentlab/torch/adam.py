@@ -1,4 +1,4 @@
-"""Adam (L2 weight decay unless decoupled) and AdamW (decoupled weight decay)."""
+"""Adam (L2 weight decay unless decoupled), AdamW (decoupled weight decay), Adamax, RAdam."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .. import optimizers
 from ..optimizers import OptimizerInfo
 from .optimizer import RuleOptimizer
 
-__all__ = ["Adam", "AdamW"]
+__all__ = ["Adam", "AdamW", "Adamax", "RAdam"]
 
 
 def _adam_defaults(info: OptimizerInfo, args: dict[str, Any]) -> dict[str, Any]:
@@ -99,4 +99,77 @@ class AdamW(RuleOptimizer):
     ) -> None:
         defaults = _adam_defaults(self.info, locals())
         defaults["decoupled_weight_decay"] = True
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
+
+
+class Adamax(RuleOptimizer):
+    """Adamax: Adam with a decaying maximum of ``|g|`` in place of the RMS.
+
+    Same signature and defaults as ``torch.optim.Adamax``; the rule is
+    :func:`descentlab.rules.adamax`.
+
+    Example (the first step moves each weight by ``lr * sign(g)``):
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        >>> opt = Adamax([w], eps=0.0)
+        >>> w.grad = torch.tensor([4.0, -0.5], dtype=torch.float64); opt.step()
+        >>> [round(x, 12) for x in w.tolist()]
+        [-0.002, 0.002]
+    """
+
+    info = optimizers.get("adamax")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+        skip_nonfinite: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
+
+
+class RAdam(RuleOptimizer):
+    """RAdam: Adam rectified, momentum SGD until the variance of ``v`` is tractable.
+
+    Same signature and defaults as ``torch.optim.RAdam``; ``weight_decay`` is L2 unless
+    ``decoupled_weight_decay``. The rule is :func:`descentlab.rules.radam`.
+
+    Example (the first steps are momentum SGD: step 1 moves by ``lr * g``):
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        >>> opt = RAdam([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, -0.5], dtype=torch.float64); opt.step()
+        >>> [round(x, 12) for x in w.tolist()]
+        [-0.3, 0.05]
+    """
+
+    info = optimizers.get("radam")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        skip_nonfinite: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)

@@ -18,9 +18,9 @@ import torch
 from ..engines import FlatBucket, GroupPlan, apply_reference, policy
 from ..engines.compiled import overlapping
 from ..engines.policy import TORCH_ENGINES
-from ..engines.reference import steps_taken
+from ..engines.reference import real, steps_taken
 from ..optimizers import OptimizerInfo
-from ..rules.base import Rule, advance
+from ..rules.base import Rule, Transform, advance
 
 __all__ = ["RuleOptimizer", "scalar_dtype"]
 
@@ -31,6 +31,11 @@ def scalar_dtype(group: dict[str, Any]) -> torch.dtype:
     if group.get("fused"):
         return torch.float32
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _starts(rule: Rule) -> bool:
+    """Whether a transform of ``rule`` starts a slot at a value other than zero."""
+    return any(type(t).initial is not Transform.initial for t in rule.transforms)
 
 
 def _check_params(params: Any, title: str) -> Any:
@@ -408,6 +413,26 @@ class RuleOptimizer(torch.optim.Optimizer):
             return self.state.get(p)
         return self._step_home.get(id(p))
 
+    def _start_slots(self, rule: Rule, created: dict[str, torch.Tensor]) -> None:
+        """Give fresh slots the start a transform declares (:meth:`Transform.initial`).
+
+        The values come from the constructor's hyperparameters (``self.defaults``), as
+        torch.optim.Adagrad takes ``initial_accumulator_value``: a param group's own value
+        is kept in the group but never read. A complex parameter's slot starts at
+        ``complex(v, v)``, as torch's.
+        """
+        for name, value in rule.initial(self.info.scalars(self.defaults)).items():
+            if name in created and value != 0:
+                real(created[name]).fill_(value)
+
+    def _create_state_now(self) -> None:
+        """Create every parameter's state at once, as torch.optim.Adagrad does in
+        ``__init__`` (state_dict then holds all parameters, stepped or not)."""
+        for group in self.param_groups:
+            rule = self.info.rule(group)
+            for p in group["params"]:
+                self._prepare_state(p, rule, group)
+
     def _prepare_state(
         self, p: torch.Tensor, rule: Rule, group: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -431,11 +456,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         else:
             state = self.state[p] if rule.slots else {}
             home = self._step_home.setdefault(id(p), {})
-        fresh = False
-        for name in rule.slots:
-            if state.get(name) is None:
-                state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                fresh = True
+        created = [name for name in rule.slots if state.get(name) is None]
+        for name in created:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        fresh = bool(created)
+        if fresh and _starts(rule):
+            self._start_slots(rule, {name: state[name] for name in created})
         if not self.info.stores_step:
             if "step" not in home:
                 home["step"] = torch.tensor(0.0 if fresh else 1.0, dtype=dtype)
