@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizers",
         type=_csv([*bench.TORCH, *bench.ALIASES], "optimizer"),
         default=None,
-        help=f"comma list from {','.join(bench.TORCH)} (None: all)",
+        help=f"comma list from {','.join(bench.TORCH)} (None: {','.join(bench.DEFAULT)})",
     )
     p.add_argument(
         "--layouts",

@@ -34,11 +34,12 @@ from .memory import memory
 from .numpy_adam import numpy_vs_seed
 from .overhead import telemetry_overhead
 from .report import print_report, save
-from .steps import ALIASES, TORCH, VARIANTS, stream_bandwidth
+from .steps import ALIASES, DEFAULT, TORCH, VARIANTS, stream_bandwidth
 from .suite import MAX_SCALE, check_args, check_out, run
 
 __all__ = [
     "ALIASES",
+    "DEFAULT",
     "LAYOUT_NAMES",
     "MAX_SCALE",
     "TORCH",

@@ -22,14 +22,28 @@ from ... import torch as dt
 from .layouts import Layout
 
 # bytes moved per fp32 parameter: reads (p, g, state...) + writes (p, state...)
-BYTES = {"adam": 28, "adamw": 28, "sgd:momentum=0.9": 20, "rmsprop": 20}
+BYTES = {
+    "adam": 28,
+    "adamw": 28,
+    "sgd:momentum=0.9": 20,
+    "rmsprop": 20,
+    "adagrad": 20,
+    "adadelta": 28,
+    "adamax": 28,
+    "radam": 28,
+}
 TORCH = {
     "adam": (torch.optim.Adam, dt.Adam, {"lr": 1e-3}),
     "adamw": (torch.optim.AdamW, dt.AdamW, {"lr": 1e-3}),
     "sgd:momentum=0.9": (torch.optim.SGD, dt.SGD, {"lr": 1e-3, "momentum": 0.9}),
     "rmsprop": (torch.optim.RMSprop, dt.RMSprop, {"lr": 1e-3}),
+    "adagrad": (torch.optim.Adagrad, dt.Adagrad, {"lr": 1e-2}),
+    "adadelta": (torch.optim.Adadelta, dt.Adadelta, {"lr": 1.0}),
+    "adamax": (torch.optim.Adamax, dt.Adamax, {"lr": 2e-3}),
+    "radam": (torch.optim.RAdam, dt.RAdam, {"lr": 1e-3}),
 }
-FUSED = {"adam", "adamw", "sgd:momentum=0.9"}
+FUSED = {"adam", "adamw", "sgd:momentum=0.9", "adagrad"}  # torch's fused CPU kernels
+DEFAULT = ("adam", "adamw", "sgd:momentum=0.9", "rmsprop")  # the others on request
 # Names are the lab's optimizer specs (``descentlab compare --optimizers``); older names
 # are still accepted.
 ALIASES = {"sgd-momentum": "sgd:momentum=0.9"}  # torch has no fused CPU RMSprop

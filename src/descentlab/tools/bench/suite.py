@@ -18,7 +18,7 @@ from .layouts import layout_key, layouts
 from .memory import memory
 from .numpy_adam import numpy_vs_seed
 from .overhead import telemetry_overhead
-from .steps import ALIASES, TORCH, stream_bandwidth, time_case
+from .steps import ALIASES, DEFAULT, stream_bandwidth, time_case
 
 MAX_SCALE = 10.0  # 200M elements in the big layout: more than that is not a quick check
 
@@ -66,7 +66,7 @@ def run(
 ) -> dict[str, Any]:
     """Time every variant (and measure peak memory); returns a JSON-able report."""
     check_args(scale, reps, warmup, memory_jobs)
-    optimizers = [ALIASES.get(o, o) for o in optimizers] if optimizers else list(TORCH)
+    optimizers = [ALIASES.get(o, o) for o in optimizers] if optimizers else list(DEFAULT)
     all_layouts = layouts(scale)
     keys = [layout_key(n) for n in layout_names] if layout_names else list(all_layouts)
     load_before = os.getloadavg()
