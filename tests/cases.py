@@ -15,17 +15,7 @@ import torch
 
 import descentlab.torch as dt
 
-ALL_CLASSES = (
-    dt.SGD,
-    dt.Momentum,
-    dt.RMSprop,
-    dt.Adam,
-    dt.AdamW,
-    dt.Adagrad,
-    dt.Adadelta,
-    dt.Adamax,
-    dt.RAdam,
-)
+ALL_CLASSES = tuple(dt.BY_NAME.values())
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,14 @@ def test_a_load_hook_may_keep_its_own_entries_in_state(name: str) -> None:
     opt.load_state_dict(opt.state_dict())
     assert opt.state["hooked"] is True
     assert all(isinstance(v, dict) for k, v in opt.state.items() if isinstance(k, torch.Tensor))
+
+
+def test_by_name_holds_every_registered_optimizer_and_each_class_once() -> None:
+    import descentlab
+
+    assert sorted(dt.BY_NAME) == sorted(descentlab.list_optimizers())
+    assert all(cls.info.name == name for name, cls in dt.BY_NAME.items())
+    rules = {
+        o for o in vars(dt).values() if isinstance(o, type) and issubclass(o, dt.RuleOptimizer)
+    }
+    assert set(dt.BY_NAME.values()) == rules - {dt.RuleOptimizer}

@@ -10,8 +10,6 @@ import torch
 from ..rules.base import Rule
 from .policy import compute_dtype, is_low_precision
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)  # kept for lab.batched until it asks policy
-
 
 def real(x: torch.Tensor) -> torch.Tensor:
     """Complex tensors are updated as pairs of reals, as torch.optim does."""

@@ -59,20 +59,7 @@ __all__ = [
     "weight_decay",
 ]
 
-OPTIMIZERS = {
-    c.info.name: c
-    for c in (
-        dt.SGD,
-        dt.Momentum,
-        dt.RMSprop,
-        dt.Adam,
-        dt.AdamW,
-        dt.Adagrad,
-        dt.Adadelta,
-        dt.Adamax,
-        dt.RAdam,
-    )
-}
+OPTIMIZERS = dt.BY_NAME
 """The drop-in optimizer class of each optimizer name the lab trains."""
 
 DIVERGED_FACTOR = 1e6

@@ -136,6 +136,11 @@ class Rule:
             raise ValueError(f"rule {self.name!r} has clashing state slots {names}")
         return names
 
+    @property
+    def starts_nonzero(self) -> bool:
+        """Whether a transform declares a start other than zero for a slot (Adagrad's)."""
+        return any(_declares_start(t) for t in self.transforms)
+
     def initial(self, hp: Mapping[str, float] | None) -> dict[str, float]:
         """The slots that start at a constant other than zero (see :meth:`Transform.initial`).
 
@@ -143,7 +148,7 @@ class Rule:
         """
         out: dict[str, float] = {}
         for t in self.transforms:
-            if type(t).initial is Transform.initial:
+            if not _declares_start(t):
                 continue
             if hp is None:
                 raise ValueError(
@@ -193,6 +198,10 @@ class Rule:
     ) -> tuple[Array, dict[str, Array]]:
         """Convenience: :meth:`coefficients` then :meth:`update` for one step."""
         return self.update(p, g, state, self.coefficients(hp, step))
+
+
+def _declares_start(t: Transform) -> bool:
+    return type(t).initial is not Transform.initial
 
 
 def _torch_zeros_like(p: Array) -> Array:

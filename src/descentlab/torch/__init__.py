@@ -17,6 +17,7 @@ Example:
 
 import contextlib
 import sys
+from typing import Any
 
 from torch.optim import (
     LBFGS,  # torch's own class: a closure-driven line-search method, not an update rule
@@ -32,11 +33,18 @@ from .optimizer import RuleOptimizer
 from .rmsprop import RMSprop
 from .sgd import SGD, Momentum
 
+# type[Any]: each class has torch's own constructor signature, which no common type states
+BY_NAME: dict[str, type[Any]] = {
+    c.info.name: c for c in (SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, RAdam)
+}
+"""descentlab's own drop-ins by registry name (``descentlab list``), for the lab and tools."""
+
 # ``from descentlab.torch.lr_scheduler import StepLR`` gets torch's own module, not a copy.
 sys.modules[f"{__name__}.lr_scheduler"] = lr_scheduler
 sys.modules[f"{__name__}.swa_utils"] = swa_utils
 
 __all__ = [
+    "BY_NAME",
     "LBFGS",
     "SGD",
     "Adadelta",

@@ -20,7 +20,7 @@ from ..engines.compiled import overlapping
 from ..engines.policy import TORCH_ENGINES
 from ..engines.reference import real, steps_taken
 from ..optimizers import OptimizerInfo
-from ..rules.base import Rule, Transform, advance
+from ..rules.base import Rule, advance
 
 __all__ = ["RuleOptimizer", "scalar_dtype"]
 
@@ -31,11 +31,6 @@ def scalar_dtype(group: dict[str, Any]) -> torch.dtype:
     if group.get("fused"):
         return torch.float32
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def _starts(rule: Rule) -> bool:
-    """Whether a transform of ``rule`` starts a slot at a value other than zero."""
-    return any(type(t).initial is not Transform.initial for t in rule.transforms)
 
 
 def _check_params(params: Any, title: str) -> Any:
@@ -460,7 +455,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         for name in created:
             state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
         fresh = bool(created)
-        if fresh and _starts(rule):
+        if fresh and rule.starts_nonzero:
             self._start_slots(rule, {name: state[name] for name in created})
         if not self.info.stores_step:
             if "step" not in home:
