@@ -35,6 +35,25 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "lr_decay": (lambda x: x >= 0, "lr_decay >= 0"),
     "initial_accumulator_value": (lambda x: x >= 0, "initial_accumulator_value >= 0"),
     "rho": (lambda x: 0 <= x <= 1, "0 <= rho <= 1"),
+    "momentum_decay": (lambda x: x >= 0, "momentum_decay >= 0"),
+    "lambd": (lambda x: True, "any finite number"),
+    "t0": (lambda x: True, "any finite number"),
+    "etaminus": (lambda x: 0 < x < 1, "0 < etas[0] < 1"),
+    "etaplus": (lambda x: x > 1, "etas[1] > 1"),
+    "step_size_min": (lambda x: x >= 0, "step_sizes[0] >= 0"),
+    "step_size_max": (lambda x: x >= 0, "step_sizes[1] >= 0"),
+    "beta2_decay": (lambda x: x <= 0, "beta2_decay <= 0"),
+    "eps1": (lambda x: x >= 0, "eps[0] >= 0 or None"),
+    "eps2": (lambda x: x >= 0, "eps[1] >= 0"),
+    "d": (lambda x: x >= 1, "d >= 1"),
+}
+# Hyperparameters that may be None (Adafactor's eps[0]: the dtype's machine epsilon).
+_NULLABLE = frozenset({"eps1"})
+# Tuple arguments and the names of their parts: one name per number in the glossary.
+_PAIRS = {
+    "betas": ("beta1", "beta2"),
+    "etas": ("etaminus", "etaplus"),
+    "step_sizes": ("step_size_min", "step_size_max"),
 }
 # How torch words "invalid <name>" (kept, so code matching torch's messages still matches).
 _LABELS = {
@@ -86,12 +105,19 @@ class OptimizerInfo:
         structure: maps hyperparameters to the rule; only booleans and "is it zero" decide.
         torch_twin: the torch.optim class with the same convention, if any.
         numeric: hyperparameters read every step (the rest only shape the rule).
-        ranges: valid ranges narrower than torch's, for an optimizer without a torch twin.
+        ranges: valid ranges that differ from the glossary's (narrower for an optimizer
+            without a torch twin; ASGD's ``alpha``, which torch never checks, is any number).
         stores_step: whether the state keeps a ``step`` count. torch.optim.SGD keeps none
             (its rule only needs to know whether a momentum buffer exists yet); the
             drop-ins keep exactly torch's state keys.
         sparse_grads: whether sparse gradients are accepted (torch.optim.SGD accepts them;
             the rule's arithmetic then adds a sparse gradient into dense tensors).
+        starts_from_constructor: whether the state's starting values (``Transform.initial``)
+            are read from the constructor's arguments (torch.optim.Adagrad's
+            ``initial_accumulator_value``) rather than from the parameter's group (the first
+            step size of Rprop, ASGD's first ``eta``: the group's ``lr``).
+        wording: torch's own message for an invalid value, where it does not say "Invalid
+            <name>: <value>" (Adafactor, Muon), formatted with ``value``.
     """
 
     name: str
@@ -104,6 +130,8 @@ class OptimizerInfo:
     ranges: Mapping[str, tuple[Callable[[float], bool], str]] = field(default_factory=dict)
     stores_step: bool = True
     sparse_grads: bool = False
+    starts_from_constructor: bool = False
+    wording: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self, hp: Mapping[str, Any]) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first invalid hyperparameter.
@@ -112,6 +140,8 @@ class OptimizerInfo:
         """
         _check_betas(self.title, hp)
         for key, value in _flat(hp).items():
+            if key in _NULLABLE and value is None:
+                continue
             if key in _RANGES:
                 name = _ARGUMENT.get(key, key)
                 try:
@@ -124,8 +154,11 @@ class OptimizerInfo:
                     ) from None
                 ok, valid = self.ranges.get(key, _RANGES[key])
                 if not math.isfinite(x) or not ok(x):
-                    label = _LABELS.get(key, f"{key} value")
-                    raise ValueError(f"{self.title}: Invalid {label}: {value} (valid: {valid})")
+                    if key in self.wording:
+                        what = self.wording[key].format(value=value)
+                    else:
+                        what = f"Invalid {_LABELS.get(key, f'{key} value')}: {value}"
+                    raise ValueError(f"{self.title}: {what} (valid: {valid})")
             elif key in _FLAGS and not isinstance(value, bool):
                 raise TypeError(f"{self.title}: {key} must be True or False, got {value!r}")
         for key, what in _UNSUPPORTED.items():
@@ -136,7 +169,41 @@ class OptimizerInfo:
                 raise TypeError(f"{self.title}: {key} must be None, True or False")
         if hp.get("foreach") and hp.get("fused"):
             raise RuntimeError(f"{self.title}: `fused` and `foreach` cannot be `True` together.")
-        if hp.get("nesterov") and (_scalar(hp["momentum"]) <= 0 or _scalar(hp["dampening"]) != 0):
+        etas = hp.get("etas")
+        if isinstance(etas, tuple | list) and len(etas) == 2 and not 0 < etas[0] < 1 < etas[1]:
+            raise ValueError(  # torch's words, before the glossary's per-number check
+                f"{self.title}: Invalid eta values: {etas[0]}, {etas[1]} "
+                "(valid: 0 < etas[0] < 1 < etas[1])"
+            )
+        if "adjust_lr_fn" in hp and hp["adjust_lr_fn"] not in (None, "original", "match_rms_adamw"):
+            raise ValueError(
+                f"{self.title}: Adjust learning rate function {hp['adjust_lr_fn']} is not "
+                "supported (valid: None, 'original', 'match_rms_adamw')"
+            )
+        if "ns_steps" in hp and (
+            isinstance(hp["ns_steps"], bool)
+            or not isinstance(hp["ns_steps"], int)
+            or not 0 <= hp["ns_steps"] < 100
+        ):
+            raise ValueError(
+                f"{self.title}: ns_steps must be an integer, 0 <= ns_steps < 100, "
+                f"got {hp['ns_steps']!r}"
+            )
+        if "ns_coefficients" in hp:
+            coefficients = hp["ns_coefficients"]
+            if not isinstance(coefficients, tuple | list) or len(coefficients) != 3:
+                raise ValueError(
+                    f"{self.title}: ns_coefficients must be 3 numbers (a, b, c), "
+                    f"got {coefficients!r}"
+                )
+            for x in coefficients:
+                if not math.isfinite(_scalar(x)):
+                    raise ValueError(f"{self.title}: ns_coefficients must be finite")
+        if (
+            hp.get("nesterov")
+            and "dampening" in hp
+            and (_scalar(hp["momentum"]) <= 0 or _scalar(hp["dampening"]) != 0)
+        ):
             raise ValueError(
                 f"{self.title}: Nesterov momentum requires a momentum and zero dampening "
                 f"(nesterov=True needs momentum > 0 and dampening = 0, "
@@ -158,7 +225,8 @@ class OptimizerInfo:
             hp = {**self.defaults, **dict(zip(flags, on, strict=False))}
             hp["momentum"], hp["weight_decay"] = (0.9 if on[-2] else 0), (0.1 if on[-1] else 0)
             try:
-                keys.update(self.rule(hp).slots)
+                rule = self.rule(hp)
+                keys.update(rule.slots, rule.scalar_names)
             except (ValueError, KeyError):  # nesterov without momentum...
                 continue
         return frozenset(keys)
@@ -212,7 +280,7 @@ class OptimizerInfo:
     def scalars(self, hp: Mapping[str, Any]) -> dict[str, float]:
         """The numeric hyperparameters as floats, ``betas`` split into beta1/beta2."""
         flat = _flat(hp)
-        return {k: _scalar(flat[k]) for k in self.numeric}
+        return {k: _scalar(flat[k]) for k in self.numeric if flat[k] is not None}
 
 
 @cache
@@ -221,17 +289,28 @@ def _cached_rule(factory: Callable[..., Rule], kwargs: tuple[tuple[str, Any], ..
 
 
 def _flat(hp: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in hp.items() if k != "betas"}
-    if "betas" in hp:
-        betas = hp["betas"]
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        out["beta1"], out["beta2"] = betas
+    """``hp`` with every tuple argument split into its named parts (``betas`` into
+    ``beta1``/``beta2``; a pair ``eps``, Adafactor's, into ``eps1``/``eps2``)."""
+    pairs = dict(_PAIRS)
+    if isinstance(hp.get("eps"), tuple | list):
+        pairs["eps"] = ("eps1", "eps2")
+    out = {k: v for k, v in hp.items() if k not in pairs}
+    for key, names in pairs.items():
+        if key not in hp:
+            continue
+        value = hp[key]
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            raise ValueError(f"{key} must be a pair ({', '.join(names)}), got {value!r}")
+        out[names[0]], out[names[1]] = value
     return out
 
 
 # The argument a flattened name came from, for messages.
-_ARGUMENT = {"beta1": "betas[0]", "beta2": "betas[1]"}
+_ARGUMENT = {
+    part: f"{key}[{i}]"
+    for key, names in {**_PAIRS, "eps": ("eps1", "eps2")}.items()
+    for i, part in enumerate(names)
+}
 
 
 def _check_betas(title: str, hp: Mapping[str, Any]) -> None:
@@ -298,6 +377,35 @@ def _adadelta(hp: Mapping[str, Any]):
 
 def _adamax(hp: Mapping[str, Any]):
     return rules.adamax, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
+def _nadam(hp: Mapping[str, Any]):
+    return rules.nadam, {"weight_decay": _decay(hp), "maximize": hp["maximize"]}
+
+
+def _asgd(hp: Mapping[str, Any]):
+    return rules.asgd, {"weight_decay": _l2(hp), "maximize": hp["maximize"]}
+
+
+def _rprop(hp: Mapping[str, Any]):
+    return rules.rprop, {"maximize": hp["maximize"]}
+
+
+def _adafactor(hp: Mapping[str, Any]):
+    return rules.adafactor, {
+        "weight_decay": _scalar(hp["weight_decay"]) != 0,
+        "maximize": hp["maximize"],
+    }
+
+
+def _muon(hp: Mapping[str, Any]):
+    return rules.muon, {
+        "nesterov": hp["nesterov"],
+        "ns_coefficients": tuple(_scalar(x) for x in hp["ns_coefficients"]),
+        "ns_steps": hp["ns_steps"],
+        "adjust_lr_fn": hp["adjust_lr_fn"],
+        "weight_decay": _scalar(hp["weight_decay"]) != 0,
+    }
 
 
 _TORCH_TAIL = {"foreach": None, "differentiable": False, "fused": None}
@@ -405,6 +513,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             },
             structure=_adagrad,
             torch_twin="torch.optim.Adagrad",
+            starts_from_constructor=True,
             numeric=("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"),
         ),
         OptimizerInfo(
@@ -461,6 +570,112 @@ REGISTRY: dict[str, OptimizerInfo] = {
             structure=_radam,
             torch_twin="torch.optim.RAdam",
             numeric=("lr", "beta1", "beta2", "eps", "weight_decay"),
+        ),
+        OptimizerInfo(
+            name="nadam",
+            title="NAdam",
+            summary="Adam with Nesterov momentum on a warming-up momentum schedule",
+            defaults={
+                "lr": 2e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "momentum_decay": 4e-3,
+                "decoupled_weight_decay": False,
+                "maximize": False,
+                "foreach": None,
+                "capturable": False,
+                "differentiable": False,
+            },
+            structure=_nadam,
+            torch_twin="torch.optim.NAdam",
+            numeric=("lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay"),
+        ),
+        OptimizerInfo(
+            name="asgd",
+            title="ASGD",
+            summary="SGD with a decaying step and an average of the iterates (ax)",
+            defaults={
+                "lr": 1e-2,
+                "lambd": 1e-4,
+                "alpha": 0.75,
+                "t0": 1e6,
+                "weight_decay": 0,
+                "foreach": None,
+                "maximize": False,
+                "differentiable": False,
+                "capturable": False,
+            },
+            structure=_asgd,
+            torch_twin="torch.optim.ASGD",
+            numeric=("lr", "lambd", "alpha", "t0", "weight_decay"),
+            ranges={"alpha": (lambda x: True, "any finite number")},
+        ),
+        OptimizerInfo(
+            name="rprop",
+            title="Rprop",
+            summary="per-weight step sizes grown or shrunk by the gradient's sign agreement",
+            defaults={
+                "lr": 1e-2,
+                "etas": (0.5, 1.2),
+                "step_sizes": (1e-6, 50),
+                "foreach": None,
+                "maximize": False,
+                "differentiable": False,
+                "capturable": False,
+            },
+            structure=_rprop,
+            torch_twin="torch.optim.Rprop",
+            numeric=("lr", "etaminus", "etaplus", "step_size_min", "step_size_max"),
+        ),
+        OptimizerInfo(
+            name="adafactor",
+            title="Adafactor",
+            summary="factored second moments (rows x columns) and a relative step size",
+            defaults={
+                "lr": 1e-2,
+                "beta2_decay": -0.8,
+                "eps": (None, 1e-3),
+                "d": 1.0,
+                "weight_decay": 0.0,
+                "foreach": None,
+                "maximize": False,
+            },
+            structure=_adafactor,
+            torch_twin="torch.optim.Adafactor",
+            numeric=("lr", "beta2_decay", "eps1", "eps2", "d", "weight_decay"),
+            wording={
+                "lr": "Learning rate should be >= 0 but is: {value}",
+                "beta2_decay": "beta2_decay should be <= 0 but is: {value}",
+                "eps1": "epsilon1 should be >= 0 but is: {value}",
+                "eps2": "epsilon2 should be >= 0 but is: {value}",
+                "d": "Clipping threshold d should be >= 1 but is: {value}",
+                "weight_decay": "weight_decay should be >= 0 but is: {value}",
+            },
+        ),
+        OptimizerInfo(
+            name="muon",
+            title="Muon",
+            summary="momentum orthogonalized by Newton-Schulz iterations (2-D parameters)",
+            defaults={
+                "lr": 1e-3,
+                "weight_decay": 0.1,
+                "momentum": 0.95,
+                "nesterov": True,
+                "ns_coefficients": (3.4445, -4.775, 2.0315),
+                "eps": 1e-7,
+                "ns_steps": 5,
+                "adjust_lr_fn": None,
+            },
+            structure=_muon,
+            torch_twin="torch.optim.Muon",
+            numeric=("lr", "weight_decay", "momentum", "eps"),
+            stores_step=False,
+            wording={
+                "lr": "Learning rate should be >= 0 but is: {value}",
+                "momentum": "momentum should be >= 0 but is: {value}",
+                "weight_decay": "weight decay should be >= 0 but is: {value}",
+            },
         ),
     )
 }

@@ -40,7 +40,7 @@ import torch
 
 from ..rules.base import Rule, advance
 from .policy import CHUNK, compute_dtype, size_class
-from .reference import compute, update_stats, write_back
+from .reference import compute, store_scalars, update_stats, write_back
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -98,7 +98,9 @@ class Kernel:
         rule, names, dtype, device, cls, step_dtype, measure = key
         self.k = CHUNK[cls]
         self.measure = measure
-        self.in_graph_steps = device.type == "cpu"  # step counters live on the CPU
+        # Step counters live on the CPU; a float64 one (float64 as the default dtype) enters
+        # the graph as a host scalar whose in-place advance is lost: advanced outside.
+        self.in_graph_steps = device.type == "cpu" and step_dtype != torch.float64
         self.direct: Callable[..., Any] | None = None
         fn = torch.compile(
             _chunk_function(rule, names, self.k, self.in_graph_steps, measure),
@@ -438,6 +440,10 @@ class GroupPlan:
             and step.device.type == "cpu"
         ):
             return False
+        for name in self.rule.scalar_names:
+            t = s.get(name)
+            if not (type(t) is torch.Tensor and t.dim() == 0):
+                return False
         for name in self.rule.slots:
             t = s.get(name)
             if not (
@@ -466,18 +472,38 @@ class GroupPlan:
     def _run(self, hp: Mapping[str, float], grads: list[torch.Tensor], measure: bool) -> bool:
         """Step every active parameter; False (nothing stepped) if a kernel is unavailable."""
         before = self._step_counts()
-        rows: dict[float, list[float]] = {}
+        rows: dict[Any, list[float]] = {}
         names: tuple[str, ...] = ()
-        for t in set(before):
-            c = self.rule.coefficients(hp, int(t) + 1)
-            names = names or tuple(c)
-            rows[t] = [c[n] for n in names]
+        if self.rule.scalar_names:
+            # Scalars of the state (NAdam's mu_product): advanced on the host, parameter by
+            # parameter as torch does; rows are shared by parameters with equal coefficients.
+            # Nothing is written before every kernel is at hand (see store_scalars below).
+            keys: list[Any] = []
+            advanced: list[dict[str, Any]] = []
+            for t, s in zip(before, self.states, strict=True):
+                c, new = self.rule.begin_step(
+                    hp, int(t) + 1, {k: s[k] for k in self.rule.scalar_names}
+                )
+                names = names or tuple(c)
+                row = tuple(c[n] for n in names)
+                rows.setdefault(row, list(row))
+                keys.append(row)
+                advanced.append(new)
+        else:
+            for t in set(before):
+                c = self.rule.coefficients(hp, int(t) + 1)
+                names = names or tuple(c)
+                rows[t] = [c[n] for n in names]
+            keys = before
         kernels = {
             key: kernel(KernelKey(self.rule, names, *key, self.scalar_dtype, measure))
             for key in self.order
         }
         if None in kernels.values():
             return False
+        if self.rule.scalar_names:
+            for s, new in zip(self.states, advanced, strict=True):
+                store_scalars(s, new)
         for key, idx in self.order.items():
             kern = kernels[key]
             assert kern is not None
@@ -485,10 +511,10 @@ class GroupPlan:
             padded = -(-len(idx) // k) * k
             cdtype = compute_dtype(dtype)
             if len(rows) == 1:
-                row = torch.tensor(rows[before[0]], dtype=cdtype)
+                row = torch.tensor(rows[keys[0]], dtype=cdtype)
                 cmat = row.expand(padded, len(names)).contiguous()
             else:
-                table = [rows[before[i]] for i in idx]
+                table = [rows[keys[i]] for i in idx]
                 table += [table[-1]] * (padded - len(idx))
                 cmat = torch.tensor(table, dtype=cdtype)
             if device.type != "cpu":

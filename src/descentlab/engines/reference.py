@@ -78,8 +78,28 @@ def apply_reference(
     With ``measure``, also returns :func:`update_stats` of the step (else None).
     """
     p_view, g_view = real(p), real(g)
-    slots = {k: real(state[k]) for k in rule.slots}
+    slots = {k: real(state[k]) for k in rule.slot_shapes(tuple(p.shape))}
     new_p, new_state = compute(rule, p_view, g_view, slots, c)
     stats = update_stats(p_view, new_p, g_view) if measure else None
     write_back(p_view, slots, new_p, new_state)
     return stats
+
+
+def store_scalars(state: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Write a step's new scalar values into their 0-dim tensors, in their own dtype."""
+    for name, value in new.items():
+        if isinstance(value, torch.Tensor):
+            state[name].copy_(value)
+        else:
+            state[name].fill_(value)
+
+
+def begin_step(
+    rule: Rule, hp: Mapping[str, float], step: int, state: Mapping[str, Any]
+) -> dict[str, float]:
+    """The coefficients of step ``step`` for one parameter whose rule keeps scalars
+    (:meth:`Rule.begin_step`); its scalar tensors in ``state`` are advanced in place, as
+    torch.optim advances ``mu_product`` or ``eta``."""
+    c, new = rule.begin_step(hp, step, {k: state[k] for k in rule.scalar_names})
+    store_scalars(state, new)
+    return c

@@ -7,41 +7,67 @@ executed by the PyTorch drop-ins (:mod:`descentlab.torch`), the NumPy API
 """
 
 from .adagrad import ScaleByAdadelta, ScaleByAdagrad, ScaleByDecayedLR, adadelta, adagrad
-from .adam import ScaleByAdam, ScaleByAdamax, ScaleByRAdam, adam, adamax, adamw, radam
-from .base import Rule, Transform, absolute, advance, ema, maximum, sqrt
+from .adam import (
+    ScaleByAdam,
+    ScaleByAdamax,
+    ScaleByNAdam,
+    ScaleByRAdam,
+    adam,
+    adamax,
+    adamw,
+    nadam,
+    radam,
+)
+from .asgd import AverageIterates, ScaleByEta, ScaleByRprop, asgd, rprop
+from .base import Rule, Transform, absolute, advance, clip, ema, maximum, sign, sqrt, where
 from .common import AddL2, DecoupledDecay, FlipSign, ScaleByLR, chain
+from .matrix import ScaleByAdafactor, ScaleByMuon, adafactor, muon
 from .momentum import EmaMomentum, HeavyBall, ema_momentum, sgd
 from .rmsprop import ScaleByRms, rmsprop
 
 __all__ = [
     "AddL2",
+    "AverageIterates",
     "DecoupledDecay",
     "EmaMomentum",
     "FlipSign",
     "HeavyBall",
     "Rule",
     "ScaleByAdadelta",
+    "ScaleByAdafactor",
     "ScaleByAdagrad",
     "ScaleByAdam",
     "ScaleByAdamax",
     "ScaleByDecayedLR",
+    "ScaleByEta",
     "ScaleByLR",
+    "ScaleByMuon",
+    "ScaleByNAdam",
     "ScaleByRAdam",
     "ScaleByRms",
+    "ScaleByRprop",
     "Transform",
     "absolute",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
     "advance",
+    "asgd",
     "chain",
+    "clip",
     "ema",
     "ema_momentum",
     "maximum",
+    "muon",
+    "nadam",
     "radam",
     "rmsprop",
+    "rprop",
     "sgd",
+    "sign",
     "sqrt",
+    "where",
 ]

@@ -239,3 +239,89 @@ def radam(*, weight_decay: WeightDecay = None, maximize: bool = False) -> Rule:
         [-0.3, 0.05]
     """
     return chain("radam", (ScaleByRAdam(),), weight_decay=weight_decay, maximize=maximize)
+
+
+def _nadam_mu(hp: Mapping[str, float], step: int) -> float:
+    """NAdam's momentum schedule ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))``."""
+    return hp["beta1"] * (1.0 - 0.5 * 0.96 ** (step * hp["momentum_decay"]))
+
+
+@dataclass(frozen=True)
+class ScaleByNAdam(Transform):
+    """``u = ((1 - mu_t) / (1 - P_t) * g + mu_{t+1} / (1 - P_{t+1}) * m) / (sqrt(v_hat) + eps)``:
+    Adam with a Nesterov look-ahead on a scheduled momentum ``mu_t`` (Dozat, 2016).
+
+    ``P_t = mu_1 * ... * mu_t`` is kept per parameter (``mu_product``, a scalar of the
+    state, as torch.optim.NAdam keeps it: its float32 rounding is part of the rule), so a
+    change of ``beta1`` mid-run acts from then on, as in torch.
+    """
+
+    slots = ("exp_avg", "exp_avg_sq")
+    scalars = ("mu_product",)
+
+    def initial(self, hp: Mapping[str, float]) -> dict[str, float]:
+        return {"mu_product": 1.0}
+
+    def advance_scalars(self, hp: Mapping[str, float], step: int, scalars: Mapping[str, Array]):
+        return {"mu_product": scalars["mu_product"] * _nadam_mu(hp, step)}
+
+    def coefficients(  # type: ignore[override]
+        self,
+        hp: Mapping[str, float],
+        step: int,
+        before: Mapping[str, float],
+        after: Mapping[str, float],
+    ) -> dict[str, float]:
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        mu, mu_next = _nadam_mu(hp, step), _nadam_mu(hp, step + 1)
+        product = after["mu_product"]
+        return {
+            "rate1": 1.0 - beta1,
+            "beta2": beta2,
+            "rate2": 1.0 - beta2,
+            "eps": hp["eps"],
+            "inv_bc2": 1.0 / (1.0 - beta2**step),
+            "nadam_g": (1.0 - mu) / (1.0 - product),
+            "nadam_m": mu_next / (1.0 - product * mu_next),
+        }
+
+    def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
+        m = ema(state["exp_avg"], u, c["rate1"])
+        v = state["exp_avg_sq"] * c["beta2"] + c["rate2"] * (u * u)  # torch's mul_/addcmul_
+        denom = sqrt(v * c["inv_bc2"]) + c["eps"]
+        return (c["nadam_g"] * u + c["nadam_m"] * m) / denom, {"exp_avg": m, "exp_avg_sq": v}
+
+
+def nadam(*, weight_decay: WeightDecay = None, maximize: bool = False) -> Rule:
+    """NAdam (Dozat, 2016): Adam with Nesterov momentum on a warming-up momentum schedule.
+
+    ::
+
+        g_t = grad + weight_decay * w_{t-1}                       (L2: torch's default)
+        mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay));  P_t = mu_1 * ... * mu_t
+        m_t = beta1 * m_{t-1} + (1 - beta1) * g_t
+        v_t = beta2 * v_{t-1} + (1 - beta2) * g_t**2
+        denom = sqrt(v_t / (1 - beta2**t)) + eps
+        w_t = w_{t-1} - lr * (1 - mu_t) / (1 - P_t) * g_t / denom
+                      - lr * mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t / denom
+        w_t = w_t - lr * weight_decay * w_{t-1}                   (decoupled: NAdamW)
+
+    **Conventions**: torch's (the paper's schedule with ``momentum_decay = 0.004``); ``P_t``
+    is state (``mu_product``), kept in the scalar dtype of torch (float32 unless float64 is
+    the default) and rounded there at each step. Keras' Nadam uses the same schedule;
+    optax's ``nadam`` uses a constant ``beta1`` (no schedule, no product). Equals
+    ``torch.optim.NAdam`` to float64 round-off.
+
+    Hyperparameters read each step: ``lr``, ``beta1``, ``beta2``, ``eps``, ``momentum_decay``,
+    ``weight_decay``.
+
+    Example (the first step moves each weight by ``lr * sign(g)`` times a constant near 1):
+        >>> import numpy as np
+        >>> rule = nadam()
+        >>> state = rule.init(np.zeros(2))
+        >>> w, s = rule.step(np.zeros(2), np.array([3.0, -0.5]), state, step=1, lr=0.1,
+        ...                  beta1=0.9, beta2=0.999, eps=0.0, momentum_decay=4e-3)
+        >>> np.round(w, 6).tolist(), round(float(s["mu_product"]), 6)
+        ([-0.105645, 0.105645], 0.450073)
+    """
+    return chain("nadam", (ScaleByNAdam(),), weight_decay=weight_decay, maximize=maximize)

@@ -69,6 +69,27 @@ def absolute(x: Array) -> Array:
     return np.abs(x) if isinstance(x, (np.ndarray, np.generic)) else x.abs()
 
 
+def sign(x: Array) -> Array:
+    """Element-wise sign (-1, 0 or 1; NaN stays NaN) of a NumPy array or a torch tensor."""
+    return np.sign(x) if isinstance(x, (np.ndarray, np.generic)) else x.sign()
+
+
+def where(cond: Array, a: Array | float, b: Array | float) -> Array:
+    """``a`` where ``cond`` holds, else ``b`` (either may be a Python number)."""
+    if isinstance(cond, (np.ndarray, np.generic)):
+        return np.where(cond, a, b)
+    import torch
+
+    return torch.where(cond, a, b)
+
+
+def clip(x: Array, low: float | None, high: float | None) -> Array:
+    """``x`` clipped to ``[low, high]`` (``None``: no bound on that side)."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.clip(x, low, high)
+    return x.clamp(low, high)
+
+
 def ema(old: Array, new: Array, rate: Any) -> Array:
     """Exponential moving average ``(1 - rate) * old + rate * new``, with ``rate = 1 - decay``.
 
@@ -90,17 +111,46 @@ class Transform(ABC):
     """
 
     slots: ClassVar[tuple[str, ...]] = ()
+    scalars: ClassVar[tuple[str, ...]] = ()
+    """Per-parameter SCALAR state (torch.optim keeps it beside ``step`` as 0-dim tensors:
+    NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``). It lives on the host side of a step:
+    :meth:`advance_scalars` gives its next values and :meth:`coefficients` reads the values
+    before and after; the array math never sees it."""
+    elementwise: ClassVar[bool] = True
+    """Whether ``__call__`` treats every element on its own. A transform that reduces over
+    the whole tensor or over axes (norms, matrix products: Adafactor, Muon) sets False; its
+    slots may then be shaped otherwise than the parameter (:meth:`slot_shapes`). Such rules
+    are run by the reference engine and the NumPy API, one tensor at a time."""
 
     def initial(self, hp: Mapping[str, float]) -> dict[str, float]:
-        """Slots that start at a constant other than zero, from hyperparameters ``hp``.
+        """Slots and scalars that start at a constant other than zero, from ``hp``.
 
         ``{"sum": hp["initial_accumulator_value"]}`` for Adagrad; every other slot starts at
-        zero. Read once, when a parameter's state is created (:meth:`Rule.init`).
+        zero (every scalar too, unless given here). Read once, when a parameter's state is
+        created (:meth:`Rule.init`).
         """
         return {}
 
+    def slot_shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The slots a parameter of ``shape`` keeps, with their shapes (default: every slot,
+        shaped like the parameter). Only a transform that is not element-wise overrides it."""
+        return {name: tuple(shape) for name in self.slots}
+
+    def advance_scalars(
+        self, hp: Mapping[str, float], step: int, scalars: Mapping[str, Array]
+    ) -> dict[str, Any]:
+        """The values of this transform's scalars after step ``step``, from their stored
+        values (0-dim arrays or tensors): computed in the stored precision, as torch.optim
+        computes them in its 0-dim tensors, or Python numbers (stored with one rounding)."""
+        return {}
+
     def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
-        """Host-side scalars for step ``step`` (1-based) from hyperparameters ``hp``."""
+        """Host-side scalars for step ``step`` (1-based) from hyperparameters ``hp``.
+
+        A transform with :attr:`scalars` takes two more arguments, ``before`` and ``after``:
+        the values of every scalar of the rule at the start and at the end of the step, as
+        floats.
+        """
         return {}
 
     @abstractmethod
@@ -130,62 +180,134 @@ class Rule:
 
     @property
     def slots(self) -> tuple[str, ...]:
-        """Names of the per-parameter state arrays, in chain order."""
+        """Names of the per-parameter state arrays, in chain order (every one a parameter
+        of some shape may keep: see :meth:`slot_shapes`)."""
         names = tuple(s for t in self.transforms for s in t.slots)
-        if len(set(names)) != len(names):
-            raise ValueError(f"rule {self.name!r} has clashing state slots {names}")
+        everything = names + self.scalar_names
+        if len(set(everything)) != len(everything):
+            raise ValueError(f"rule {self.name!r} has clashing state names {everything}")
         return names
+
+    @property
+    def scalar_names(self) -> tuple[str, ...]:
+        """Names of the per-parameter scalar state (:attr:`Transform.scalars`), in chain order."""
+        return tuple(s for t in self.transforms for s in t.scalars)
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether every transform treats each element on its own (see
+        :attr:`Transform.elementwise`): what the compiled and flat engines require."""
+        return all(t.elementwise for t in self.transforms)
 
     @property
     def starts_nonzero(self) -> bool:
         """Whether a transform declares a start other than zero for a slot (Adagrad's)."""
         return any(_declares_start(t) for t in self.transforms)
 
-    def initial(self, hp: Mapping[str, float] | None) -> dict[str, float]:
-        """The slots that start at a constant other than zero (see :meth:`Transform.initial`).
+    def slot_shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The slots a parameter of ``shape`` keeps, with their shapes, in chain order."""
+        out: dict[str, tuple[int, ...]] = {}
+        for t in self.transforms:
+            out.update(t.slot_shapes(tuple(shape)))
+        return out
 
-        ``hp`` may be ``None`` only for a rule whose slots all start at zero.
+    def initial(self, hp: Mapping[str, float] | None) -> dict[str, float]:
+        """The slots and scalars that start at a constant other than zero (see
+        :meth:`Transform.initial`); scalars not listed start at zero.
+
+        ``hp`` may be ``None`` only for a rule whose state all starts at zero.
         """
         out: dict[str, float] = {}
         for t in self.transforms:
             if not _declares_start(t):
                 continue
-            if hp is None:
+            try:
+                out.update(t.initial({} if hp is None else hp))
+            except KeyError as missing:
                 raise ValueError(
-                    f"rule {self.name!r} starts slots at values given by hyperparameters: "
-                    "pass them to init(p, hp)"
-                )
-            out.update(t.initial(hp))
+                    f"rule {self.name!r} starts its state at values given by hyperparameters "
+                    f"({missing}): pass them to init(p, hp)"
+                ) from None
         return out
 
     def init(self, p: Array, hp: Mapping[str, float] | None = None) -> dict[str, Array]:
-        """Fresh state for parameter ``p``: every slot shaped like ``p``, zero unless a
-        transform starts it elsewhere (:meth:`Transform.initial`, from ``hp``)."""
-        zeros = np.zeros_like if isinstance(p, np.ndarray) else _torch_zeros_like
+        """Fresh state for parameter ``p``: its slots (:meth:`slot_shapes`), zero unless a
+        transform starts them elsewhere (:meth:`Transform.initial`, from ``hp``), and its
+        scalars as 0-dim arrays of ``p``'s dtype."""
         start = self.initial(hp)
-        state = {name: zeros(p) for name in self.slots}
+        if isinstance(p, np.ndarray):
+            state = {
+                name: np.zeros(shape, p.dtype) for name, shape in self.slot_shapes(p.shape).items()
+            }
+            for name in self.scalar_names:
+                state[name] = np.array(start.get(name, 0.0), dtype=p.dtype)
+        else:
+            import torch
+
+            state = {
+                name: _torch_zeros_like(p) if shape == tuple(p.shape) else p.new_zeros(shape)
+                for name, shape in self.slot_shapes(tuple(p.shape)).items()
+            }
+            for name in self.scalar_names:
+                state[name] = torch.tensor(start.get(name, 0.0), dtype=p.dtype)
         for name, value in start.items():
-            if value != 0:
+            if value != 0 and name not in self.scalar_names:
                 state[name] = state[name] + value
         return state
 
-    def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
-        """All per-step scalars of the chain for ``step`` (1-based)."""
+    def coefficients(
+        self,
+        hp: Mapping[str, float],
+        step: int,
+        before: Mapping[str, float] | None = None,
+        after: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
+        """All per-step scalars of the chain for ``step`` (1-based).
+
+        ``before``/``after``: the rule's scalar state at the start and the end of the step,
+        as floats (see :meth:`begin_step`); required when the rule has scalars.
+        """
         if step < 1:
             raise ValueError(f"step must be >= 1 (steps count from 1), got {step}")
+        if self.scalar_names and (before is None or after is None):
+            raise ValueError(
+                f"rule {self.name!r} keeps scalar state {self.scalar_names}: "
+                "use begin_step(hp, step, scalars)"
+            )
         out: dict[str, float] = {}
         for t in self.transforms:
-            c = t.coefficients(hp, step)
+            c = t.coefficients(hp, step, before, after) if t.scalars else t.coefficients(hp, step)
             if not out.keys().isdisjoint(c):
                 clash = sorted(out.keys() & c.keys())
                 raise ValueError(f"rule {self.name!r} has clashing coefficient names {clash}")
             out.update(c)
         return out
 
+    def begin_step(
+        self, hp: Mapping[str, float], step: int, scalars: Mapping[str, Array] | None = None
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """The host side of step ``step``: ``(coefficients, new scalar values)``.
+
+        ``scalars`` are the stored scalar state (0-dim arrays or tensors, read not written);
+        every driver stores the new values it is given, in its storage's precision. For a
+        rule without scalars this is ``(coefficients(hp, step), {})``.
+        """
+        if not self.scalar_names:
+            return self.coefficients(hp, step), {}
+        if scalars is None:
+            raise ValueError(f"rule {self.name!r} keeps scalar state {self.scalar_names}")
+        new: dict[str, Any] = {}
+        for t in self.transforms:
+            if t.scalars:
+                new.update(t.advance_scalars(hp, step, {k: scalars[k] for k in t.scalars}))
+        before = {k: float(scalars[k]) for k in self.scalar_names}
+        after = {k: float(new.get(k, before[k])) for k in self.scalar_names}
+        return self.coefficients(hp, step, before, after), new
+
     def update(
         self, p: Array, g: Array, state: Mapping[str, Array], c: Coefficients
     ) -> tuple[Array, dict[str, Array]]:
-        """Pure update: returns the new parameter and the new state; mutates nothing."""
+        """Pure update: returns the new parameter and the new slots; mutates nothing."""
         u = g
         new_state: dict[str, Array] = {}
         for t in self.transforms:
@@ -196,12 +318,28 @@ class Rule:
     def step(
         self, p: Array, g: Array, state: Mapping[str, Array], *, step: int, **hp: float
     ) -> tuple[Array, dict[str, Array]]:
-        """Convenience: :meth:`coefficients` then :meth:`update` for one step."""
-        return self.update(p, g, state, self.coefficients(hp, step))
+        """Convenience: :meth:`begin_step` then :meth:`update` for one step; the returned
+        state holds the new slots and scalars."""
+        c, scalars = self.begin_step(hp, step, {k: state[k] for k in self.scalar_names})
+        new_p, new_state = self.update(p, g, state, c)
+        for name in self.scalar_names:
+            new_state[name] = _stored_like(state[name], scalars.get(name, state[name]))
+        return new_p, new_state
 
 
 def _declares_start(t: Transform) -> bool:
     return type(t).initial is not Transform.initial
+
+
+def _stored_like(stored: Array, value: Any) -> Array:
+    """``value`` as a 0-dim array or tensor of ``stored``'s dtype (rounded once)."""
+    if isinstance(stored, np.ndarray | np.generic):
+        return np.array(value, dtype=stored.dtype)
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(stored.dtype).reshape(())
+    return torch.tensor(float(value), dtype=stored.dtype)
 
 
 def _torch_zeros_like(p: Array) -> Array:

@@ -28,14 +28,32 @@ from torch.optim import (
 )
 
 from .adagrad import Adadelta, Adagrad
-from .adam import Adam, Adamax, AdamW, RAdam
+from .adam import Adam, Adamax, AdamW, NAdam, RAdam
+from .asgd import ASGD, Rprop
+from .matrix import Adafactor, Muon
 from .optimizer import RuleOptimizer
 from .rmsprop import RMSprop
 from .sgd import SGD, Momentum
 
 # type[Any]: each class has torch's own constructor signature, which no common type states
 BY_NAME: dict[str, type[Any]] = {
-    c.info.name: c for c in (SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, RAdam)
+    c.info.name: c
+    for c in (
+        SGD,
+        Momentum,
+        RMSprop,
+        Adam,
+        AdamW,
+        Adagrad,
+        Adadelta,
+        Adamax,
+        RAdam,
+        NAdam,
+        ASGD,
+        Rprop,
+        Adafactor,
+        Muon,
+    )
 }
 """descentlab's own drop-ins by registry name (``descentlab list``), for the lab and tools."""
 
@@ -44,18 +62,23 @@ sys.modules[f"{__name__}.lr_scheduler"] = lr_scheduler
 sys.modules[f"{__name__}.swa_utils"] = swa_utils
 
 __all__ = [
+    "ASGD",
     "BY_NAME",
     "LBFGS",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
     "Momentum",
+    "Muon",
+    "NAdam",
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "RuleOptimizer",
     "SparseAdam",
     "lr_scheduler",

@@ -1,4 +1,5 @@
-"""Adam (L2 weight decay unless decoupled), AdamW (decoupled weight decay), Adamax, RAdam."""
+"""Adam (L2 weight decay unless decoupled), AdamW (decoupled weight decay), Adamax, RAdam,
+NAdam."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .. import optimizers
 from ..optimizers import OptimizerInfo
 from .optimizer import RuleOptimizer
 
-__all__ = ["Adam", "AdamW", "Adamax", "RAdam"]
+__all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
 
 
 def _adam_defaults(info: OptimizerInfo, args: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +163,45 @@ class RAdam(RuleOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        skip_nonfinite: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = {k: v for k, v in locals().items() if k in self.info.defaults}
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, engine=engine)
+
+
+class NAdam(RuleOptimizer):
+    """NAdam: Adam with Nesterov momentum on a warming-up momentum schedule.
+
+    Same signature and defaults as ``torch.optim.NAdam`` (``weight_decay`` is L2 unless
+    ``decoupled_weight_decay``); the state keeps torch's ``mu_product`` per parameter. The
+    rule is :func:`descentlab.rules.nadam`.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        >>> opt = NAdam([w], lr=0.1, eps=0.0)
+        >>> w.grad = torch.tensor([3.0, -0.5], dtype=torch.float64); opt.step()
+        >>> [round(x, 6) for x in w.tolist()], sorted(opt.state[w])
+        ([-0.105645, 0.105645], ['exp_avg', 'exp_avg_sq', 'mu_product', 'step'])
+    """
+
+    info = optimizers.get("nadam")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum_decay: float = 4e-3,
         decoupled_weight_decay: bool = False,
         *,
         foreach: bool | None = None,

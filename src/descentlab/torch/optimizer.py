@@ -18,7 +18,7 @@ import torch
 from ..engines import FlatBucket, GroupPlan, apply_reference, policy
 from ..engines.compiled import overlapping
 from ..engines.policy import TORCH_ENGINES
-from ..engines.reference import real, steps_taken
+from ..engines.reference import begin_step, real, steps_taken
 from ..optimizers import OptimizerInfo
 from ..rules.base import Rule, advance
 
@@ -288,11 +288,17 @@ class RuleOptimizer(torch.optim.Optimizer):
                     f"{self.info.title} does not support sparse gradients; "
                     "use torch.optim.SparseAdam or a dense gradient"
                 )
+            if p.is_complex() and not rule.elementwise:
+                raise RuntimeError(f"{self.info.title} does not support complex parameters")
             state, home = self._prepare_state(p, rule, group)
             t = int(advance(home["step"]).item())
-            if t not in cache:
-                cache[t] = rule.coefficients(hp, t)
-            stats = apply_reference(rule, p, p.grad, state, cache[t], self._measure)
+            if rule.scalar_names:  # per-parameter scalars: per-parameter coefficients
+                c = begin_step(rule, hp, t, state)
+            else:
+                if t not in cache:
+                    cache[t] = rule.coefficients(hp, t)
+                c = cache[t]
+            stats = apply_reference(rule, p, p.grad, state, c, self._measure)
             if stats is not None:
                 self._update_stats[id(p)] = stats
             self.engine_counts["reference"] += 1
@@ -302,8 +308,8 @@ class RuleOptimizer(torch.optim.Optimizer):
     ) -> list[torch.Tensor]:
         """Step what the compiled engine can take; returns what the reference must step."""
         params = group["params"]
-        if self.engine == "reference" or torch.compiler.is_compiling():
-            return params
+        if self.engine == "reference" or torch.compiler.is_compiling() or not rule.elementwise:
+            return params  # a rule that is not element-wise runs on the reference engine
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule):
             plan = self._plans[index] = GroupPlan(list(params), rule, scalar_dtype(group))
@@ -321,7 +327,13 @@ class RuleOptimizer(torch.optim.Optimizer):
         params = group["params"]
         owned = {b.p_flat.data_ptr() for b in self._buckets.values()}
         reason = None
-        if any(type(p.data) is not torch.Tensor for p in params):
+        rule = self.info.rule(group)
+        if not rule.elementwise or rule.scalar_names:
+            reason = (
+                f"the rule of {self.info.title} is not element-wise or keeps per-parameter "
+                "scalars"
+            )
+        elif any(type(p.data) is not torch.Tensor for p in params):
             reason = "a parameter is a tensor subclass (such as FSDP's DTensor)"
         elif len({id(p) for p in params}) != len(params):
             reason = "a parameter is listed twice"
@@ -408,15 +420,23 @@ class RuleOptimizer(torch.optim.Optimizer):
             return self.state.get(p)
         return self._step_home.get(id(p))
 
-    def _start_slots(self, rule: Rule, created: dict[str, torch.Tensor]) -> None:
-        """Give fresh slots the start a transform declares (:meth:`Transform.initial`).
+    def _start_values(self, rule: Rule, group: dict[str, Any]) -> dict[str, float]:
+        """The starts a transform declares (:meth:`Transform.initial`), from the group's
+        hyperparameters (Rprop's first step size, ASGD's first ``eta``: the group's ``lr``)
+        or, for Adagrad, from the constructor's (``self.defaults``): torch.optim.Adagrad
+        reads ``initial_accumulator_value`` there, a param group's own value is kept in the
+        group but never read."""
+        if not (rule.starts_nonzero):
+            return {}
+        source = self.defaults if self.info.starts_from_constructor else group
+        return rule.initial(self.info.scalars(source))
 
-        The values come from the constructor's hyperparameters (``self.defaults``), as
-        torch.optim.Adagrad takes ``initial_accumulator_value``: a param group's own value
-        is kept in the group but never read. A complex parameter's slot starts at
-        ``complex(v, v)``, as torch's.
-        """
-        for name, value in rule.initial(self.info.scalars(self.defaults)).items():
+    def _start_slots(
+        self, rule: Rule, created: dict[str, torch.Tensor], group: dict[str, Any]
+    ) -> None:
+        """Give fresh slots their declared start; a complex parameter's slot starts at
+        ``complex(v, v)``, as torch's."""
+        for name, value in self._start_values(rule, group).items():
             if name in created and value != 0:
                 real(created[name]).fill_(value)
 
@@ -451,12 +471,21 @@ class RuleOptimizer(torch.optim.Optimizer):
         else:
             state = self.state[p] if rule.slots else {}
             home = self._step_home.setdefault(id(p), {})
-        created = [name for name in rule.slots if state.get(name) is None]
+        shapes = rule.slot_shapes(tuple(p.shape))
+        created = [name for name in shapes if state.get(name) is None]
         for name in created:
-            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if shapes[name] == tuple(p.shape):
+                state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            else:  # a factored slot (Adafactor's row_var, col_var)
+                state[name] = p.new_zeros(shapes[name])
         fresh = bool(created)
         if fresh and rule.starts_nonzero:
-            self._start_slots(rule, {name: state[name] for name in created})
+            self._start_slots(rule, {name: state[name] for name in created}, group)
+        missing = [name for name in rule.scalar_names if state.get(name) is None]
+        if missing:  # 0-dim tensors of the step's dtype, beside it (torch's NAdam, ASGD)
+            start = self._start_values(rule, group)
+            for name in missing:
+                state[name] = torch.tensor(start.get(name, 0.0), dtype=dtype)
         if not self.info.stores_step:
             if "step" not in home:
                 home["step"] = torch.tensor(0.0 if fresh else 1.0, dtype=dtype)
