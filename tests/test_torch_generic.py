@@ -23,7 +23,24 @@ from torch.optim.optimizer import (
 import descentlab.torch as dt
 from helpers import rel_err
 
-NAMES = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "RAdam")
+NAMES = (
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "RAdam",
+    "NAdam",
+    "ASGD",
+    "Rprop",
+    "Adafactor",
+    "Muon",
+)
+# Muon takes matrices only; Adafactor and Muon refuse complex parameters (as torch's do).
+MATRICES_ONLY = {"Muon"}
+REAL_ONLY = {"Adafactor", "Muon"}
 # descentlab's default engine ("auto") steps these small groups with the reference engine;
 # the compiled engine runs every check too.
 COMPILED = types.SimpleNamespace(
@@ -46,7 +63,39 @@ KWARGS = {
     "Adadelta": {"lr": 0.5, "rho": 0.8, "weight_decay": 0.1},
     "Adamax": {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1},
     "RAdam": {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1},
+    "NAdam": {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1, "momentum_decay": 6e-3},
+    "ASGD": {"lr": 0.05, "lambd": 0.01, "t0": 3, "weight_decay": 0.1},
+    "Rprop": {"lr": 0.01, "etas": (0.4, 1.3), "step_sizes": (1e-4, 0.5)},
+    "Adafactor": {"lr": 0.02, "beta2_decay": -0.7, "d": 1.5, "weight_decay": 0.1},
+    "Muon": {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.9},
 }
+# What makes a zero gradient move a parameter, besides weight decay (ASGD's lambd).
+STILL = {"ASGD": {"lambd": 0.0, "weight_decay": 0.0}, "Rprop": {}}
+
+
+# torch.optim.NAdam's load_state_dict casts the float32 ``mu_product`` to the parameters'
+# dtype (float64 here): the resumed run goes on with float64 products, ~1e-11 apart from the
+# uninterrupted one, in torch as in descentlab (which keeps torch's behaviour).
+RESUMED_TOL = {"NAdam": 1e-9}
+# The flags a checkpoint from before they existed may lack: torch.optim.Adafactor (2.5+)
+# restores only ``foreach`` (its step raises KeyError: 'maximize' without it).
+OLD_FLAGS = {"Adafactor": ("foreach",)}
+
+
+def _resumed(name: str, resumed: torch.Tensor, uninterrupted: torch.Tensor) -> bool:
+    """A run resumed from a checkpoint equals the uninterrupted one: bit for bit, or for
+    NAdam to the float32 rounding of ``mu_product`` (see RESUMED_TOL)."""
+    if name in RESUMED_TOL:
+        return rel_err(resumed, uninterrupted) <= RESUMED_TOL[name]
+    return torch.equal(resumed, uninterrupted)
+
+
+def _compiles(name: str) -> bool:
+    """Whether the compiled engine runs this optimizer's rule (an element-wise one)."""
+    info = getattr(dt, name).info
+    return info.rule(info.with_defaults(**KWARGS[name])).elementwise
+
+
 TOL = 1e-12
 
 
@@ -55,9 +104,15 @@ def impl(request: pytest.FixtureRequest) -> Any:
     return IMPLS[request.param]
 
 
-def _params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:
+def _params(
+    seed: int = 0, dtype: torch.dtype = torch.float64, name: str = ""
+) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(4, 3), (3,), (2, 2, 2), (5,)]
+    shapes = (
+        [(4, 3), (3, 2), (2, 5), (5, 2)]
+        if name in MATRICES_ONLY
+        else [(4, 3), (3,), (2, 2, 2), (5,)]
+    )
     return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
 
 
@@ -95,7 +150,7 @@ def _equal_dicts(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_step_is_a_no_op_without_gradients(impl: Any, name: str) -> None:
-    params = _params()
+    params = _params(name=name)
     before = [p.detach().clone() for p in params]
     opt = getattr(impl, name)(params, **KWARGS[name])
     opt.step()
@@ -109,9 +164,9 @@ def test_step_is_a_no_op_without_gradients(impl: Any, name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_zero_gradients_without_decay_leave_parameters_still(impl: Any, name: str) -> None:
-    params = _params()
+    params = _params(name=name)
     before = [p.detach().clone() for p in params]
-    opt = getattr(impl, name)(params, **{**KWARGS[name], "weight_decay": 0.0})
+    opt = getattr(impl, name)(params, **{**KWARGS[name], **STILL.get(name, {"weight_decay": 0.0})})
     for _ in range(3):
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -121,7 +176,7 @@ def test_zero_gradients_without_decay_leave_parameters_still(impl: Any, name: st
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_is_deterministic_and_round_trips(impl: Any, name: str) -> None:
-    params = _params()
+    params = _params(name=name)
     opt = getattr(impl, name)(params, **KWARGS[name])
     _run(opt, params, range(4))
     first = opt.state_dict()
@@ -142,14 +197,18 @@ def test_state_dict_is_deterministic_and_round_trips(impl: Any, name: str) -> No
             _grads(ps, seed)
             o.step()
     for p, q, r in zip(params, twin_params, third_params, strict=True):
-        assert torch.equal(p, q) and torch.equal(p, r)
-    assert _equal_dicts(twin.state_dict(), opt.state_dict())
-    assert _equal_dicts(third.state_dict(), opt.state_dict())
+        assert _resumed(name, q, p) and _resumed(name, r, p)
+    if name not in RESUMED_TOL:
+        assert _equal_dicts(twin.state_dict(), opt.state_dict())
+        assert _equal_dicts(third.state_dict(), opt.state_dict())
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_named_parameters_are_saved_and_loaded_by_name(impl: Any, name: str) -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).double()
+    bias = name not in MATRICES_ONLY
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, bias=bias), torch.nn.Linear(4, 2, bias=bias)
+    ).double()
     opt = getattr(impl, name)(model.named_parameters(), **KWARGS[name])
     _run(opt, list(model.parameters()), range(3))
     saved = opt.state_dict()
@@ -161,7 +220,7 @@ def test_named_parameters_are_saved_and_loaded_by_name(impl: Any, name: str) -> 
     for ps, o in ((list(model.parameters()), opt), (list(twin.parameters()), other)):
         _run(o, ps, range(3, 6))
     assert all(
-        torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters(), strict=True)
+        _resumed(name, q, p) for p, q in zip(model.parameters(), twin.parameters(), strict=True)
     )
 
 
@@ -169,12 +228,12 @@ def test_named_parameters_are_saved_and_loaded_by_name(impl: Any, name: str) -> 
 def test_older_state_dicts_load_and_continue(impl: Any, name: str) -> None:
     """A checkpoint from before a flag existed (foreach, maximize, fused...) and with a
     plain-number step (before torch 1.12) resumes in lock-step."""
-    params = _params()
+    params = _params(name=name)
     opt = getattr(impl, name)(params, **KWARGS[name])
     _run(opt, params, range(3))
     old = copy.deepcopy(opt.state_dict())
     for group in old["param_groups"]:
-        for flag in ("foreach", "differentiable", "fused", "maximize", "capturable"):
+        for flag in OLD_FLAGS.get(name, ("foreach", "differentiable", "fused", "maximize")):
             group.pop(flag, None)
     for s in old["state"].values():
         if "step" in s:
@@ -187,12 +246,12 @@ def test_older_state_dicts_load_and_continue(impl: Any, name: str) -> None:
             _grads(ps, seed)
             o.step()
     for p, q in zip(params, twin_params, strict=True):
-        assert rel_err(q, p) <= TOL
+        assert rel_err(q, p) <= RESUMED_TOL.get(name, TOL)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hooks_run_in_order_with_their_arguments_and_can_be_removed(impl: Any, name: str) -> None:
-    params = _params()
+    params = _params(name=name)
     opt = getattr(impl, name)(params, **KWARGS[name])
     calls: list[str] = []
     handles = [
@@ -237,7 +296,7 @@ def test_hooks_run_in_order_with_their_arguments_and_can_be_removed(impl: Any, n
 
 @pytest.mark.parametrize("name", NAMES)
 def test_deepcopy_and_pickle_copy_every_public_attribute(impl: Any, name: str) -> None:
-    params = _params()
+    params = _params(name=name)
     opt = getattr(impl, name)(params, **KWARGS[name])
     _run(opt, params, range(2))
 
@@ -259,12 +318,13 @@ def test_deepcopy_and_pickle_copy_every_public_attribute(impl: Any, name: str) -
 
 @pytest.mark.parametrize("name", NAMES)
 def test_printing_is_torchs(name: str) -> None:
-    p = [torch.nn.Parameter(torch.ones(2))]
+    shape = (2, 2) if name in MATRICES_ONLY else (2,)
+    p = [torch.nn.Parameter(torch.ones(shape))]
     for kwargs in ({}, KWARGS[name]):
         ours, theirs = getattr(dt, name)(p, **kwargs), getattr(torch.optim, name)(p, **kwargs)
         assert repr(ours) == repr(theirs)
-        ours.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))], "lr": 0.5})
-        theirs.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))], "lr": 0.5})
+        ours.add_param_group({"params": [torch.nn.Parameter(torch.ones(shape))], "lr": 0.5})
+        theirs.add_param_group({"params": [torch.nn.Parameter(torch.ones(shape))], "lr": 0.5})
         assert repr(ours) == repr(theirs)
 
 
@@ -273,7 +333,7 @@ def _lock_step(name: str, kwargs: dict, steps: int, schedule: Any = None) -> Non
     schedulers, stepped after each optimizer step)."""
     results = []
     for impl in (torch.optim, *OURS):
-        params = _params(0)
+        params = _params(0, name=name)
         opt = getattr(impl, name)(params, **copy.deepcopy(kwargs))
         scheds = schedule(opt) if schedule else []
         for seed in range(steps):
@@ -286,7 +346,8 @@ def _lock_step(name: str, kwargs: dict, steps: int, schedule: Any = None) -> Non
                     s.step()
         results.append((params, opt))
     (theirs_p, theirs), *ours_runs = results
-    assert ours_runs[1][1].engine_counts["compiled"] == 4 * steps  # the fast path ran
+    counts = ours_runs[1][1].engine_counts  # the fast path ran, or visibly handed over
+    assert counts["compiled" if _compiles(name) else "reference"] == 4 * steps
     for ours_p, ours in ours_runs:
         for p, q in zip(ours_p, theirs_p, strict=True):
             assert p.dtype == q.dtype and rel_err(p, q) <= TOL
@@ -301,7 +362,7 @@ def test_tensor_lr_runs_in_lock_step(name: str) -> None:
 
 def test_complex_parameters_step_as_their_real_views() -> None:
     """test_optim's check: a complex parameter steps exactly as its view_as_real would."""
-    for name in NAMES:
+    for name in sorted(set(NAMES) - REAL_ONLY):
         for impl in (torch.optim, *OURS):
             z = torch.nn.Parameter(torch.randn(3, 2, dtype=torch.complex128))
             r = torch.nn.Parameter(torch.view_as_real(z.detach()).clone())
@@ -320,7 +381,7 @@ def test_complex_parameters_step_as_their_real_views() -> None:
 def test_add_param_group_mid_run_runs_in_lock_step(name: str) -> None:
     results = []
     for impl in (torch.optim, *OURS):
-        params = _params(0)
+        params = _params(0, name=name)
         opt = getattr(impl, name)(params[:2], **KWARGS[name])
         _run(opt, params[:2], range(3))
         opt.add_param_group({"params": params[2:], "lr": KWARGS[name]["lr"] * 3})
@@ -337,11 +398,11 @@ def test_add_param_group_mid_run_runs_in_lock_step(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_defaults_and_arguments_are_never_mutated(impl: Any, name: str) -> None:
     kwargs = copy.deepcopy(KWARGS[name])
-    params = _params()
+    params = _params(name=name)
     opt = getattr(impl, name)(params, **kwargs)
     defaults = copy.deepcopy(opt.defaults)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.3})
+    opt.add_param_group({"params": _params(1, name=name)[:1], "lr": 0.3})
     for seed in range(3):
         _grads(params, seed)
         opt.step()
@@ -387,10 +448,12 @@ def test_mixed_dtypes_in_one_group_run_in_lock_step(name: str) -> None:
     results = []
     for impl in (torch.optim, *OURS):
         torch.manual_seed(0)
+        sizes = [(30, 10), (8, 5), (7, 1)] if name in MATRICES_ONLY else [(300,), (40,), (7,)]
         params = [
-            torch.nn.Parameter(torch.randn(300, dtype=torch.float32)),
-            torch.nn.Parameter(torch.randn(40, dtype=torch.float64)),
-            torch.nn.Parameter(torch.randn(7, dtype=torch.float32)),
+            torch.nn.Parameter(torch.randn(size, dtype=dtype))
+            for size, dtype in zip(
+                sizes, (torch.float32, torch.float64, torch.float32), strict=True
+            )
         ]
         opt = getattr(impl, name)(params, **kwargs)
         _run(opt, params, range(6))
@@ -413,7 +476,9 @@ def test_step_dtype_follows_torch_under_a_float64_default(name: str, fused: Any)
             p.grad = torch.ones(3)
             opt = getattr(impl, name)([p], fused=fused)
             opt.step()
+            opt.step()
             dtypes.append(opt.state[p]["step"].dtype)
+            assert float(opt.state[p]["step"]) == 2  # counted by every engine
         assert dtypes[0] == dtypes[1] == dtypes[2]
     finally:
         torch.set_default_dtype(old)
@@ -421,7 +486,8 @@ def test_step_dtype_follows_torch_under_a_float64_default(name: str, fused: Any)
 
 def test_a_closure_is_called_once_with_gradients_enabled_and_its_loss_returned(impl: Any) -> None:
     for name in NAMES:
-        w = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+        shape = (1, 2) if name in MATRICES_ONLY else (2,)
+        w = torch.nn.Parameter(torch.ones(shape, dtype=torch.float64))
         opt = getattr(impl, name)([w], **KWARGS[name])
         calls: list[bool] = []
 

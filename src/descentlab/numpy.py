@@ -36,26 +36,36 @@ from .engines.policy import NUMPY_ENGINES, compute_dtype, is_low_precision
 from .rules.base import Rule, advance
 
 __all__ = [
+    "ASGD",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
     "Momentum",
+    "Muon",
+    "NAdam",
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "State",
     "Transformation",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
+    "asgd",
     "momentum",
+    "muon",
+    "nadam",
     "radam",
     "rmsprop",
+    "rprop",
     "sgd",
 ]
 
@@ -84,6 +94,24 @@ def _apply(
         p.astype(wide), g.astype(wide), {k: v.astype(wide) for k, v in slots.items()}, c
     )
     return new_p.astype(p.dtype), {k: v.astype(p.dtype) for k, v in new_slots.items()}
+
+
+def _init(rule: Rule, p: np.ndarray, hp: dict[str, float]) -> dict[str, np.ndarray]:
+    """Fresh state of one array; scalars (NAdam's ``mu_product``...) are 0-dim arrays of the
+    compute dtype (float32 for float16 arrays)."""
+    state = rule.init(p, hp)
+    for name in rule.scalar_names:
+        state[name] = state[name].astype(compute_dtype(p.dtype))
+    return state
+
+
+def _begin(
+    rule: Rule, hp: dict[str, float], t: int, state: dict[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Coefficients of step ``t`` and the new scalars of one array, in their stored dtype."""
+    c, new = rule.begin_step(hp, t, {k: state[k] for k in rule.scalar_names})
+    dtypes = {k: state[k].dtype for k in rule.scalar_names}
+    return c, {k: np.array(v, dtype=dtypes[k]) for k, v in new.items()}
 
 
 def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -127,7 +155,7 @@ class Transformation:
     def init(self, params: Any) -> State:
         """Fresh state for ``params`` (an array or a list/tuple/dict of arrays): zero slots,
         but Adagrad's ``sum`` at ``initial_accumulator_value``."""
-        slots = _map(lambda p: self.rule.init(_check_array(p), self.scalars), params)
+        slots = _map(lambda p: _init(self.rule, _check_array(p), self.scalars), params)
         return State(_map(lambda p: 0, params), slots)
 
     def update(self, params: Any, grads: Any, state: State) -> tuple[Any, State]:
@@ -138,10 +166,14 @@ class Transformation:
             if g is None:
                 return _Step(p, t, s)
             t = advance(t)
-            if t not in cache:
-                cache[t] = self.rule.coefficients(self.scalars, t)
-            new_p, new_s = _apply(self.rule, p, np.asarray(g, dtype=p.dtype), s, cache[t])
-            return _Step(new_p, t, new_s)
+            if self.rule.scalar_names:  # per-array scalars (NAdam's mu_product)
+                c, scalars = _begin(self.rule, self.scalars, t, s)
+            else:
+                if t not in cache:
+                    cache[t] = self.rule.coefficients(self.scalars, t)
+                c, scalars = cache[t], {}
+            new_p, new_s = _apply(self.rule, p, np.asarray(g, dtype=p.dtype), s, c)
+            return _Step(new_p, t, {**new_s, **scalars})
 
         out = _map(one, params, grads, state.steps, state.slots)
         return _split(out, 0), State(_split(out, 1), _split(out, 2))
@@ -206,6 +238,35 @@ def adamw(**hp: Any) -> Transformation:
     return Transformation("adamw", **hp)
 
 
+def nadam(**hp: Any) -> Transformation:
+    """NAdam; hyperparameters as ``torch.optim.NAdam`` (``mu_product`` kept per array)."""
+    return Transformation("nadam", **hp)
+
+
+def asgd(**hp: Any) -> Transformation:
+    """ASGD; hyperparameters as ``torch.optim.ASGD`` (the average of the iterates is the
+    state's ``ax``)."""
+    return Transformation("asgd", **hp)
+
+
+def rprop(**hp: Any) -> Transformation:
+    """Rprop; hyperparameters as ``torch.optim.Rprop``."""
+    return Transformation("rprop", **hp)
+
+
+def adafactor(**hp: Any) -> Transformation:
+    """Adafactor; hyperparameters as ``torch.optim.Adafactor`` (factored moments of every
+    array with 2 or more dimensions)."""
+    return Transformation("adafactor", **hp)
+
+
+def muon(**hp: Any) -> Transformation:
+    """Muon, for 2-D arrays; hyperparameters as ``torch.optim.Muon``. NumPy has no
+    bfloat16: the Newton-Schulz iterations are computed in float32 with every result
+    rounded to bfloat16, which agrees with torch to a few bfloat16 roundings."""
+    return Transformation("muon", **hp)
+
+
 class Optimizer:
     """Object API: owns its state and updates the given arrays in place.
 
@@ -250,14 +311,21 @@ class Optimizer:
                 continue
             steps[i] = advance(steps[i])
             g = np.ascontiguousarray(g, dtype=p.dtype)
-            if policy.numpy_array_compiles(self.engine, p):  # one fused pass, zero-copy views
-                views = {k: torch.from_numpy(v.reshape(-1)) for k, v in slots.items()}
+            if rule.scalar_names:
+                c, scalars = _begin(rule, hp, steps[i], slots)
+            else:
+                c, scalars = rule.coefficients(hp, steps[i]), {}
+            if rule.elementwise and policy.numpy_array_compiles(self.engine, p):
+                # one fused pass over zero-copy views
+                views = {k: torch.from_numpy(slots[k].reshape(-1)) for k in rule.slots}
                 flat_p, flat_g = torch.from_numpy(p.reshape(-1)), torch.from_numpy(g.reshape(-1))
-                run_flat(rule, flat_p, flat_g, views, hp, steps[i], compiled=True)
-                continue
-            new_p, new_slots = _apply(rule, p, g, slots, rule.coefficients(hp, steps[i]))
-            p[...] = new_p
-            for k, v in new_slots.items():
+                run_flat(rule, flat_p, flat_g, views, c, compiled=True)
+            else:
+                new_p, new_slots = _apply(rule, p, g, slots, c)
+                p[...] = new_p
+                for k, v in new_slots.items():
+                    slots[k][...] = v
+            for k, v in scalars.items():
                 slots[k][...] = v
         self.state = State(steps, self.state.slots)
 
@@ -274,14 +342,20 @@ class Optimizer:
         A state saved before steps were counted per parameter (one ``"step"``) gives every
         parameter that count.
         """
-        slots = [
-            {k: np.array(v, dtype=p.dtype) for k, v in s.items()}
-            for p, s in zip(self.params, sd["slots"], strict=True)
-        ]
-        for p, s in zip(self.params, slots, strict=True):
+        rule = self.transformation.rule
+        slots = []
+        for p, s in zip(self.params, sd["slots"], strict=True):
+            expected = {**rule.slot_shapes(p.shape), **dict.fromkeys(rule.scalar_names, ())}
+            loaded = {}
             for k, v in s.items():
-                if v.shape != p.shape:
-                    raise ValueError(f"state {k!r} has shape {v.shape}, parameter {p.shape}")
+                dtype = compute_dtype(p.dtype) if k in rule.scalar_names else p.dtype
+                loaded[k] = np.array(v, dtype=dtype)
+                if k in expected and loaded[k].shape != expected[k]:
+                    raise ValueError(
+                        f"state {k!r} has shape {loaded[k].shape}, expected {expected[k]} "
+                        f"for a parameter of shape {p.shape}"
+                    )
+            slots.append(loaded)
         steps = sd["steps"] if "steps" in sd else [sd["step"]] * len(self.params)
         if len(steps) != len(self.params):
             raise ValueError(f"expected {len(self.params)} step counts, got {len(steps)}")
@@ -340,3 +414,33 @@ class AdamW(Optimizer):
     """In-place AdamW on NumPy arrays (see :func:`adamw`)."""
 
     name = "adamw"
+
+
+class NAdam(Optimizer):
+    """In-place NAdam on NumPy arrays (see :func:`nadam`)."""
+
+    name = "nadam"
+
+
+class ASGD(Optimizer):
+    """In-place ASGD on NumPy arrays (see :func:`asgd`)."""
+
+    name = "asgd"
+
+
+class Rprop(Optimizer):
+    """In-place Rprop on NumPy arrays (see :func:`rprop`)."""
+
+    name = "rprop"
+
+
+class Adafactor(Optimizer):
+    """In-place Adafactor on NumPy arrays (see :func:`adafactor`)."""
+
+    name = "adafactor"
+
+
+class Muon(Optimizer):
+    """In-place Muon on NumPy arrays (see :func:`muon`)."""
+
+    name = "muon"

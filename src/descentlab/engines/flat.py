@@ -69,13 +69,12 @@ def run_flat(
     p: torch.Tensor,
     g: torch.Tensor,
     slots: dict[str, torch.Tensor],
-    hp: Mapping[str, float],
-    step: int,
+    c: Mapping[str, float],
     *,
     compiled: bool,
 ) -> None:
-    """Step ``step`` of ``rule`` over 1-D buffers in place: one compiled pass, or eager ops."""
-    c = rule.coefficients(hp, step)
+    """One step of ``rule`` with coefficients ``c`` over 1-D buffers in place: one compiled
+    pass, or eager ops."""
     names = tuple(c)
     cvec = torch.tensor([c[n] for n in names], dtype=compute_dtype(p.dtype), device=p.device)
     if compiled and rule not in _COMPILE_FAILED:
@@ -214,8 +213,7 @@ class FlatBucket:
             self.p_flat,
             self.g_flat,
             self.slots,
-            hp,
-            int(self.steps[0]),
+            self.rule.coefficients(hp, int(self.steps[0])),
             compiled=self.compiled,
         )
 

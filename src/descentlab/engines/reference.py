@@ -86,12 +86,14 @@ def apply_reference(
 
 
 def store_scalars(state: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    """Write a step's new scalar values into their 0-dim tensors, in their own dtype."""
+    """Write a step's new scalar values into their 0-dim tensors, in their own dtype.
+
+    A Python number goes through a tensor of the default dtype first, as torch.optim.ASGD
+    stores ``eta.copy_(torch.as_tensor(...))``: a float64 ``eta`` (a checkpoint loaded onto
+    float64 parameters casts it) then holds the same float32-rounded values as torch's.
+    """
     for name, value in new.items():
-        if isinstance(value, torch.Tensor):
-            state[name].copy_(value)
-        else:
-            state[name].fill_(value)
+        state[name].copy_(value if isinstance(value, torch.Tensor) else torch.as_tensor(value))
 
 
 def begin_step(

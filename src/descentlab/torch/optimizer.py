@@ -189,7 +189,8 @@ class RuleOptimizer(torch.optim.Optimizer):
                     del self.state[p]
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                if key in self.info.defaults:  # torch adds defaults["differentiable"] on load
+                    group.setdefault(key, value)
             self.info.validate(group)
 
     @torch.no_grad()
@@ -330,8 +331,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         rule = self.info.rule(group)
         if not rule.elementwise or rule.scalar_names:
             reason = (
-                f"the rule of {self.info.title} is not element-wise or keeps per-parameter "
-                "scalars"
+                f"the rule of {self.info.title} is not element-wise or keeps per-parameter scalars"
             )
         elif any(type(p.data) is not torch.Tensor for p in params):
             reason = "a parameter is a tensor subclass (such as FSDP's DTensor)"
