@@ -181,20 +181,9 @@ def test_the_optimizer_state_dict_is_torch_s(script: Script) -> None:
                     assert_close(got["state"][index][key], value, f"{name}.state[{index}].{key}")
 
 
-# The VAE's Adam is large enough for the compiled engine (policy.AUTO_NUMEL), which on the
-# CPU does not advance a float64 ``state["step"]`` (float64 default dtype): the updates are
-# right (the engine mirrors the counts on the host), the saved count stays 0, so a
-# checkpoint resumes with the first step's bias correction, in torch.optim and in descentlab.
-STEP_NOT_SAVED = pytest.mark.xfail(
-    reason="compiled engine on the CPU leaves a float64 state['step'] at 0", strict=True
-)
-
-
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(s, marks=STEP_NOT_SAVED) if s.file == "vae.py" else s for s in CASES],
-    ids=IDS,
-)
+# The VAE's Adam is large enough for the compiled engine (policy.AUTO_NUMEL): its saved step
+# counts are torch's under a float64 default dtype too (the counter's advance was once lost).
+@pytest.mark.parametrize("script", CASES, ids=IDS)
 def test_the_saved_step_counts_are_torch_s(script: Script) -> None:
     theirs, mine = runs(script)
     for name in script.optimizers:
