@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
+from typing import Any
 
 import pytest
 import torch
 
 import descentlab.torch as dt
 from cases import ALL_CLASSES, CASES, Case, ids
-from helpers import random_params
+from helpers import random_params, rel_err
 
 
 def _grads(params, seed: int) -> None:
@@ -26,6 +27,19 @@ def _steps(opt, params, seeds) -> None:
         opt.step()
 
 
+def _undecayed(case: Case, **hp: Any) -> dict[str, Any]:
+    """The case's hyperparameters without any decay toward zero (weight decay, ASGD's
+    ``lambd``) where the optimizer has it, updated with ``hp``."""
+    defaults = case.cls.info.defaults
+    off = {k: 0.0 for k in ("weight_decay", "lambd") if k in defaults}
+    return {**case.hp, **off, **hp}
+
+
+# torch.optim.NAdam's load_state_dict casts the float32 ``mu_product`` to the parameters'
+# dtype: a resumed run goes on with float64 products, ~1e-11 apart (torch's behaviour, kept).
+RESUME_TOL = {"nadam": 1e-9}
+
+
 def _equal(a, b) -> bool:
     return all(torch.equal(x.detach(), y.detach()) for x, y in zip(a, b, strict=True))
 
@@ -34,7 +48,7 @@ def _equal(a, b) -> bool:
 def test_goes_downhill_or_uphill_when_maximizing(case: Case) -> None:
     target = torch.tensor([1.0, -2.0], dtype=torch.float64)
     w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    hp = {**case.hp, "lr": 1e-3, "weight_decay": 0.0}
+    hp = _undecayed(case, lr=1e-3)
     opt = case.cls([w], **hp)
     loss = ((w - target) ** 2).sum()
     loss.backward()
@@ -53,6 +67,10 @@ def test_state_dict_round_trip_resumes_in_lock_step(case: Case) -> None:
     fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
     _steps(opt, a, range(5, 10))
     _steps(fresh, b, range(5, 10))
+    if case.name in RESUME_TOL:
+        tol = RESUME_TOL[case.name]
+        assert all(rel_err(q, p) <= tol for p, q in zip(a, b, strict=True))
+        return
     assert _equal(a, b)
     for p, q in zip(a, b, strict=True):
         for key, value in opt.state[p].items():
@@ -74,6 +92,11 @@ def test_deepcopy_and_pickle(case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_per_group_lr_and_a_frozen_group(case: Case) -> None:
+    if case.name == "rprop":
+        pytest.skip(
+            "lr is Rprop's first step size only; a zero one is raised to step_sizes[0] by the "
+            "clip, so lr=0 does not freeze a group (in torch.optim.Rprop either)"
+        )
     a, b = random_params(3), random_params(3)
     frozen = [p.detach().clone() for p in a[1:]]
     opt = case.cls([{"params": a[:1]}, {"params": a[1:], "lr": 0.0}], **case.hp)
@@ -109,8 +132,7 @@ def test_none_gradients_are_skipped_and_do_not_advance_the_step(case: Case) -> N
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_zero_gradients_leave_undecayed_parameters_still(case: Case) -> None:
     a = random_params(5)
-    hp = {**case.hp, "weight_decay": 0.0}
-    opt = case.cls(a, **hp)
+    opt = case.cls(a, **_undecayed(case))
     before = [p.detach().clone() for p in a]
     for _ in range(3):
         for p in a:
@@ -145,7 +167,8 @@ def test_low_precision_dtypes_stay_finite_and_track_float64(case: Case, dtype) -
     for p, q in zip(lo, hi, strict=True):
         assert p.dtype == dtype and torch.isfinite(p).all()
         assert (p.double() - q).abs().max() <= tol * q.abs().max()
-        assert all(v.dtype == dtype for k, v in opt_lo.state[p].items() if k != "step")
+        scalars = ("step", *opt_lo.info.rule(opt_lo.defaults).scalar_names)  # torch's dtype
+        assert all(v.dtype == dtype for k, v in opt_lo.state[p].items() if k not in scalars)
 
 
 def test_float16_adam_with_eps_1e8_does_not_divide_by_zero() -> None:
@@ -193,7 +216,10 @@ def test_non_finite_gradients_propagate_by_default_and_can_be_skipped(case: Case
     _grads(a, 0)
     a[0].grad[0, 0] = float("nan")
     opt.step()
-    assert torch.isnan(a[0]).any()  # the documented default, as torch.optim
+    if case.name == "rprop":  # it moves by sign(g), and torch's sign of NaN is 0
+        assert torch.isnan(opt.state[a[0]]["prev"]).any() and torch.isfinite(a[0]).all()
+    else:
+        assert torch.isnan(a[0]).any()  # the documented default, as torch.optim
 
     b = random_params(8)
     guarded = case.cls(b, **case.hp, skip_nonfinite=True)

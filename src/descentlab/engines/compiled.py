@@ -511,8 +511,8 @@ class GroupPlan:
             padded = -(-len(idx) // k) * k
             cdtype = compute_dtype(dtype)
             if len(rows) == 1:
-                row = torch.tensor(rows[keys[0]], dtype=cdtype)
-                cmat = row.expand(padded, len(names)).contiguous()
+                first = torch.tensor(rows[keys[0]], dtype=cdtype)
+                cmat = first.expand(padded, len(names)).contiguous()
             else:
                 table = [rows[keys[i]] for i in idx]
                 table += [table[-1]] * (padded - len(idx))

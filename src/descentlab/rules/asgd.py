@@ -122,8 +122,9 @@ class ScaleByRprop(Transform):
         }
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        agree = sign(u * state["prev"])  # +1 same sign, -1 flipped, 0 either is 0, NaN
-        factor = where(agree > 0, c["etaplus"], where(agree < 0, c["etaminus"], agree * 0 + 1))
+        agree = sign(u * state["prev"])  # +1 same sign, -1 flipped, 0 either is 0 (or NaN)
+        one = agree * 0 + 1  # an array: where() of two numbers would take a default dtype
+        factor = where(agree > 0, c["etaplus"], where(agree < 0, c["etaminus"], one))
         size = clip(state["step_size"] * factor, c["step_size_min"], c["step_size_max"])
         g = where(agree < 0, 0 * u, u)  # a flip: no step, and no flip detected next time
         return -sign(g) * size, {"prev": g, "step_size": size}
@@ -144,9 +145,10 @@ def rprop(*, maximize: bool = False) -> Rule:
     ``lr`` is read only when a parameter's state is created (the first step size), so a
     learning-rate schedule has no effect, as in torch.
 
-    **Conventions**: torch's (iRprop-, no weight decay); a gradient of NaN keeps a NaN
-    step size, as torch's. Equals ``torch.optim.Rprop`` to float64 round-off (its arithmetic
-    is exact: signs, products by the etas and clips).
+    **Conventions**: torch's (iRprop-, no weight decay); the sign of NaN is 0, as torch's,
+    so a NaN gradient moves no weight (it is kept in ``prev``). Equals
+    ``torch.optim.Rprop`` to float64 round-off (its arithmetic is exact: signs, products by
+    the etas and clips).
 
     Hyperparameters read each step: ``etaminus``, ``etaplus``, ``step_size_min``,
     ``step_size_max``; read when the state is created: ``lr``.

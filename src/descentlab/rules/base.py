@@ -70,8 +70,11 @@ def absolute(x: Array) -> Array:
 
 
 def sign(x: Array) -> Array:
-    """Element-wise sign (-1, 0 or 1; NaN stays NaN) of a NumPy array or a torch tensor."""
-    return np.sign(x) if isinstance(x, (np.ndarray, np.generic)) else x.sign()
+    """Element-wise sign (-1, 0 or 1) of a NumPy array or a torch tensor; the sign of NaN is
+    0, as torch's (NumPy's would be NaN)."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.where(np.isnan(x), 0.0, np.sign(x)).astype(x.dtype)
+    return x.sign()
 
 
 def where(cond: Array, a: Array | float, b: Array | float) -> Array:
@@ -235,6 +238,7 @@ class Rule:
         transform starts them elsewhere (:meth:`Transform.initial`, from ``hp``), and its
         scalars as 0-dim arrays of ``p``'s dtype."""
         start = self.initial(hp)
+        state: dict[str, Array]
         if isinstance(p, np.ndarray):
             state = {
                 name: np.zeros(shape, p.dtype) for name, shape in self.slot_shapes(p.shape).items()
@@ -276,7 +280,12 @@ class Rule:
             )
         out: dict[str, float] = {}
         for t in self.transforms:
-            c = t.coefficients(hp, step, before, after) if t.scalars else t.coefficients(hp, step)
+            # a transform with scalars reads them too (see Transform.coefficients)
+            c = (
+                t.coefficients(hp, step, before, after)  # type: ignore[call-arg]
+                if t.scalars
+                else t.coefficients(hp, step)
+            )
             if not out.keys().isdisjoint(c):
                 clash = sorted(out.keys() & c.keys())
                 raise ValueError(f"rule {self.name!r} has clashing coefficient names {clash}")

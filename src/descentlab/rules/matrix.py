@@ -87,7 +87,8 @@ class ScaleByAdafactor(Transform):
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
         eps1 = c["eps1"] if not math.isnan(c["eps1"]) else epsilon(u)
-        alpha = max(c["eps2"], float(norm(p)) / _size(p) ** 0.5) * c["rho"]
+        # (an empty tensor has nothing to step: its sizes count as 1, where torch divides by 0)
+        alpha = max(c["eps2"], float(norm(p)) / max(_size(p), 1) ** 0.5) * c["rho"]
         new: dict[str, Array] = {}
         if u.ndim > 1:
             row = ema(state["row_var"], norm(u, -1, True) ** 2 / u.shape[-1], c["beta2_rate"])
@@ -97,7 +98,7 @@ class ScaleByAdafactor(Transform):
         else:
             var = new["variance"] = ema(state["variance"], u * u, c["beta2_rate"])
         update = u / sqrt(clip(var, eps1 * eps1, None))
-        denom = max(1.0, float(norm(update)) / (_size(update) ** 0.5 * c["d"]))
+        denom = max(1.0, float(norm(update)) / (max(_size(update), 1) ** 0.5 * c["d"]))
         return update * (-alpha / denom), new
 
 
