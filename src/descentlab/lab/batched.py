@@ -78,6 +78,15 @@ Build = Callable[[int, dict[str, Any]], Problem]
 UPDATE_ELEMENTS = 1 << 16  # numbers per thread in a piece of a batched update (see _step_param)
 
 
+def rule_batches(optimizer: str) -> bool:
+    """Whether an optimizer's rule can step configurations stacked as rows: an element-wise
+    rule without per-parameter scalars. Adafactor and Muon reduce over a whole tensor (a row
+    would mix its matrix up), NAdam and ASGD keep scalars per parameter: run one by one."""
+    rule = OPTIMIZERS[optimizer].info
+    default = rule.rule(rule.defaults)
+    return default.elementwise and not default.scalar_names
+
+
 def can_batch(workload_name: str, build: Build) -> bool:
     """Whether runs of ``workload_name`` built by ``build`` can go through :func:`run_batched`.
 

@@ -57,6 +57,22 @@ def default_lrs(workload: Workload, opt: OptimizerSpec) -> tuple[float, ...]:
     return grid
 
 
+def _check_matrices(
+    workload: str, params: Sequence[Any], optimizers: Sequence[OptimizerSpec]
+) -> None:
+    """Refuse, in one line, an optimizer for matrices (Muon) on a workload with others."""
+    for opt in optimizers:
+        if opt.name != "muon":
+            continue
+        other = next((p for p in params if p.ndim != 2), None)
+        if other is not None:
+            raise LabError(
+                f"muon trains matrices only (as torch.optim.Muon), and workload {workload!r} "
+                f"has a parameter of shape {tuple(other.shape)}; choose a workload whose "
+                "parameters are all matrices, or pair Muon with AdamW in your own loop"
+            )
+
+
 @dataclass
 class Result:
     """What :func:`compare` produced: the folder, every run, the summary, the files."""
@@ -301,6 +317,7 @@ def compare(
             notes.append(f"{workload.name}: no data, so every regime is the exact gradient.")
             regime_list = [Regime("full")]
         budget = epochs if epochs is not None else workload.epochs
+        _check_matrices(workload.name, probe.params, specs_opt)
         per_regime = []
         for regime in regime_list:
             n_steps = steps_for(

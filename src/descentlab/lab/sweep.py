@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .batched import can_batch, run_batched
+from .batched import can_batch, rule_batches, run_batched
 from .runner import run_one
 from .store import Store
 from .training import Record, RunSpec
@@ -292,7 +292,7 @@ def _batch_plan(specs: list[RunSpec], builds: dict[str, Build]) -> dict[int, lis
         name = specs[members[0]].workload
         if name not in batchable:
             batchable[name] = can_batch(name, builds[name])
-        if batchable[name]:
+        if batchable[name] and rule_batches(specs[members[0]].optimizer.name):
             plan.update((j, members) for j in members)
     return plan
 

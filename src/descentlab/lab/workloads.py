@@ -399,6 +399,10 @@ _LANDSCAPE_LRS = {
     "adadelta": (1.0, 3.0, 10.0, 30.0, 100.0),  # lr multiplies steps of ~sqrt(eps) at first
     "adamax": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
     "radam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "nadam": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "asgd": (1e-3, 3e-3, 1e-2, 3e-2, 5e-2),  # SGD with a slowly decaying step
+    "rprop": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),  # lr is only the first step size
+    "adafactor": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),  # relative: steps of lr * RMS(w)
 }
 NET_LRS = {
     "sgd": (1e-1, 3e-1, 1.0, 3.0),
@@ -410,6 +414,10 @@ NET_LRS = {
     "adadelta": (1e-1, 3e-1, 1.0, 3.0),
     "adamax": (3e-3, 1e-2, 3e-2, 1e-1),
     "radam": (3e-3, 1e-2, 3e-2, 1e-1),
+    "nadam": (1e-3, 3e-3, 1e-2, 3e-2),
+    "asgd": (1e-1, 3e-1, 1.0, 3.0),
+    "rprop": (1e-4, 3e-4, 1e-3, 3e-3),
+    "adafactor": (1e-3, 3e-3, 1e-2, 3e-2),
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -437,6 +445,7 @@ WORKLOADS: dict[str, Workload] = {
                 "sgd": (3e-4, 1e-3, 2e-3),
                 "momentum": (3e-3, 1e-2, 2e-2),
                 "rmsprop": (1e-3, 3e-3, 1e-2),
+                "asgd": (3e-4, 1e-3, 2e-3),
             },
             steps=1000,
             target=1e-2,
@@ -471,6 +480,10 @@ WORKLOADS: dict[str, Workload] = {
                 "adadelta": (1.0, 3.0, 10.0),
                 "adamax": (1e-2, 3e-2, 1e-1),
                 "radam": (1e-2, 3e-2, 1e-1),
+                "nadam": (1e-2, 3e-2, 1e-1),
+                "asgd": (1e-3, 3e-3, 1e-2),
+                "rprop": (1e-3, 3e-3, 1e-2),
+                "adafactor": (1e-2, 3e-2, 1e-1),
             },
             steps=1000,
             target=1e-2,
@@ -493,6 +506,10 @@ WORKLOADS: dict[str, Workload] = {
                 "adadelta": (1.0, 3.0, 10.0),
                 "adamax": (1e-2, 3e-2, 1e-1),
                 "radam": (1e-2, 3e-2, 1e-1),
+                "nadam": (1e-2, 3e-2, 1e-1),
+                "asgd": (3e-3, 1e-2, 3e-2),
+                "rprop": (1e-3, 3e-3, 1e-2),
+                "adafactor": (1e-2, 3e-2, 1e-1),
             },
             epochs=5,
             regime="minibatch:32",
@@ -513,6 +530,10 @@ WORKLOADS: dict[str, Workload] = {
                 "adadelta": (0.3, 1.0, 3.0),
                 "adamax": (1e-3, 3e-3, 1e-2),
                 "radam": (1e-3, 3e-3, 1e-2),
+                "nadam": (1e-3, 3e-3, 1e-2),
+                "asgd": (3e-3, 1e-2, 3e-2),
+                "rprop": (1e-3, 3e-3, 1e-2),
+                "adafactor": (1e-3, 3e-3, 1e-2),
             },
             epochs=50,
             regime="full",
