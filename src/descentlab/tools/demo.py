@@ -42,6 +42,16 @@ ENTRIES = [
     Entry("RMSprop", dt.RMSprop, torch.optim.RMSprop, {"lr": 1e-2}),
     Entry("Adam", dt.Adam, torch.optim.Adam, {"lr": 1e-3}),
     Entry("AdamW", dt.AdamW, torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.01}),
+    # torch.optim's other rules, descentlab's own too (Muon takes matrices only: the
+    # seed's model has a bias vector)
+    Entry("Adagrad", dt.Adagrad, torch.optim.Adagrad, {"lr": 1e-2}),
+    Entry("Adadelta", dt.Adadelta, torch.optim.Adadelta, {"lr": 1.0}),
+    Entry("Adamax", dt.Adamax, torch.optim.Adamax, {"lr": 2e-3}),
+    Entry("RAdam", dt.RAdam, torch.optim.RAdam, {"lr": 1e-3}),
+    Entry("NAdam", dt.NAdam, torch.optim.NAdam, {"lr": 2e-3}),
+    Entry("ASGD", dt.ASGD, torch.optim.ASGD, {"lr": 0.01}),
+    Entry("Rprop", dt.Rprop, torch.optim.Rprop, {"lr": 1e-3}),
+    Entry("Adafactor", dt.Adafactor, torch.optim.Adafactor, {"lr": 1e-2}),
 ]
 
 

@@ -10,6 +10,8 @@ compiled engines compile) is timed apart; a few warm-up steps follow before the 
 from __future__ import annotations
 
 import gc
+import inspect
+import math
 import statistics
 import time
 import warnings
@@ -31,6 +33,11 @@ BYTES = {
     "adadelta": 28,
     "adamax": 28,
     "radam": 28,
+    "nadam": 28,
+    "asgd": 20,  # p, g, ax read; p, ax written
+    "rprop": 28,  # p, g, prev, step_size read; p, prev, step_size written
+    "adafactor": 12,  # p, g read, p written; its factored moments are negligible
+    "muon": 16,  # p, g, momentum read; p written (and the matrix products' own traffic)
 }
 TORCH = {
     "adam": (torch.optim.Adam, dt.Adam, {"lr": 1e-3}),
@@ -41,7 +48,14 @@ TORCH = {
     "adadelta": (torch.optim.Adadelta, dt.Adadelta, {"lr": 1.0}),
     "adamax": (torch.optim.Adamax, dt.Adamax, {"lr": 2e-3}),
     "radam": (torch.optim.RAdam, dt.RAdam, {"lr": 1e-3}),
+    "nadam": (torch.optim.NAdam, dt.NAdam, {"lr": 2e-3}),
+    "asgd": (torch.optim.ASGD, dt.ASGD, {"lr": 1e-2}),
+    "rprop": (torch.optim.Rprop, dt.Rprop, {"lr": 1e-2}),
 }
+for _name in ("Adafactor", "Muon"):  # in torch 2.5+ and 2.9+
+    if hasattr(torch.optim, _name):
+        TORCH[_name.lower()] = (getattr(torch.optim, _name), getattr(dt, _name), {"lr": 1e-2})
+MATRICES_ONLY = {"muon"}  # timed on the layout's matrices alone
 FUSED = {"adam", "adamw", "sgd:momentum=0.9", "adagrad"}  # torch's fused CPU kernels
 DEFAULT = ("adam", "adamw", "sgd:momentum=0.9", "rmsprop")  # the others on request
 # Names are the lab's optimizer specs (``descentlab compare --optimizers``); older names
@@ -120,18 +134,28 @@ class Variant:
 
 
 def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list[Variant]:
+    """torch's implementations of ``name`` that exist (for-loop, foreach, fused) beside
+    descentlab's engines that can run its rule (the flat ones need an element-wise rule
+    without per-parameter scalars; Adafactor and Muon run on the reference engine)."""
     theirs, ours, hp = TORCH[name]
+    accepts = inspect.signature(theirs).parameters
     out = []
     for label, kw in TORCH_VARIANTS.items():
-        if "fused" in kw and name not in FUSED:
+        if ("fused" in kw and name not in FUSED) or not set(kw) <= set(accepts):
             continue
         params = make_params(shapes, device)
         out.append(Variant(label, theirs(params, **hp, **kw), params))
+    info = ours.info
+    rule = info.rule(info.with_defaults(**hp))
+    flat_able = rule.elementwise and not rule.scalar_names
     for label, kw in OURS_VARIANTS.items():
+        if kw.get("engine") == "flat" and not flat_able:
+            continue
         params = make_params(shapes, device)
         out.append(Variant(label, ours(params, **hp, **kw), params))
-    params = make_params(shapes, device)
-    out.append(Variant(FLAT_KEEP, ours(params, **hp, engine="flat"), params, keep_grads=True))
+    if flat_able:
+        params = make_params(shapes, device)
+        out.append(Variant(FLAT_KEEP, ours(params, **hp, engine="flat"), params, keep_grads=True))
     return out
 
 
@@ -139,8 +163,10 @@ def time_case(
     name: str, layout: Layout, device: str, reps: int, warmup: int
 ) -> list[dict[str, Any]]:
     """Rows for one (optimizer, layout): every variant timed round-robin."""
-    grads = make_grads(layout.shapes, device)
-    variants = make_variants(name, layout.shapes, device)
+    shapes = [s for s in layout.shapes if len(s) == 2] if name in MATRICES_ONLY else layout.shapes
+    numel = sum(math.prod(s) for s in shapes)
+    grads = make_grads(shapes, device)
+    variants = make_variants(name, shapes, device)
     caught: dict[str, list[str]] = {v.label: [] for v in variants}
     first: dict[str, float] = {}
     times: dict[str, list[float]] = {v.label: [] for v in variants}
@@ -180,14 +206,14 @@ def time_case(
             "layout_key": layout.key,
             "optimizer": name,
             "variant": v.label,
-            "tensors": layout.tensors,
-            "numel": layout.numel,
+            "tensors": len(shapes),
+            "numel": numel,
             "ms": t * 1e3,
             "ms_min": min(times[v.label]) * 1e3,
             "ms_max": max(times[v.label]) * 1e3,
             "first_step_ms": first[v.label] * 1e3,
             "steps_per_s": 1 / t,
-            "gb_per_s": BYTES[name] * layout.numel / t / 1e9,
+            "gb_per_s": BYTES[name] * numel / t / 1e9,
             "baseline": baseline,
             "ratio": med[baseline] / t,  # > 1: faster than torch's baseline
             "vs_torch_fastest": best_torch / t,
