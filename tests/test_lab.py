@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -367,3 +368,28 @@ def test_the_reproduce_helper_trains_an_lr_grid_as_one_batch() -> None:
     spec = RunSpec("ravine", parse_optimizer("sgd"), 0.03, 1, parse_regime("full"), 8, 1,
                    tuple(sorted(w.options.items())))  # fmt: skip
     assert run_one(spec, w.build).loss == runs[0.03][1]["loss"]  # a landscape: bit for bit
+
+
+def test_the_new_rules_train_in_compare_and_muon_on_matrices_only(tmp_path: Path) -> None:
+    """torch.optim's other rules are compare specs too; Muon trains the bias-free digits
+    models (every parameter a matrix) and is refused, in one line, on anything else."""
+    res = compare(
+        workloads=["digits-logreg:bias=0"],
+        optimizers=["nadam", "asgd", "rprop", "adafactor", "muon"],
+        lrs="grid",
+        seeds=1,
+        steps=6,
+        out=tmp_path / "ok",
+    )
+    trained = {row["spec"]["optimizer"] for row in res.rows}
+    assert trained == {"nadam", "asgd", "rprop", "adafactor", "muon"}
+    assert all(math.isfinite(row["loss"][-1]) for row in res.rows)
+    with pytest.raises(LabError, match=r"muon trains matrices only .* shape \(10,\)"):
+        compare(
+            workloads=["digits-logreg"],
+            optimizers=["muon"],
+            lrs=[0.01],
+            seeds=1,
+            steps=2,
+            out=tmp_path / "refused",
+        )

@@ -68,8 +68,8 @@ def _check_matrices(
         if other is not None:
             raise LabError(
                 f"muon trains matrices only (as torch.optim.Muon), and workload {workload!r} "
-                f"has a parameter of shape {tuple(other.shape)}; choose a workload whose "
-                "parameters are all matrices, or pair Muon with AdamW in your own loop"
+                f"has a parameter of shape {tuple(other.shape)}; choose one whose parameters "
+                "are all matrices (digits-logreg:bias=0, digits-mlp:bias=0)"
             )
 
 

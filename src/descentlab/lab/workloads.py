@@ -204,7 +204,7 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int = 0):
 
 
 def _supervised(
-    make_model: Callable[[], torch.nn.Module],
+    make_model: Callable[..., torch.nn.Module],
     data: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     classification: bool,
 ) -> Callable[[int, dict[str, Any]], Problem]:
@@ -215,7 +215,7 @@ def _supervised(
             loaded.append(data())
         xtr, ytr, xte, yte = loaded[0]
         torch.manual_seed(seed)
-        model = make_model().double()
+        model = (make_model(bias=False) if options.get("bias", 1) == 0 else make_model()).double()
         # copies: a problem never shares its data with the cache or with another problem
         x, xt = torch.tensor(xtr, dtype=torch.float64), torch.tensor(xte, dtype=torch.float64)
         if classification:
@@ -383,10 +383,16 @@ def _noisy_quadratic(seed: int, options: dict[str, Any]) -> Problem:
     return Problem([w], loss, n, parts={"kind": "quadratic", "w": w, "h": h, "centers": centers})
 
 
-def _mlp(inp: int, hidden: int, out: int) -> Callable[[], torch.nn.Module]:
-    return lambda: torch.nn.Sequential(
-        torch.nn.Linear(inp, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out)
+def _mlp(inp: int, hidden: int, out: int) -> Callable[..., torch.nn.Module]:
+    return lambda bias=True: torch.nn.Sequential(
+        torch.nn.Linear(inp, hidden, bias=bias),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, out, bias=bias),
     )
+
+
+BIAS = Option(int, 0, inclusive=True, high=1)
+"""``bias=0``: the model's layers have no bias, so every parameter is a matrix (Muon)."""
 
 
 _LANDSCAPE_LRS = {
@@ -418,6 +424,7 @@ NET_LRS = {
     "asgd": (1e-1, 3e-1, 1.0, 3.0),
     "rprop": (1e-4, 3e-4, 1e-3, 3e-3),
     "adafactor": (1e-3, 3e-3, 1e-2, 3e-2),
+    "muon": (3e-3, 1e-2, 3e-2, 1e-1),  # matrices only: digits-logreg/-mlp with bias=0
 }
 
 WORKLOADS: dict[str, Workload] = {
@@ -540,21 +547,23 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             "digits-logreg",
-            "logistic regression on scikit-learn's bundled 8x8 digits",
-            _supervised(lambda: torch.nn.Linear(64, 10), digits_data, True),
+            "logistic regression on scikit-learn's bundled 8x8 digits; option bias (0: none)",
+            _supervised(lambda bias=True: torch.nn.Linear(64, 10, bias=bias), digits_data, True),
             NET_LRS,
             epochs=10,
             regime="minibatch:64",
             target=0.3,
+            accepts={"bias": BIAS},
         ),
         Workload(
             "digits-mlp",
-            "MLP 64-128-10 on scikit-learn's bundled 8x8 digits",
+            "MLP 64-128-10 on scikit-learn's bundled 8x8 digits; option bias (0: none)",
             _supervised(_mlp(64, 128, 10), digits_data, True),
             NET_LRS,
             epochs=10,
             regime="minibatch:64",
             target=0.2,
+            accepts={"bias": BIAS},
         ),
         Workload(
             "mnist1d-cnn",

@@ -141,6 +141,8 @@ def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list
     accepts = inspect.signature(theirs).parameters
     out = []
     for label, kw in TORCH_VARIANTS.items():
+        if label == "torch for-loop" and "foreach" not in accepts:
+            kw = {}  # a single-tensor class without the choice (Muon)
         if ("fused" in kw and name not in FUSED) or not set(kw) <= set(accepts):
             continue
         params = make_params(shapes, device)
@@ -165,6 +167,8 @@ def time_case(
     """Rows for one (optimizer, layout): every variant timed round-robin."""
     shapes = [s for s in layout.shapes if len(s) == 2] if name in MATRICES_ONLY else layout.shapes
     numel = sum(math.prod(s) for s in shapes)
+    if not shapes:  # Muon on a layout without matrices: nothing it can step
+        return []
     grads = make_grads(shapes, device)
     variants = make_variants(name, shapes, device)
     caught: dict[str, list[str]] = {v.label: [] for v in variants}
