@@ -146,6 +146,13 @@ COUPLED = {
     "torch.RMSprop": lambda p: torch.optim.RMSprop(p, weight_decay=1e-2),
     "descentlab.Adam": lambda p: dt.Adam(p, weight_decay=1e-2),
     "descentlab.RMSprop": lambda p: dt.RMSprop(p, weight_decay=1e-2),
+    # torch.optim's other adaptive rules: L2 unless decoupled, as Adam's
+    "torch.NAdam": lambda p: torch.optim.NAdam(p, weight_decay=1e-2),
+    "descentlab.NAdam": lambda p: dt.NAdam(p, weight_decay=1e-2),
+    "descentlab.RAdam": lambda p: dt.RAdam(p, weight_decay=1e-2),
+    "descentlab.Adamax": lambda p: dt.Adamax(p, weight_decay=1e-2),
+    "descentlab.Adagrad": lambda p: dt.Adagrad(p, weight_decay=1e-2),
+    "descentlab.Adadelta": lambda p: dt.Adadelta(p, weight_decay=1e-2),
 }
 DECOUPLED = {
     "torch.AdamW": lambda p: torch.optim.AdamW(p),
@@ -156,6 +163,15 @@ DECOUPLED = {
     "torch.SGD": lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=1e-2),
     "descentlab.AdamW": lambda p: dt.AdamW(p),
     "descentlab.SGD": lambda p: dt.SGD(p, lr=0.1, weight_decay=1e-2),
+    "descentlab.NAdam.decoupled": lambda p: dt.NAdam(
+        p, weight_decay=1e-2, decoupled_weight_decay=True
+    ),
+    "descentlab.RAdam.decoupled": lambda p: dt.RAdam(
+        p, weight_decay=1e-2, decoupled_weight_decay=True
+    ),
+    "descentlab.Adafactor": lambda p: dt.Adafactor(p, weight_decay=1e-2),  # decoupled
+    "descentlab.ASGD": lambda p: dt.ASGD(p, weight_decay=1e-2),  # not adaptive
+    "descentlab.Rprop": lambda p: dt.Rprop(p),
 }
 
 
