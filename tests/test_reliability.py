@@ -318,7 +318,7 @@ def test_bad_parameter_collections_are_refused(cls) -> None:
         cls(3)
     with pytest.raises(TypeError, match="single tensor"):
         cls(torch.nn.Parameter(torch.ones(1)))
-    p = torch.nn.Parameter(torch.ones(1))
+    p = torch.nn.Parameter(torch.ones(1, 1))  # a matrix: Muon takes nothing else
     with pytest.raises(ValueError, match="more than one parameter group"):
         cls([{"params": [p]}, {"params": [p]}])
 

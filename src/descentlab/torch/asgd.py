@@ -19,13 +19,14 @@ class ASGD(RuleOptimizer):
     and ``mu`` per parameter (0-dim tensors, on the CPU). The rule is
     :func:`descentlab.rules.asgd`.
 
-    Example (the first step is SGD with ``lr``; the average starts at the iterate):
+    Example (the first step is SGD with ``lr``, held as torch holds it: a float32 ``eta``;
+    the average starts at the iterate):
         >>> import torch
         >>> w = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
         >>> opt = ASGD([w], lr=0.1, lambd=0.0)
         >>> w.grad = torch.tensor([2.0], dtype=torch.float64); opt.step()
-        >>> round(w.item(), 12), opt.state[w]["ax"].tolist()
-        (0.8, [0.8])
+        >>> round(w.item(), 6), round(opt.state[w]["ax"].item(), 6), opt.state[w]["eta"].dtype
+        (0.8, 0.8, torch.float32)
     """
 
     info = optimizers.get("asgd")

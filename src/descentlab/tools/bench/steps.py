@@ -147,7 +147,7 @@ def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list
             continue
         params = make_params(shapes, device)
         out.append(Variant(label, theirs(params, **hp, **kw), params))
-    info = ours.info
+    info = ours.info  # type: ignore[attr-defined]
     rule = info.rule(info.with_defaults(**hp))
     flat_able = rule.elementwise and not rule.scalar_names
     for label, kw in OURS_VARIANTS.items():
@@ -165,7 +165,9 @@ def time_case(
     name: str, layout: Layout, device: str, reps: int, warmup: int
 ) -> list[dict[str, Any]]:
     """Rows for one (optimizer, layout): every variant timed round-robin."""
-    shapes = [s for s in layout.shapes if len(s) == 2] if name in MATRICES_ONLY else layout.shapes
+    shapes: list[tuple[int, ...]] = list(layout.shapes)
+    if name in MATRICES_ONLY:
+        shapes = [s for s in shapes if len(s) == 2]
     numel = sum(math.prod(s) for s in shapes)
     if not shapes:  # Muon on a layout without matrices: nothing it can step
         return []
