@@ -23,21 +23,8 @@ from torch.optim.optimizer import (
 import descentlab.torch as dt
 from helpers import rel_err
 
-NAMES = (
-    "SGD",
-    "Adam",
-    "AdamW",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "Adamax",
-    "RAdam",
-    "NAdam",
-    "ASGD",
-    "Rprop",
-    "Adafactor",
-    "Muon",
-)
+# every drop-in with a torch.optim twin (all but the seed's Momentum)
+NAMES = tuple(c.__name__ for c in dt.BY_NAME.values() if c.info.torch_twin)
 # Muon takes matrices only; Adafactor and Muon refuse complex parameters (as torch's do).
 MATRICES_ONLY = {"Muon"}
 REAL_ONLY = {"Adafactor", "Muon"}

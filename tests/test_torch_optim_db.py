@@ -24,21 +24,8 @@ from helpers import rel_err
 common_optimizers = pytest.importorskip("torch.testing._internal.common_optimizers")
 OptimizerErrorEnum = common_optimizers.OptimizerErrorEnum
 
-NAMES = (
-    "SGD",
-    "Adam",
-    "AdamW",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "Adamax",
-    "RAdam",
-    "NAdam",
-    "ASGD",
-    "Rprop",
-    "Adafactor",
-    "Muon",
-)
+# every drop-in with a torch.optim twin (all but the seed's Momentum)
+NAMES = tuple(c.__name__ for c in dt.BY_NAME.values() if c.info.torch_twin)
 MATRICES_ONLY = {"Muon"}  # torch.optim.Muon refuses biases: it gets the weight matrices
 INFOS = {
     info.optim_cls.__name__: info
