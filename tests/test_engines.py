@@ -185,3 +185,19 @@ def test_freezing_and_thawing_mid_run_matches_the_reference(engine: str) -> None
         assert rel_err(p, q) <= 1e-12
         for key, value in ref.state[q].items():
             assert rel_err(opt.state[p][key], value) <= 1e-12, key
+
+
+def test_graph_input_names_are_read_whether_torch_gives_attributes_or_methods() -> None:
+    """torch before late 2025 made ``Source.name`` a method (the compiled engine then failed
+    on every kernel); later releases make it an attribute. Both are read."""
+    from types import SimpleNamespace
+
+    from descentlab.engines.compiled import _source_name
+
+    def node(name: object) -> SimpleNamespace:
+        return SimpleNamespace(
+            meta={"grapharg": SimpleNamespace(source=SimpleNamespace(name=name))}
+        )
+
+    assert _source_name(node("L['ps'][3]")) == "L['ps'][3]"  # type: ignore[arg-type]
+    assert _source_name(node(lambda: "L['cmat']")) == "L['cmat']"  # type: ignore[arg-type]

@@ -167,12 +167,11 @@ class Kernel:
         """
         from torch._inductor.compile_fx import compile_fx
 
-        compiled: Any = compile_fx(gm, example_inputs, config_patches={"size_asserts": False})
-        sources = [
-            node.meta["grapharg"].source.name for node in gm.graph.nodes if node.op == "placeholder"
-        ]
+        # The inputs' names, read before inductor sees the graph (it may rewrite it).
+        sources = [_source_name(node) for node in gm.graph.nodes if node.op == "placeholder"]
         if not all(map(_SOURCE.fullmatch, sources)):
             raise RuntimeError(f"unexpected graph inputs {sources}")
+        compiled: Any = compile_fx(gm, example_inputs, config_patches={"size_asserts": False})
         # numel() for size()[0]: the same for the 1-D inputs the graph was traced with, and
         # the flat length of an N-d contiguous gradient passed as it is.
         exprs = [
@@ -186,6 +185,13 @@ class Kernel:
 
         self.direct = direct
         return compiled
+
+
+def _source_name(node: torch.fx.Node) -> str:
+    """The source of a graph input (``L['ps'][3]``): an attribute in recent torch, a method
+    in torch releases before late 2025."""
+    name = node.meta["grapharg"].source.name
+    return str(name() if callable(name) else name)
 
 
 def kernel(key: KernelKey) -> Kernel | None:
