@@ -93,6 +93,12 @@ def test_headline_names_the_clear_winner_on_each_metric() -> None:
         run_record("b", 0.1, 0, [5.0, 0.50], accs=[0.6, 0.70]),
         run_record("b", 0.1, 1, [5.0, 0.52], accs=[0.6, 0.72]),
     ]
+    rows += [  # worse on both sides: every best lr is bracketed by its grid
+        run_record(name, lr, seed, [5.0, 3.0], accs=[0.1, 0.1])
+        for name in ("a", "b")
+        for lr in (0.03, 0.3)
+        for seed in (0, 1)
+    ]
     got = _verdicts(rows)
     assert got["final training loss"].winner == "a"
     assert got["held-out accuracy"].winner == "a"
@@ -120,7 +126,9 @@ def test_round_off_never_picks_the_lr_or_the_winner() -> None:
     summary = summarize(rows, {"toy": 0.3})
     assert decide.loss_floor(summary, "toy") == pytest.approx(1e-12 * START)
     assert decide.best_lrs(summary)[("toy", "r", "full")] == 0.03
-    assert decide.grid_edge_notes(summary) == []
+    notes = decide.grid_edge_notes(summary)  # r's 0.03 is bracketed; q tried one lr
+    assert not any(" r: " in n for n in notes)
+    assert any("q: only lr 0.1 was tried (untuned)" in n for n in notes)
     loss = _verdicts(rows)["final training loss"]
     assert loss.winner is None and sorted(loss.leaders) == ["q", "r"]
     assert "round-off floor" in loss.text
@@ -131,8 +139,10 @@ def test_without_the_floor_round_off_would_decide(monkeypatch: pytest.MonkeyPatc
     rows = ravine_like()
     summary = summarize(rows, {"toy": 0.3})
     assert decide.best_lrs(summary)[("toy", "r", "full")] == 0.1
-    assert len(decide.grid_edge_notes(summary)) == 1
-    assert _verdicts(rows)["final training loss"].winner == "q"
+    assert any(" r: the best lr 0.1 is the largest" in n for n in decide.grid_edge_notes(summary))
+    loss = _verdicts(rows)["final training loss"]  # q would win, over an unbracketed r
+    assert loss.winner is None
+    assert loss.text.startswith("not resolved: r's best lr is the largest tried (q ")
 
 
 def test_grid_edge_note_when_the_edge_is_clearly_best() -> None:
@@ -145,3 +155,66 @@ def test_grid_edge_note_when_the_edge_is_clearly_best() -> None:
     notes = decide.grid_edge_notes(summary)
     assert len(notes) == 1 and "largest" in notes[0]
     assert "wider grid" in decide.row_notes(summary)[("toy", "s", "full", 0.1)][0]
+
+
+# ---------------------------------------------------------------- no winner over an untuned rival
+
+
+def _two(a: str, b: str, grid: tuple[float, ...], loss: dict[str, dict[float, float]]):
+    """Two optimizers on one grid, two seeds, final losses ``loss[label][lr]`` (+-1%)."""
+    rows = []
+    for name, label in ((a, "fast"), (b, "slow")):
+        for lr in grid:
+            for seed in (0, 1):
+                final = loss[label][lr] * (1 + 0.01 * seed)
+                rows.append(run_record(name, lr, seed, [5.0, 2.0, final]))
+    return rows
+
+
+EDGE = {"fast": {1e-3: 0.5, 1e-2: 0.155}, "slow": {1e-3: 2.0, 1e-2: 0.84}}
+BRACKETED = {
+    "fast": {1e-3: 0.5, 1e-2: 0.155, 1e-1: 0.4},
+    "slow": {1e-3: 2.0, 1e-2: 0.84, 1e-1: 1.5},
+}
+
+
+def test_the_readmes_two_lr_comparison_with_both_at_the_edge_is_not_resolved() -> None:
+    rows = _two("adam", "sgd:momentum=0.9", (1e-3, 1e-2), EDGE)
+    loss = _verdicts(rows, target=None)["final training loss"]
+    assert loss.winner is None
+    assert loss.text.startswith("not resolved: sgd:momentum=0.9's best lr is the largest tried")
+    assert "adam 0.156" in loss.text  # the figures are still shown
+    notes = decide.grid_edge_notes(summarize(rows, {"toy": None}))
+    assert any("sgd:momentum=0.9: the best lr 0.01 is the largest tried" in n and "add 0.032, 0.1"
+               in n for n in notes)  # fmt: skip
+
+
+def test_a_bracketed_grid_names_the_winner_and_swapping_labels_swaps_it() -> None:
+    rows = _two("adam", "sgd", (1e-3, 1e-2, 1e-1), BRACKETED)
+    assert _verdicts(rows, target=None)["final training loss"].winner == "adam"
+    swapped = _two("sgd", "adam", (1e-3, 1e-2, 1e-1), BRACKETED)
+    assert _verdicts(swapped, target=None)["final training loss"].winner == "sgd"
+    assert decide.grid_edge_notes(summarize(rows, {"toy": None})) == []
+
+
+def test_the_winners_own_edge_does_not_unresolve_it() -> None:
+    """A winner already beats every tuned rival: its optimum beyond the edge can only be
+    better still (the notes say to widen its grid)."""
+    loss = {"fast": {1e-3: 0.5, 1e-2: 0.155, 1e-1: 0.1}, "slow": BRACKETED["slow"]}
+    rows = _two("adam", "sgd", (1e-3, 1e-2, 1e-1), loss)
+    assert _verdicts(rows, target=None)["final training loss"].winner == "adam"
+
+
+def test_a_single_lr_comparison_is_reported_untuned() -> None:
+    rows = _two("adam", "sgd", (1e-2,), {"fast": {1e-2: 0.155}, "slow": {1e-2: 0.84}})
+    loss = _verdicts(rows, target=None)["final training loss"]
+    assert loss.winner is None and "sgd is untuned (one lr tried)" in loss.text
+    notes = decide.grid_edge_notes(summarize(rows, {"toy": None}))
+    assert any("sgd: only lr 0.01 was tried (untuned)" in n for n in notes)
+
+
+def test_different_tuning_budgets_are_stated() -> None:
+    rows = _two("adam", "sgd", (1e-3, 1e-2, 1e-1), BRACKETED)
+    rows = [r for r in rows if not (r["spec"]["optimizer"] == "sgd" and r["spec"]["lr"] == 1e-3)]
+    notes = decide.grid_edge_notes(summarize(rows, {"toy": None}))
+    assert "toy [full]: tuning budgets differ: adam 3 lrs x 2 seeds, sgd 2 lrs x 2 seeds." in notes

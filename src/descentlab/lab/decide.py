@@ -144,18 +144,74 @@ def grid_edge(choice: Choice) -> str | None:
     return "largest" if tied[0] == grid[-1] else None
 
 
+def unbracketed(choice: Choice) -> str | None:
+    """Why a best lr does not show its optimizer tuned, or None when the grid brackets it:
+    ``"untuned"`` (one lr tried), ``"smallest"``/``"largest"`` when the best lr and every lr
+    tied with it sit at the ends of the grid (any grid size): the optimum may lie beyond."""
+    grid = sorted(choice.grid)
+    if len(grid) == 1:
+        return "untuned"
+    ends = {grid[0], grid[-1]}
+    if not all(lr in ends for lr in choice.tied):
+        return None
+    return "smallest" if choice.line["lr"] == grid[0] else "largest"
+
+
+def _unbracketed_text(optimizer: str, why: str) -> str:
+    if why == "untuned":
+        return f"{optimizer} is untuned (one lr tried)"
+    return f"{optimizer}'s best lr is the {why} tried"
+
+
+def _suggest(lr: float, side: str) -> str:
+    """Two lrs half a decade apart beyond ``lr`` on ``side`` (both sides when untuned)."""
+    up = [f"{lr * 10**0.5:.2g}", f"{lr * 10:.2g}"]
+    down = [f"{lr / 10**0.5:.2g}", f"{lr / 10:.2g}"]
+    picked = {"largest": up, "smallest": down}.get(side, [down[0], up[0]])
+    return ", ".join(picked)
+
+
 def grid_edge_notes(summary: list[Row]) -> list[str]:
-    """Warn where the best lr sits at the end of the grid, clearly better (beyond the floor)
-    than every other lr: the optimum may lie beyond it."""
+    """Warn where an optimizer's best lr is not bracketed by its grid (see
+    :func:`unbracketed`): the optimum may lie beyond it; say which lrs to add. Also say when
+    the optimizers of one comparison had different tuning budgets (lrs x seeds)."""
     notes = []
-    for (workload, optimizer, regime), choice in sorted(choices(summary).items()):
-        side = grid_edge(choice)
-        if side:
-            notes.append(
-                f"{workload} [{regime}] {optimizer}: the best lr {choice.line['lr']:g} is the "
-                f"{side} tried; a wider grid may do better."
+    picked = choices(summary)
+    for (workload, optimizer, regime), choice in sorted(picked.items()):
+        why = unbracketed(choice)
+        if why:
+            lr = choice.line["lr"]
+            what = (
+                f"only lr {lr:g} was tried (untuned)"
+                if why == "untuned"
+                else f"the best lr {lr:g} is the {why} tried"
             )
+            notes.append(
+                f"{workload} [{regime}] {optimizer}: {what}; a wider grid may do better "
+                f"(add {_suggest(lr, why)})."
+            )
+    budgets: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for (workload, optimizer, regime), choice in sorted(picked.items()):
+        seeds = choice.line["seeds"]
+        budgets[(workload, regime)][optimizer] = f"{len(choice.grid)} lrs x {seeds} seeds"
+    for (workload, regime), per in sorted(budgets.items()):
+        if len(set(per.values())) > 1:
+            listed = ", ".join(f"{o} {b}" for o, b in per.items())
+            notes.append(f"{workload} [{regime}]: tuning budgets differ: {listed}.")
     return notes
+
+
+def _not_over_unbracketed(v: Verdict, edges: dict[str, str]) -> Verdict:
+    """A winner beats every rival, so it needs every rival tuned: when one it would beat has
+    an unbracketed best lr, the comparison is not resolved (its own edge does not matter)."""
+    if v.winner is None:
+        return v
+    rivals = sorted(o for o in edges if o != v.winner)
+    if not rivals or v.text.startswith("only "):
+        return v
+    why = "; ".join(_unbracketed_text(o, edges[o]) for o in rivals)
+    figures = v.text.split(": ", 1)[1].rstrip(".")
+    return Verdict(v.metric, None, v.leaders, f"not resolved: {why} ({figures}).")
 
 
 def row_notes(summary: list[Row]) -> dict[tuple[str, str, str, float], list[str]]:
@@ -240,11 +296,11 @@ def verdict(
 
 def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
     """The conclusions for one (workload, regime), each optimizer at its best lr."""
-    best = {
-        k[1]: c.line for k, c in choices(summary).items() if k[0] == workload and k[2] == regime
-    }
+    picked = {k[1]: c for k, c in choices(summary).items() if k[0] == workload and k[2] == regime}
+    best = {o: c.line for o, c in picked.items()}
     if not best:
         return []
+    edges = {o: why for o, c in picked.items() if (why := unbracketed(c))}
     floor = loss_floor(summary, workload)
     loss = verdict(
         "final training loss",
@@ -289,4 +345,4 @@ def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
         if missed and everyone:
             v.text = v.text[:-1] + f"; not reached on every seed: {', '.join(missed)}."
         out.append(v)
-    return out
+    return [_not_over_unbracketed(v, edges) for v in out]

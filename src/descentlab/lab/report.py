@@ -103,7 +103,9 @@ RULES = (
     "A verdict names a winner only when its mean ± std interval over seeds, widened by the "
     "floor (losses) or one evaluation interval (steps to target), overlaps no other "
     "optimizer's; otherwise it says no clear winner and lists those that overlap the best. "
-    + TIMING
+    "A winner must beat tuned rivals: when a rival's best lr is the smallest or largest of "
+    "its grid, or it tried a single lr, the verdict is not resolved, and the notes say which "
+    "lrs to add. " + TIMING
 )
 
 
