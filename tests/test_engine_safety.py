@@ -397,3 +397,35 @@ def test_a_mixed_group_splits_between_engines_and_equals_the_reference() -> None
         assert rel_err(p, q) <= tol
         for key, value in ref.state[q].items():
             assert rel_err(opt.state[p][key], value) <= tol, key
+
+
+def test_a_kernel_failing_mid_step_leaves_every_parameter_one_whole_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step is all or nothing: when a compiled chunk raises (a kernel built earlier that now
+    fails), that chunk and the ones after it are stepped by the reference engine, so every
+    parameter takes exactly one step; one warning; the kernel is not called again."""
+    model, twin = _net(layers=19), _net(layers=19)  # 40 tensors: three chunks of up to 16
+    opt = dt.AdamW(model.parameters(), lr=1e-2, engine="compiled")
+    ref = dt.AdamW(twin.parameters(), lr=1e-2, engine="reference")
+    calls = {"n": 0}
+    real_call = compiled.Kernel.__call__
+
+    def flaky(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3 + 2:  # step 2, its second chunk
+            raise RuntimeError("planted kernel failure")
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(compiled.Kernel, "__call__", flaky)
+    monkeypatch.setattr(compiled, "_FAILED", {})
+    with pytest.warns(RuntimeWarning, match="planted kernel failure"):
+        _train(model, opt, steps=3)
+    _train(twin, ref, steps=3)
+    assert [float(opt.state[p]["step"]) for p in model.parameters()] == [3.0] * 40
+    _assert_same(model, twin, opt, ref)
+    # step 1: 40 compiled; step 2: the first chunk (16) compiled, 24 on the reference;
+    # step 3: the failed kernel is retired, the reference steps all 40
+    assert opt.engine_counts["compiled"] == 40 + 16
+    assert opt.engine_counts["reference"] == 24 + 40
+    assert calls["n"] == 3 + 2

@@ -218,6 +218,21 @@ def kernel(key: KernelKey) -> Kernel | None:
     return _KERNELS[key]
 
 
+def _fail(key: KernelKey, exc: Exception) -> None:
+    """Retire a kernel that raised when called: warn once, never call it again."""
+    _KERNELS.pop(key, None)
+    first = not _FAILED
+    _FAILED[key] = f"{exc!s:.300}"
+    if first:
+        warnings.warn(
+            f"descentlab: a compiled kernel for rule {key.rule.name!r} on {key.dtype} "
+            f"{key.device} failed ({exc!s:.200}); this step and the next are taken by the "
+            "reference engine, which runs the same rule",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+
 def eligible(p: torch.Tensor) -> bool:
     """Can this parameter be stepped by the compiled engine (checked once per parameter)?"""
     return (
@@ -328,7 +343,8 @@ class GroupPlan:
             # Compiling is unavailable (one warning was given): the reference takes it all.
             self.eligible, self.rest, self._steady = [], list(self.members), False
             return 0, self.rest
-        return len(self.active), self.rest + extra
+        left = self.leftover  # a kernel failed mid-step: the rest of the step is the reference's
+        return len(self.active) - len(left), self.rest + extra + left
 
     def _retry_now(self) -> bool:
         """Has a parameter left to the reference for its gradient got a usable one again?"""
@@ -501,16 +517,15 @@ class GroupPlan:
                 names = names or tuple(c)
                 rows[t] = [c[n] for n in names]
             keys = before
-        kernels = {
-            key: kernel(KernelKey(self.rule, names, *key, self.scalar_dtype, measure))
-            for key in self.order
+        kernel_keys = {
+            key: KernelKey(self.rule, names, *key, self.scalar_dtype, measure) for key in self.order
         }
+        kernels = {key: kernel(kk) for key, kk in kernel_keys.items()}
         if None in kernels.values():
             return False
-        if self.rule.scalar_names:
-            for s, new in zip(self.states, advanced, strict=True):
-                store_scalars(s, new)
-        for key, idx in self.order.items():
+        self.leftover: list[torch.Tensor] = []
+        order = list(self.order.items())
+        for position, (key, idx) in enumerate(order):
             kern = kernels[key]
             assert kern is not None
             k, dtype, device = kern.k, key[0], key[1]
@@ -532,7 +547,23 @@ class GroupPlan:
             sl = [get(v) for v in self.slot_views]
             for a in range(0, len(idx), k):
                 b = a + k
-                stats = kern(ps[a:b], gs[a:b], [v[a:b] for v in sl], steps[a:b], cmat[a:b])
+                try:
+                    stats = kern(ps[a:b], gs[a:b], [v[a:b] for v in sl], steps[a:b], cmat[a:b])
+                except Exception as exc:  # a kernel built earlier that now fails
+                    # All or nothing per parameter: this chunk's counters go back (a kernel
+                    # that raises has not computed), and this chunk and every one after it
+                    # are left to the reference engine for this step.
+                    for i in idx[a:b]:
+                        self.steps[i].fill_(before[i])
+                    later = [i for _, rest in order[position + 1 :] for i in rest]
+                    self.leftover = [self.active[i] for i in (*idx[a:], *later)]
+                    _fail(kernel_keys[key], exc)
+                    self._counted = None
+                    self._steady = False
+                    return True
+                if self.rule.scalar_names:  # stored once the chunk has stepped
+                    for i in idx[a:b]:
+                        store_scalars(self.states[i], advanced[i])
                 if stats is not None:
                     chunk = [self.active[i] for i in idx[a:b]]
                     self.measured.extend(zip(chunk, stats.unbind(0), strict=False))
