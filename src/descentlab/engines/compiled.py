@@ -39,7 +39,6 @@ from typing import Any, NamedTuple
 import torch
 
 from ..rules.base import Rule, advance
-from . import reference
 from .policy import CHUNK, compute_dtype, size_class
 from .reference import compute, store_scalars, update_stats, write_back
 
@@ -126,7 +125,6 @@ class Kernel:
             fn(ps, gs, state, steps, cmat)
         if self.direct is None:
             raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
-        self._verify(rule, names, dtype, device, step_dtype, len(slots))
         # Padding for a partly filled chunk: two elements each, never read back.
         pad = tensors(self.k, 2)
         self.pad: tuple[Any, ...] = (
@@ -135,55 +133,6 @@ class Kernel:
             [[torch.zeros_like(p) for p in pad] for _ in slots],
             [torch.zeros((), dtype=step_dtype) for _ in range(self.k)],
         )
-
-    def _verify(
-        self,
-        rule: Rule,
-        names: tuple[str, ...],
-        dtype: torch.dtype,
-        device: torch.device,
-        step_dtype: torch.dtype,
-        n_slots: int,
-    ) -> None:
-        """Run the new kernel once, the way steps call it, on inputs of varied values, and
-        hold it to the reference engine's arithmetic before trusting it (raises if not)."""
-        k = self.k
-
-        def varied(i: int, low: float, high: float) -> torch.Tensor:
-            n = 37 + 5 * i  # sizes differ pairwise, as the graph assumes
-            return torch.linspace(low, high + 0.01 * i, n, dtype=torch.float64).to(dtype)
-
-        ps = [varied(i, -1.0, 1.0).to(device) for i in range(k)]
-        gs = [varied(i, 0.7, -0.4).to(device) for i in range(k)]
-        state = [
-            [varied(i, 0.1 + 0.1 * j, 1.0).to(device) for i in range(k)] for j in range(n_slots)
-        ]
-        values = torch.linspace(0.05, 0.95, len(names), dtype=torch.float64)
-        cmat = values.to(compute_dtype(dtype)).expand(k, len(names)).contiguous().to(device)
-        before = [[t.clone() for t in ts] for ts in (ps, gs, *state)]
-        steps = [torch.zeros((), dtype=step_dtype) for _ in range(k)]
-        if not self.in_graph_steps:
-            torch._foreach_add_(steps, 1.0)
-        assert self.direct is not None
-        with torch.no_grad():
-            self.direct({"ps": ps, "gs": gs, "state_lists": state, "steps": steps, "cmat": cmat})
-        tol = {torch.float64: 1e-10, torch.float32: 1e-4}.get(dtype, 2e-2)
-        c = {n: float(v) for n, v in zip(names, values.tolist(), strict=True)}
-        for i in range(k):
-            p0, g0, *s0 = (ts[i] for ts in before)
-            new_p, new_s = reference.compute(
-                rule, p0, g0, dict(zip(rule.slots, s0, strict=True)), c
-            )
-            got = [ps[i], *(state[j][i] for j in range(n_slots))]
-            want = [new_p, *(new_s[name] for name in rule.slots)]
-            for a, b in zip(got, want, strict=True):
-                b = b.to(a.dtype)
-                scale = float(b.abs().max()) if b.numel() else 0.0
-                if not torch.allclose(a, b, rtol=tol, atol=tol * max(scale, 1.0), equal_nan=True):
-                    raise RuntimeError(
-                        f"the compiled kernel of rule {rule.name!r} disagrees with the reference "
-                        "engine on its check inputs"
-                    )
 
     def __call__(
         self,
