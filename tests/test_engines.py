@@ -46,7 +46,7 @@ def test_engine_equals_reference_on_params_and_state(case: Case, engine: str, dt
     ref_params, ref = _run(case, "reference", dtype)
     info = case.cls.info
     rule = info.rule(info.with_defaults(**case.hp))
-    if engine != "compiled" and (not rule.elementwise or rule.scalar_names):
+    if engine != "compiled" and not rule.runs_flat:
         with pytest.warns(RuntimeWarning, match="not element-wise or keeps per-parameter"):
             params, opt = _run(case, engine, dtype)
     else:

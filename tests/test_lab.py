@@ -393,3 +393,16 @@ def test_the_new_rules_train_in_compare_and_muon_on_matrices_only(tmp_path: Path
             steps=2,
             out=tmp_path / "refused",
         )
+
+
+def test_rules_that_cannot_run_stacked_are_trained_one_by_one(tmp_path: Path) -> None:
+    """Batches stack configurations as rows: Adafactor (row and column means of a matrix)
+    and NAdam (a scalar per parameter) must not be batched; Adam is."""
+
+    def batched_note(optimizers: list[str], out: str) -> bool:
+        res = compare(workloads=["digits-logreg"], optimizers=optimizers, lrs=[1e-3, 1e-2],
+                      seeds=1, steps=3, out=tmp_path / out)  # fmt: skip
+        return any("trained in batches" in n for n in res.notes)
+
+    assert batched_note(["adam"], "adam")
+    assert not batched_note(["adafactor", "nadam"], "others")

@@ -82,9 +82,8 @@ def rule_batches(optimizer: str) -> bool:
     """Whether an optimizer's rule can step configurations stacked as rows: an element-wise
     rule without per-parameter scalars. Adafactor and Muon reduce over a whole tensor (a row
     would mix its matrix up), NAdam and ASGD keep scalars per parameter: run one by one."""
-    rule = OPTIMIZERS[optimizer].info
-    default = rule.rule(rule.defaults)
-    return default.elementwise and not default.scalar_names
+    info = OPTIMIZERS[optimizer].info
+    return info.rule(info.defaults).runs_flat
 
 
 def can_batch(workload_name: str, build: Build) -> bool:

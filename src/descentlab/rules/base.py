@@ -203,6 +203,12 @@ class Rule:
         return all(t.elementwise for t in self.transforms)
 
     @property
+    def runs_flat(self) -> bool:
+        """Whether many parameters can be stepped as one buffer (the flat engines, the lab's
+        batched runs): every transform element-wise and no per-parameter scalars."""
+        return self.elementwise and not self.scalar_names
+
+    @property
     def starts_nonzero(self) -> bool:
         """Whether a transform declares a start other than zero for a slot (Adagrad's)."""
         return any(_declares_start(t) for t in self.transforms)

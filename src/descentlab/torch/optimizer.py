@@ -86,8 +86,9 @@ class RuleOptimizer(torch.optim.Optimizer):
       share storage.
 
     Parameters the compiled engine cannot take (complex, non-contiguous, fewer than 2
-    elements, DTensor, overlapping another parameter) and gradients or state it cannot read
-    in place are stepped by the reference engine. ``engine_counts`` counts, per engine, the
+    elements, DTensor, overlapping another parameter), gradients or state it cannot read in
+    place, and rules that are not element-wise (Adafactor, Muon) are stepped by the
+    reference engine. ``engine_counts`` counts, per engine, the
     parameter updates it executed.
 
     **In-step measurement** (what :func:`descentlab.telemetry` reads on a sampled step):
@@ -329,7 +330,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         owned = {b.p_flat.data_ptr() for b in self._buckets.values()}
         reason = None
         rule = self.info.rule(group)
-        if not rule.elementwise or rule.scalar_names:
+        if not rule.runs_flat:
             reason = (
                 f"the rule of {self.info.title} is not element-wise or keeps per-parameter scalars"
             )

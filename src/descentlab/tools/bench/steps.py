@@ -148,8 +148,7 @@ def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list
         params = make_params(shapes, device)
         out.append(Variant(label, theirs(params, **hp, **kw), params))
     info = ours.info  # type: ignore[attr-defined]
-    rule = info.rule(info.with_defaults(**hp))
-    flat_able = rule.elementwise and not rule.scalar_names
+    flat_able = info.rule(info.with_defaults(**hp)).runs_flat
     for label, kw in OURS_VARIANTS.items():
         if kw.get("engine") == "flat" and not flat_able:
             continue
