@@ -43,11 +43,6 @@ def mean(x: Array, axis: int, keepdims: bool = True) -> Array:
     return x.mean(dim=axis, keepdim=keepdims)
 
 
-def transpose(x: Array) -> Array:
-    """The transpose of a matrix."""
-    return x.T
-
-
 def epsilon(x: Array) -> float:
     """The machine epsilon of ``x``'s dtype."""
     if _is_numpy(x):
@@ -169,7 +164,7 @@ def newton_schulz(
     x = bfloat16(g)
     tall = g.shape[0] > g.shape[1]
     if tall:
-        x = transpose(x)
+        x = x.T
     if _is_numpy(x):  # torch: x.div_(x.norm().clamp(min=eps)), all in bfloat16
         x = bfloat16(x / bfloat16(np.maximum(bfloat16(norm(x)), np.float32(eps))))
     else:
@@ -185,7 +180,7 @@ def newton_schulz(
             gram = x @ x.T
             update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
             x = torch.addmm(x, update, x, beta=a)
-    return transpose(x) if tall else x
+    return x.T if tall else x
 
 
 @dataclass(frozen=True)
