@@ -11,7 +11,8 @@ from cases import CASES, Case, ids
 from descentlab.engines import flat
 from helpers import rel_err
 
-ENGINES = ["compiled", "flat-eager", "flat"]
+ENGINES = ["eager", "compiled", "flat-eager", "flat"]
+DEFAULT_PATHS = ("eager", "compiled")  # engines of GroupPlan: no re-homing, any rule
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
 
 
@@ -46,18 +47,18 @@ def test_engine_equals_reference_on_params_and_state(case: Case, engine: str, dt
     ref_params, ref = _run(case, "reference", dtype)
     info = case.cls.info
     rule = info.rule(info.with_defaults(**case.hp))
-    if engine != "compiled" and not rule.runs_flat:
+    if engine not in DEFAULT_PATHS and not rule.runs_flat:
         with pytest.warns(RuntimeWarning, match="not element-wise or keeps per-parameter"):
             params, opt = _run(case, engine, dtype)
     else:
         params, opt = _run(case, engine, dtype)
-    if not rule.elementwise or (engine != "compiled" and rule.scalar_names):
+    if not rule.elementwise or (engine not in DEFAULT_PATHS and rule.scalar_names):
         # Adafactor (whole-tensor), and for the flat engines NAdam/ASGD (per-parameter
         # scalars): handed over, visibly, to the reference or to the default engine
         handed = "reference" if not rule.elementwise else "compiled"
         assert opt.engine_counts[engine] == 0 and opt.engine_counts[handed] > 0
-    elif engine == "compiled":  # every parameter but the 1-element one, None grads aside
-        assert opt.engine_counts["compiled"] == 24 * 4 - 2
+    elif engine in DEFAULT_PATHS:  # every parameter but the 1-element one, None grads aside
+        assert opt.engine_counts[engine] == 24 * 4 - 2
     else:
         assert opt.engine_counts[engine] > 0, "the engine never stepped"
         assert not flat._COMPILE_FAILED, "compilation fell back to eager"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -39,7 +40,9 @@ from typing import Any, NamedTuple
 import torch
 
 from ..rules.base import Rule, advance
-from .policy import CHUNK, compute_dtype, size_class
+from . import background
+from .eager import program
+from .policy import CHUNK, compute_dtype, is_low_precision, size_class
 from .reference import compute, store_scalars, update_stats, write_back
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -94,7 +97,7 @@ def _chunk_function(
 class Kernel:
     """One compiled chunk step: ``k`` tensors of one dtype, device and size class."""
 
-    def __init__(self, key: KernelKey) -> None:
+    def __init__(self, key: KernelKey, quiet: bool = True) -> None:
         rule, names, dtype, device, cls, step_dtype, measure = key
         self.k = CHUNK[cls]
         self.measure = measure
@@ -120,9 +123,13 @@ class Kernel:
         gs = [torch.ones_like(p) for p in ps]
         state = [[torch.zeros_like(p) for p in ps] for _ in slots]
         cmat = torch.full((self.k, len(names)), 0.5, dtype=compute_dtype(dtype), device=device)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
-            fn(ps, gs, state, steps, cmat)
+        if quiet:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
+                fn(ps, gs, state, steps, cmat)
+        else:  # a background thread: the warning filters are the process's, not touched
+            with torch.no_grad():
+                fn(ps, gs, state, steps, cmat)
         if self.direct is None:
             raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
         # Padding for a partly filled chunk: two elements each, never read back.
@@ -209,8 +216,8 @@ def kernel(key: KernelKey) -> Kernel | None:
             if first:  # one warning per process; _FAILED keeps every reason
                 warnings.warn(
                     f"descentlab: torch.compile is unavailable for rule {key.rule.name!r} on "
-                    f"{key.dtype} {key.device} ({exc!s:.200}); the reference engine runs the "
-                    "same rule one tensor at a time instead",
+                    f"{key.dtype} {key.device} ({exc!s:.200}); the eager engine runs the same "
+                    "rule instead",
                     RuntimeWarning,
                     stacklevel=4,
                 )
@@ -226,8 +233,37 @@ def _fail(key: KernelKey, exc: Exception) -> None:
     if first:
         warnings.warn(
             f"descentlab: a compiled kernel for rule {key.rule.name!r} on {key.dtype} "
-            f"{key.device} failed ({exc!s:.200}); this step and the next are taken by the "
-            "reference engine, which runs the same rule",
+            f"{key.device} failed ({exc!s:.200}); the reference engine finishes this step "
+            "and the eager engine takes the next ones, running the same rule",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+
+_EAGER_FAILED: dict[KernelKey, str] = {}
+_EAGER_CHECKED: set[KernelKey] = set()
+
+
+def eager_program(key: KernelKey) -> Any:
+    """The eager engine's function for ``key`` (see :mod:`descentlab.engines.eager`), or None
+    (one warning per process) if the rule cannot be lowered."""
+    if key in _EAGER_FAILED:
+        return None
+    try:
+        return program(key.rule, key.names).run
+    except Exception as exc:
+        _fail_eager(key, exc)
+        return None
+
+
+def _fail_eager(key: KernelKey, exc: Exception) -> None:
+    first = not _EAGER_FAILED
+    _EAGER_FAILED[key] = f"{exc!s:.300}"
+    if first:
+        warnings.warn(
+            f"descentlab: the eager engine cannot run rule {key.rule.name!r} on {key.dtype} "
+            f"{key.device} ({exc!s:.200}); the reference engine runs the same rule one tensor "
+            "at a time instead",
             RuntimeWarning,
             stacklevel=5,
         )
@@ -287,8 +323,16 @@ class GroupPlan:
     state itself, or a private one for optimizers whose state has no ``step`` (SGD).
     """
 
-    def __init__(self, members: list[torch.Tensor], rule: Rule, scalar_dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        members: list[torch.Tensor],
+        rule: Rule,
+        scalar_dtype: torch.dtype,
+        mode: str = "compiled",
+    ) -> None:
         self.members = members
+        self.mode = mode  # "compiled", "eager" or "auto" (eager until compiled in background)
+        self.eager_count = 0  # parameters the last step gave the eager engine
         self.rule = rule
         self.scalar_dtype = scalar_dtype
         chosen = {i for i, p in enumerate(members) if eligible(p)}
@@ -321,6 +365,7 @@ class GroupPlan:
         stepped here.
         """
         self.measured: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.eager_count = 0
         grads = list(map(_GRAD, self.eligible))
         mask = list(map(operator.is_not, grads, itertools.repeat(None)))
         if (
@@ -517,17 +562,32 @@ class GroupPlan:
                 names = names or tuple(c)
                 rows[t] = [c[n] for n in names]
             keys = before
+            advanced = []
         kernel_keys = {
             key: KernelKey(self.rule, names, *key, self.scalar_dtype, measure) for key in self.order
         }
-        kernels = {key: kernel(kk) for key, kk in kernel_keys.items()}
-        if None in kernels.values():
-            return False
+        kernels: dict[Any, Kernel | None] = {}
+        for key, kk in kernel_keys.items():
+            if self.mode == "eager" or (self.mode == "auto" and not background.ready(kk)):
+                kernels[key] = None  # the eager engine steps it (see _run_eager)
+                continue
+            kernels[key] = kernel(kk)  # None where compiling is unavailable: eager instead
         self.leftover: list[torch.Tensor] = []
         order = list(self.order.items())
         for position, (key, idx) in enumerate(order):
             kern = kernels[key]
-            assert kern is not None
+            if kern is None:
+                started = time.perf_counter()
+                done = self._run_eager(kernel_keys[key], idx, grads, rows, keys, before, advanced)
+                if self.mode == "auto":
+                    background.spent(kernel_keys[key], time.perf_counter() - started)
+                if not done:
+                    later = [i for _, rest in order[position + 1 :] for i in rest]
+                    self.leftover = [self.active[i] for i in (*idx, *later)]
+                    self._counted = None
+                    self._steady = False
+                    return True
+                continue
             k, dtype, device = kern.k, key[0], key[1]
             padded = -(-len(idx) // k) * k
             cdtype = compute_dtype(dtype)
@@ -568,6 +628,62 @@ class GroupPlan:
                     chunk = [self.active[i] for i in idx[a:b]]
                     self.measured.extend(zip(chunk, stats.unbind(0), strict=False))
         self._counted = (list(map(_VERSION, self.steps)), [t + 1.0 for t in before])
+        return True
+
+    def _run_eager(
+        self,
+        kk: KernelKey,
+        idx: list[int],
+        grads: list[torch.Tensor],
+        rows: Mapping[Any, list[float]],
+        keys: list[Any],
+        before: list[float],
+        advanced: list[dict[str, Any]],
+    ) -> bool:
+        """Step the parameters ``idx`` of one dtype and device with the eager engine, one
+        call per set of equal coefficients. False if it raised: nothing of theirs changed
+        (their counters are put back), and the reference takes them this step."""
+        run = eager_program(kk)
+        if run is None:
+            return False
+        by_row: dict[Any, list[int]] = {}
+        for i in idx:
+            by_row.setdefault(keys[i], []).append(i)
+        low = is_low_precision(kk.dtype)
+        wide = compute_dtype(kk.dtype)
+        done: list[int] = []
+        try:
+            for row, members in by_row.items():
+                ps = [self.p_views[i] for i in members]
+                gs = [grads[i].view(-1) for i in members]
+                sl = [[views[i] for i in members] for views in self.slot_views]
+                steps = [self.steps[i] for i in members]
+                olds = [p.clone() for p in ps] if kk.measure else None
+                torch._foreach_add_(steps, 1.0)
+                done.extend(members)
+                if low:  # computed in float32, rounded once (as the reference does)
+                    ws, wg = [p.to(wide) for p in ps], [g.to(wide) for g in gs]
+                    wsl = [[s.to(wide) for s in lst] for lst in sl]
+                    run(ws, wg, wsl, rows[row])
+                    torch._foreach_copy_(ps, ws)
+                    for lst, wlst in zip(sl, wsl, strict=True):
+                        torch._foreach_copy_(lst, wlst)
+                else:
+                    run(ps, gs, sl, rows[row])
+                if self.rule.scalar_names:
+                    for i in members:
+                        store_scalars(self.states[i], advanced[i])
+                if olds is not None:
+                    self.measured.extend(
+                        (self.active[i], update_stats(o, p, g))
+                        for i, o, p, g in zip(members, olds, ps, gs, strict=True)
+                    )
+                self.eager_count += len(members)
+        except Exception as exc:
+            for i in done:
+                self.steps[i].fill_(before[i])
+            _fail_eager(kk, exc)
+            return False
         return True
 
 

@@ -28,6 +28,7 @@ dtype('float32')
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ __all__ = [
     "torch_group_compiles",
 ]
 
-TORCH_ENGINES = ("auto", "reference", "compiled", "flat", "flat-eager")
+TORCH_ENGINES = ("auto", "reference", "eager", "compiled", "flat", "flat-eager")
 """The drop-ins' ``engine=`` choices; every name but ``"auto"`` counts in ``engine_counts``."""
 NUMPY_ENGINES = ("auto", "reference", "compiled")
 """The NumPy object API's ``engine=`` choices."""
@@ -83,11 +84,33 @@ def compute_dtype(dtype: Any) -> Any:
 def torch_group_compiles(engine: str, tensors: int, numel: int) -> bool:
     """Does the compiled engine take a param group of ``tensors`` eligible tensors holding
     ``numel`` elements in all? (The flat engines and the reference decide for themselves.)"""
+    if engine == "auto" and torch_group_mode(engine) == "reference":
+        return False
     if engine == "reference":
         return False
     if engine == "auto":
         return tensors >= AUTO_TENSORS or numel >= AUTO_NUMEL
     return True
+
+
+def torch_group_mode(engine: str) -> str:
+    """How the drop-ins' fast path runs a group under ``engine``: ``"compiled"`` (compile at
+    the first step and wait), ``"eager"`` (never compile) or ``"auto"`` (eager until a kernel
+    compiled in the background is ready: :mod:`descentlab.engines.background`).
+
+    ``DESCENTLAB_ENGINE`` (``eager`` or ``compiled``) forces the choice that ``"auto"``
+    makes, for every optimizer of the process."""
+    if engine != "auto":
+        return engine
+    forced = os.environ.get("DESCENTLAB_ENGINE", "").strip()
+    if forced in ("", "auto"):
+        return "auto"
+    if forced not in ("eager", "compiled", "reference"):
+        raise ValueError(
+            f"DESCENTLAB_ENGINE={forced!r} is not an engine; choose one of: "
+            "auto, eager, compiled, reference"
+        )
+    return forced
 
 
 def numpy_array_compiles(engine: str, array: np.ndarray) -> bool:

@@ -151,7 +151,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         for key, default in self._SETTINGS.items():
             value = state.pop(key, getattr(self, key, default))
             if key == "engine_counts":
-                value = dict(value or dict.fromkeys(TORCH_ENGINES[1:], 0))
+                value = {**dict.fromkeys(TORCH_ENGINES[1:], 0), **(value or {})}
             setattr(self, key, value)
         # load_state_dict lands here too: buckets and plans then check the new state tensors
         # (and rebuild) at the next step; an unpickled copy starts without them.
@@ -310,17 +310,19 @@ class RuleOptimizer(torch.optim.Optimizer):
     ) -> list[torch.Tensor]:
         """Step what the compiled engine can take; returns what the reference must step."""
         params = group["params"]
-        if self.engine == "reference" or torch.compiler.is_compiling() or not rule.elementwise:
+        mode = policy.torch_group_mode(self.engine)
+        if mode == "reference" or torch.compiler.is_compiling() or not rule.elementwise:
             return params  # a rule that is not element-wise runs on the reference engine
         plan = self._plans.get(index)
-        if plan is None or not plan.same_group(params, rule):
-            plan = self._plans[index] = GroupPlan(list(params), rule, scalar_dtype(group))
+        if plan is None or not plan.same_group(params, rule) or plan.mode != mode:
+            plan = self._plans[index] = GroupPlan(list(params), rule, scalar_dtype(group), mode)
         if not policy.torch_group_compiles(self.engine, len(plan.eligible), plan.numel):
             return params
         stepped, rest = plan.step(
             self.state, hp, lambda p: self._prepare_state(p, rule, group), self._measure
         )
-        self.engine_counts["compiled"] += stepped
+        self.engine_counts["eager"] += plan.eager_count
+        self.engine_counts["compiled"] += stepped - plan.eager_count
         self._update_stats.update((id(p), row) for p, row in plan.measured)
         return rest
 

@@ -1,0 +1,377 @@
+"""The eager engine: the rule traced once and run as in-place torch ops over lists of tensors.
+
+What the default engine runs from the first step, with nothing to compile: the rule's
+:meth:`~descentlab.rules.base.Rule.update` is traced once with ``torch.fx`` (milliseconds),
+and its graph is lowered to a short Python function in which each operation of the rule is
+ONE ``torch._foreach_*`` call over every tensor of a group (torch loops over the tensors in
+C++), written in place wherever the value it overwrites is no longer needed:
+
+* a running mean ``m + r * (g - m)`` becomes ``_foreach_lerp_(m, g, r)`` (torch.optim's own
+  op), ``a - s * b`` becomes ``_foreach_sub_(a, b, alpha=s)``: the same values, one pass;
+* a slot's new value is computed in the slot's own storage once its old value is dead, and
+  the parameter's in the parameter: nothing is allocated for them and nothing copied;
+* the scalars (``-lr``, ``lr * weight_decay``...) are Python floats on the host;
+* an operation with no foreach form (``where``, comparisons) runs per tensor, as the
+  reference engine runs it.
+
+So the rule is the one definition; this module only decides where each value is stored.
+The result equals the reference engine's to round-off (``lerp`` and ``alpha`` may use a
+fused multiply-add), which the test suite holds on parameters and state for every rule.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from ..rules.base import Rule
+
+__all__ = ["Program", "program", "traces"]
+
+traces = 0  # rules traced in this process (observable by tests)
+_PROGRAMS: dict[tuple[Rule, tuple[str, ...]], Program] = {}
+
+# operator -> foreach op name; "commutes": its operands may swap for an in-place form
+_BINARY = {
+    operator.add: ("add", True),
+    operator.sub: ("sub", False),
+    operator.mul: ("mul", True),
+    operator.truediv: ("div", False),
+}
+_METHODS = {"sqrt": "sqrt", "abs": "abs", "sign": "sign", "neg": "neg", "maximum": "maximum"}
+
+
+def program(rule: Rule, names: tuple[str, ...]) -> Program:
+    """The eager program of ``rule`` with coefficients ``names`` (built once per process)."""
+    key = (rule, names)
+    found = _PROGRAMS.get(key)
+    if found is None:
+        found = _PROGRAMS[key] = Program(rule, names)
+    return found
+
+
+class Program:
+    """``rule.update`` over lists: ``run(ps, gs, slot_lists, coefficients)`` steps in place.
+
+    ``ps``, ``gs`` and each list of ``slot_lists`` (in ``rule.slots`` order) hold the same
+    number of real tensors of one dtype and device, pairwise shaped alike; ``coefficients``
+    are the step's values in ``names`` order, shared by every tensor of the call.
+    """
+
+    def __init__(self, rule: Rule, names: tuple[str, ...]) -> None:
+        global traces
+        self.rule, self.names = rule, names
+        self.graph = _trace(rule, names)
+        traces += 1
+        self.source, namespace = _lower(self.graph, len(rule.slots), len(names))
+        exec(compile(self.source, f"<descentlab eager {rule.name}>", "exec"), namespace)
+        self.run: Callable[..., None] = namespace["run"]
+
+
+def _trace(rule: Rule, names: tuple[str, ...]) -> fx.Graph:
+    """``rule.update`` as a graph with placeholders ``p, g, s0.., c0..``."""
+    slots = rule.slots
+    args = ["p", "g", *(f"s{i}" for i in range(len(slots))), *(f"c{i}" for i in range(len(names)))]
+    state = ", ".join(f"{s!r}: s{i}" for i, s in enumerate(slots))
+    coeffs = ", ".join(f"{n!r}: c{i}" for i, n in enumerate(names))
+    src = (
+        f"def update({', '.join(args)}):\n    return rule.update(p, g, {{{state}}}, {{{coeffs}}})\n"
+    )
+    namespace: dict[str, Any] = {"rule": rule}
+    exec(src, namespace)
+    return fx.Tracer().trace(namespace["update"])
+
+
+class _Plan:
+    """How one tensor-valued node runs: a foreach op on operands, or per tensor (op None)."""
+
+    def __init__(
+        self,
+        op: str | None,
+        operands: list[Any],
+        kwargs: dict[str, Any] | None = None,
+        folded: Sequence[fx.Node] = (),
+        commutes: bool = False,
+        then: tuple[str, Any] | None = None,
+    ) -> None:
+        self.op, self.operands, self.kwargs = op, operands, kwargs or {}
+        self.folded, self.commutes = list(folded), commutes
+        self.then = then  # a second in-place op with one more operand, on the result
+
+
+def _only_user(inner: Any, outer: fx.Node) -> bool:
+    return isinstance(inner, fx.Node) and len(inner.users) == 1 and outer in inner.users
+
+
+def _is_call(node: Any, target: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target is target
+
+
+def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
+    """The foreach form of ``n``, or None (then it runs per tensor, as the reference runs it)."""
+
+    def is_t(a: Any) -> bool:
+        return isinstance(a, fx.Node) and tensor[a]
+
+    def is_s(a: Any) -> bool:
+        return not is_t(a) and (isinstance(a, fx.Node) or isinstance(a, int | float))
+
+    if n.kwargs:
+        return None
+    if n.op == "call_function" and n.target in _BINARY:
+        a, b = n.args
+        name, commutes = _BINARY[n.target]
+        if n.target is operator.add and is_t(a) and is_t(b):
+            for x, prod in ((a, b), (b, a)):
+                # x + r * (y - x): a running mean, torch's lerp
+                if _is_call(prod, operator.mul) and _only_user(prod, n):
+                    r, diff = prod.args
+                    if not is_s(r):
+                        r, diff = diff, r
+                    if (
+                        is_s(r)
+                        and _is_call(diff, operator.sub)
+                        and _only_user(diff, prod)
+                        and diff.args[1] is x
+                        and is_t(diff.args[0])
+                    ):
+                        return _Plan("lerp", [x, diff.args[0], r], folded=[prod, diff])
+            for x, prod in ((a, b), (b, a)):
+                # x + s * (y / z): torch's addcdiv
+                if _is_call(prod, operator.mul) and _only_user(prod, n):
+                    s, quot = prod.args
+                    if not is_s(s):
+                        s, quot = quot, s
+                    if (
+                        is_s(s)
+                        and _is_call(quot, operator.truediv)
+                        and _only_user(quot, prod)
+                        and is_t(quot.args[0])
+                        and is_t(quot.args[1])
+                    ):
+                        return _Plan("addcdiv", [x, *quot.args], {"value": s}, folded=[prod, quot])
+            for x, prod in ((a, b), (b, a)):
+                # x + s * y: one pass with alpha
+                if _is_call(prod, operator.mul) and _only_user(prod, n):
+                    s, y = prod.args
+                    if not is_s(s):
+                        s, y = y, s
+                    if is_s(s) and is_t(y):
+                        return _Plan("add", [x, y], {"alpha": s}, folded=[prod])
+        if n.target is operator.sub and is_t(a) and _is_call(b, operator.mul) and _only_user(b, n):
+            s, y = b.args
+            if not is_s(s):
+                s, y = y, s
+            if is_s(s) and is_t(y):
+                return _Plan("sub", [a, y], {"alpha": s}, folded=[b])
+        if is_t(a):
+            return _Plan(name, [a, b], commutes=commutes)
+        if commutes:  # scalar op tensor
+            return _Plan(name, [b, a], commutes=commutes)
+        if n.target is operator.truediv:  # s / T: torch computes T.reciprocal() * s
+            return _Plan("reciprocal", [b], then=("mul", a))
+        return None
+    if n.op == "call_function" and n.target is operator.neg:
+        return _Plan("neg", [n.args[0]])
+    if n.op == "call_method" and n.target in _METHODS:
+        if n.target == "maximum":
+            a, b = n.args
+            return _Plan("maximum", [a, b], commutes=True) if is_t(a) and is_t(b) else None
+        if len(n.args) == 1:
+            return _Plan(_METHODS[str(n.target)], [n.args[0]])
+    return None
+
+
+def _flat_args(n: fx.Node) -> list[Any]:
+    out: list[Any] = []
+    fx.node.map_aggregate((n.args, n.kwargs), out.append)
+    return out
+
+
+def _lower(graph: fx.Graph, n_slots: int, n_coeffs: int) -> tuple[str, dict[str, Any]]:
+    """The Python source of ``run(P, G, S, C)`` for ``graph``, and its namespace."""
+    nodes = list(graph.nodes)
+    new_p, new_slots = nodes[-1].args[0]
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    p_node, g_node = placeholders[0], placeholders[1]
+    slot_nodes = placeholders[2 : 2 + n_slots]
+    coeff_nodes = placeholders[2 + n_slots :]
+    if len(new_slots) != n_slots:
+        raise ValueError("the rule must return every slot")
+    order = {n: i for i, n in enumerate(nodes)}
+    end = len(nodes)
+
+    tensor: dict[fx.Node, bool] = dict.fromkeys([p_node, g_node, *slot_nodes], True)
+    tensor.update(dict.fromkeys(coeff_nodes, False))
+    calls = [n for n in nodes if n.op in ("call_function", "call_method")]
+    for n in calls:
+        tensor[n] = any(isinstance(a, fx.Node) and tensor[a] for a in _flat_args(n))
+
+    # Plans, outermost first, so that a pattern folds the nodes it absorbs.
+    plans: dict[fx.Node, _Plan | None] = {}
+    folded: set[fx.Node] = set()
+    for n in reversed(calls):
+        if n in folded or not tensor[n]:
+            continue
+        plan = plans[n] = _match(n, tensor)
+        if plan is not None:
+            folded.update(plan.folded)
+
+    def reads(n: fx.Node) -> list[Any]:
+        plan = plans.get(n)
+        if plan is None:
+            return _flat_args(n)
+        return [*plan.operands, *plan.kwargs.values(), *(plan.then[1:] if plan.then else ())]
+
+    # Where each value is read for the last time; outputs live to the end.
+    storage = {p_node: "P", g_node: "G", **{n: f"S[{i}]" for i, n in enumerate(slot_nodes)}}
+    targets = [("P", new_p)] + [(f"S[{i}]", node) for i, node in enumerate(new_slots.values())]
+    if any(
+        isinstance(node, fx.Node) and node.op == "placeholder" and storage.get(node) != where
+        for where, node in targets
+    ):
+        raise ValueError("a rule's output is another input, unchanged")
+    last_use: dict[fx.Node, int] = {}
+    for n in nodes:
+        if n in folded or n.op == "output":
+            continue
+        for a in reads(n) if n in plans else _flat_args(n):
+            if isinstance(a, fx.Node):
+                last_use[a] = order[n]
+    wanted: dict[fx.Node, list[str]] = {}
+    for where, node in targets:
+        last_use[node] = end
+        wanted.setdefault(node, []).append(where)
+    old_value = {where: node for node, where in storage.items()}
+
+    namespace: dict[str, Any] = {"torch": torch}
+    var: dict[fx.Node, str] = {**storage, **{n: f"c{i}" for i, n in enumerate(coeff_nodes)}}
+    lines = ["def run(P, G, S, C):"]
+    if n_coeffs:
+        lines.append(f"    {', '.join(var[n] for n in coeff_nodes)}, = C")
+    owned: set[str] = set()
+    scratch: set[str] = set()
+
+    def src(a: Any) -> str:
+        if isinstance(a, fx.Node):
+            return var[a]
+        if isinstance(a, bool | int | float) or a is None:
+            return repr(a)
+        name = f"_k{len(namespace)}"
+        namespace[name] = a
+        return name
+
+    def dies_here(a: Any, n: fx.Node) -> bool:
+        return isinstance(a, fx.Node) and last_use.get(a, -1) <= order[n]
+
+    def free(n: fx.Node) -> None:
+        """Peak memory: a temporary is freed as soon as it has been read for the last time."""
+        dead = [
+            var[a]
+            for a in dict.fromkeys(reads(n))
+            if isinstance(a, fx.Node)
+            and var.get(a) in owned
+            and var[a] != var[n]
+            and dies_here(a, n)
+        ]
+        if dead:
+            lines.append(f"    del {', '.join(dead)}")
+            owned.difference_update(dead)
+
+    for n in calls:
+        if n in folded:
+            continue
+        if not tensor[n]:  # host arithmetic on Python floats
+            var[n] = n.name
+            lines.append(f"    {n.name} = {_call(n, src, namespace)}")
+            continue
+        plan = plans[n]
+        if plan is None:  # per tensor, exactly as the reference runs it
+            var[n] = n.name
+            owned.add(n.name)
+            lines.append(f"    {n.name} = {_per_tensor(n, tensor, src, namespace)}")
+            free(n)
+            continue
+        operands = list(plan.operands)
+        target = None
+        candidates = [0, 1] if plan.commutes and tensor.get(operands[1], False) else [0]
+        # 1) into the output's own storage, where its old value dies at this node
+        for where in wanted.get(n, []):
+            old = old_value.get(where)
+            for i in candidates:
+                if target is None and operands[i] is old and dies_here(old, n) and where != "G":
+                    target, operands = where, [operands[i], *(operands[:i] + operands[i + 1 :])]
+        # 2) in place on a temporary of ours, or on a slot whose old value, that dies here
+        if target is None:
+            for i in candidates:
+                a = operands[i]
+                reusable = (
+                    var.get(a) in owned
+                    or var.get(a) in scratch
+                    or (isinstance(a, fx.Node) and a in slot_nodes and var[a] == storage[a])
+                )
+                if target is None and reusable and dies_here(a, n):
+                    target, operands = var[a], [a, *(operands[:i] + operands[i + 1 :])]
+        kwargs = "".join(f", {k}={src(v)}" for k, v in plan.kwargs.items())
+        if target is not None:
+            rest = "".join(f", {src(a)}" for a in operands[1:])
+            lines.append(f"    torch._foreach_{plan.op}_({target}{rest}{kwargs})")
+            if plan.then:
+                lines.append(f"    torch._foreach_{plan.then[0]}_({target}, {src(plan.then[1])})")
+            var[n] = target
+            if target.startswith("S["):
+                scratch.add(target)  # a slot's storage, free once its old value died
+        else:
+            var[n] = n.name
+            owned.add(n.name)
+            args = ", ".join(src(a) for a in operands)
+            lines.append(f"    {n.name} = torch._foreach_{plan.op}({args}{kwargs})")
+            if plan.then:
+                lines.append(f"    torch._foreach_{plan.then[0]}_({n.name}, {src(plan.then[1])})")
+        free(n)
+    for where, node in targets:  # outputs not computed in place: copied home
+        if var[node] == where:
+            continue
+        if var[node] in storage.values():  # a slot's storage reused for another's value
+            raise ValueError("outputs crossed between storages")
+        lines.append(f"    torch._foreach_copy_({where}, {var[node]})")
+    return "\n".join(lines) + "\n", namespace
+
+
+def _fn_name(n: fx.Node, namespace: dict[str, Any]) -> str:
+    name = f"_f{len(namespace)}"
+    namespace[name] = n.target
+    return name
+
+
+def _call(n: fx.Node, src: Callable[[Any], str], namespace: dict[str, Any]) -> str:
+    """``n`` as a Python expression of its (scalar) arguments."""
+    args = [src(a) for a in n.args] + [f"{k}={src(v)}" for k, v in n.kwargs.items()]
+    if n.op == "call_method":
+        return f"{args[0]}.{n.target}({', '.join(args[1:])})"
+    return f"{_fn_name(n, namespace)}({', '.join(args)})"
+
+
+def _per_tensor(
+    n: fx.Node, tensor: Mapping[fx.Node, bool], src: Callable[[Any], str], namespace: dict[str, Any]
+) -> str:
+    """``n`` as a list comprehension over the tensors, the reference's own operation."""
+    lists = [a for a in dict.fromkeys(_flat_args(n)) if isinstance(a, fx.Node) and tensor[a]]
+    item = {a: f"_x{i}" for i, a in enumerate(lists)}
+
+    def one(a: Any) -> str:
+        return item[a] if a in item else src(a)
+
+    args = [one(a) for a in n.args] + [f"{k}={one(v)}" for k, v in n.kwargs.items()]
+    if n.op == "call_method":
+        expr = f"{args[0]}.{n.target}({', '.join(args[1:])})"
+    else:
+        expr = f"{_fn_name(n, namespace)}({', '.join(args)})"
+    if len(lists) == 1:
+        return f"[{expr} for {item[lists[0]]} in {src(lists[0])}]"
+    zipped = ", ".join(src(a) for a in lists)
+    return f"[{expr} for {', '.join(item[a] for a in lists)} in zip({zipped})]"
