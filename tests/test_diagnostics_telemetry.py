@@ -55,7 +55,7 @@ def test_sgd_update_is_lr_times_gradient() -> None:
     assert group.update_norm == pytest.approx(total, rel=1e-6)
 
 
-@pytest.mark.parametrize("engine", ["reference", "compiled"])
+@pytest.mark.parametrize("engine", ["reference", "eager", "compiled"])
 def test_adam_first_step_moves_every_element_by_lr(engine: str) -> None:
     # Adam's first update is lr * g / (|g| + eps): lr per element with a non-zero gradient.
     p = torch.nn.Parameter(torch.randn(64, 64, dtype=torch.float64))
@@ -70,7 +70,7 @@ def test_adam_first_step_moves_every_element_by_lr(engine: str) -> None:
     assert opt.engine_counts[engine] == 1
 
 
-@pytest.mark.parametrize("engine", ["reference", "compiled"])
+@pytest.mark.parametrize("engine", ["reference", "eager", "compiled"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_engine_measurement_equals_the_copy(
     engine: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch

@@ -4,7 +4,8 @@ Two processes (gloo, CPU) run the loop users write (``zero_grad``, ``backward``,
 under the three setups users run, each rank on its own data:
 
 * ``DistributedDataParallel`` with ``AdamW``, on a small model (< 16 tensors: the reference
-  engine) and on a deep one (>= 16 tensors: ``engine="auto"`` picks the compiled engine);
+  engine) and on a deep one (>= 16 tensors: ``engine="auto"`` picks the eager engine, which
+  compiles only once a run has lasted long enough to pay for it);
 * ``ZeroRedundancyOptimizer(..., optimizer_class=AdamW, parameters_as_bucket_view=True)``
   over DDP: ZeRO re-homes every parameter into its own buckets AFTER the local optimizer
   was built, and each rank steps only its shard before broadcasting it;
@@ -15,7 +16,7 @@ After training, every rank gathers its full parameters; the parent test checks t
 ranks agree bit for bit and that descentlab equals torch.optim to round-off (float64), and
 which engine executed the updates (``engine_counts``).
 
-All setups run in ONE pair of processes, so the compiled kernel is built once per rank.
+All setups run in ONE pair of processes.
 """
 
 from __future__ import annotations
@@ -220,16 +221,18 @@ def test_all_deep_setups_reach_the_same_parameters(runs: list[dict[str, Any]]) -
 
 
 def test_engines(runs: list[dict[str, Any]]) -> None:
-    """Which engine stepped: compiled where auto can, the reference for DTensor shards."""
+    """Which engine stepped: eager where auto can (a short run never compiles), the
+    reference for DTensor shards."""
     for rank, res in enumerate(runs):
         counts = {s: res[s, "descentlab"]["engine_counts"] for s in SETUPS}
         n = {s: res[s, "descentlab"]["local_tensors"] for s in SETUPS}
         print(f"rank {rank}: {counts}, tensors stepped locally {n}, compiles {res['compiles']}")
         assert n["ddp_small"] < 16 <= min(n["ddp"], n["zero"])
-        assert counts["ddp_small"]["compiled"] == 0
+        assert counts["ddp_small"]["compiled"] == counts["ddp_small"]["eager"] == 0
         assert counts["ddp_small"]["reference"] == STEPS * n["ddp_small"]
         for setup in ("ddp", "zero"):
-            assert counts[setup]["compiled"] == STEPS * n[setup], setup
+            assert counts[setup]["eager"] == STEPS * n[setup], setup
+            assert counts[setup]["compiled"] == 0, setup
             assert counts[setup]["reference"] == 0, setup
         assert res["fsdp2", "descentlab"]["dtensor"] == "DTensor"
         assert counts["fsdp2"]["compiled"] == 0

@@ -126,14 +126,14 @@ def _lock_step(
             opt.step()
         _same(ours, theirs, pairs, skip=("foreach",) if torch_kwargs else ())
     counts = ours.engine_counts
-    if engine == "compiled" and ours.info.rule(ours.defaults).elementwise:
-        assert counts["compiled"] > 0 and counts["reference"] == 0
+    if engine in ("compiled", "eager") and ours.info.rule(ours.defaults).elementwise:
+        assert counts[engine] > 0 and counts["reference"] == 0
     else:
-        assert counts["reference"] > 0 and counts["compiled"] == 0
+        assert counts["reference"] > 0 and counts["compiled"] == counts["eager"] == 0
 
 
 @pytest.mark.parametrize(("name", "cfg"), _configs())
-@pytest.mark.parametrize("engine", ["reference", "compiled"])
+@pytest.mark.parametrize("engine", ["reference", "eager", "compiled"])
 def test_every_optim_db_configuration_runs_in_lock_step_with_torch(
     name: str, cfg: Any, engine: str
 ) -> None:

@@ -42,7 +42,7 @@ import torch
 from ..rules.base import Rule, advance
 from . import background
 from .eager import program
-from .policy import CHUNK, compute_dtype, is_low_precision, size_class
+from .policy import CHUNK, EAGER_BATCH, compute_dtype, is_low_precision, size_class
 from .reference import compute, store_scalars, update_stats, write_back
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -62,6 +62,14 @@ class KernelKey(NamedTuple):
 
 _KERNELS: dict[KernelKey, Kernel] = {}
 _FAILED: dict[KernelKey, str] = {}
+
+
+def brief(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line for a warning (torch's compiler errors span many)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 compiles = 0  # number of kernels compiled in this process (observable by tests)
 
 
@@ -97,7 +105,7 @@ def _chunk_function(
 class Kernel:
     """One compiled chunk step: ``k`` tensors of one dtype, device and size class."""
 
-    def __init__(self, key: KernelKey, quiet: bool = True) -> None:
+    def __init__(self, key: KernelKey) -> None:
         rule, names, dtype, device, cls, step_dtype, measure = key
         self.k = CHUNK[cls]
         self.measure = measure
@@ -123,13 +131,9 @@ class Kernel:
         gs = [torch.ones_like(p) for p in ps]
         state = [[torch.zeros_like(p) for p in ps] for _ in slots]
         cmat = torch.full((self.k, len(names)), 0.5, dtype=compute_dtype(dtype), device=device)
-        if quiet:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
-                fn(ps, gs, state, steps, cmat)
-        else:  # a background thread: the warning filters are the process's, not touched
-            with torch.no_grad():
-                fn(ps, gs, state, steps, cmat)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
+            fn(ps, gs, state, steps, cmat)
         if self.direct is None:
             raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
         # Padding for a partly filled chunk: two elements each, never read back.
@@ -216,7 +220,7 @@ def kernel(key: KernelKey) -> Kernel | None:
             if first:  # one warning per process; _FAILED keeps every reason
                 warnings.warn(
                     f"descentlab: torch.compile is unavailable for rule {key.rule.name!r} on "
-                    f"{key.dtype} {key.device} ({exc!s:.200}); the eager engine runs the same "
+                    f"{key.dtype} {key.device} ({brief(exc)}); the eager engine runs the same "
                     "rule instead",
                     RuntimeWarning,
                     stacklevel=4,
@@ -233,7 +237,7 @@ def _fail(key: KernelKey, exc: Exception) -> None:
     if first:
         warnings.warn(
             f"descentlab: a compiled kernel for rule {key.rule.name!r} on {key.dtype} "
-            f"{key.device} failed ({exc!s:.200}); the reference engine finishes this step "
+            f"{key.device} failed ({brief(exc)}); the reference engine finishes this step "
             "and the eager engine takes the next ones, running the same rule",
             RuntimeWarning,
             stacklevel=5,
@@ -241,6 +245,8 @@ def _fail(key: KernelKey, exc: Exception) -> None:
 
 
 _EAGER_FAILED: dict[KernelKey, str] = {}
+
+
 _EAGER_CHECKED: set[KernelKey] = set()
 
 
@@ -262,11 +268,56 @@ def _fail_eager(key: KernelKey, exc: Exception) -> None:
     if first:
         warnings.warn(
             f"descentlab: the eager engine cannot run rule {key.rule.name!r} on {key.dtype} "
-            f"{key.device} ({exc!s:.200}); the reference engine runs the same rule one tensor "
+            f"{key.device} ({brief(exc)}); the reference engine runs the same rule one tensor "
             "at a time instead",
             RuntimeWarning,
             stacklevel=5,
         )
+
+
+_TRUSTED: set[Any] = set()  # kernel keys (compiled, and ("eager", key)) checked in this process
+
+
+class _Untrusted(RuntimeError):
+    """A new kernel's first result differs from the reference engine's."""
+
+
+_CHECK_TOL = {torch.float64: 1e-10, torch.float32: 1e-4}  # 16-bit: 2e-2 (one rounding)
+
+
+def disagreement(
+    rule: Rule,
+    ps: list[torch.Tensor],
+    gs: list[torch.Tensor],
+    slots: list[list[torch.Tensor]],
+    coefficients: list[dict[str, float]],
+    got_ps: list[torch.Tensor],
+    got_slots: list[list[torch.Tensor]],
+) -> str | None:
+    """Why a new kernel's step of ``ps`` differs from the reference engine's, or None.
+
+    A kernel (compiled, or the eager engine's lowering) is trusted only after its first
+    call, on copies of the step's real tensors (valid state, real coefficients), matched
+    the reference to round-off: relative to each tensor's largest value, NaNs where the
+    reference has them.
+    """
+    for i, (p, g) in enumerate(zip(ps, gs, strict=True)):
+        state = {name: lst[i] for name, lst in zip(rule.slots, slots, strict=True)}
+        new_p, new_state = compute(rule, p, g, state, coefficients[i])
+        pairs = [("parameter", new_p, got_ps[i])]
+        pairs += [(name, new_state[name], got_slots[j][i]) for j, name in enumerate(rule.slots)]
+        for what, want, got in pairs:
+            want = want.to(got.dtype).double()
+            got = got.double()
+            if not torch.equal(want.isnan(), got.isnan()):
+                return f"{what}: NaN where the reference has none (or the reverse)"
+            ok = ~want.isnan()
+            scale = float(want[ok].abs().max()) if bool(ok.any()) else 0.0
+            err = float((want[ok] - got[ok]).abs().max()) if bool(ok.any()) else 0.0
+            tol = _CHECK_TOL.get(p.dtype, 2e-2)
+            if err > tol * max(scale, 1e-30) and not (scale == 0.0 and err == 0.0):
+                return f"{what} off by {err:.3g} (scale {scale:.3g}, tolerance {tol:g})"
+    return None
 
 
 def eligible(p: torch.Tensor) -> bool:
@@ -605,6 +656,22 @@ class GroupPlan:
             # numel() elements from their data, so no 1-D view is needed.
             ps, gs, steps = get(self.p_views), get(grads), get(self.steps)
             sl = [get(v) for v in self.slot_views]
+            if kernel_keys[key] not in _TRUSTED:
+                why = self._check_kernel(kern, idx[:k], ps[:k], gs[:k], sl, steps[:k], cmat, names)
+                if why is not None:  # never trusted: the eager engine steps it, now and later
+                    _fail(kernel_keys[key], RuntimeError(f"differs from the reference: {why}"))
+                    started = time.perf_counter()
+                    done = self._run_eager(
+                        kernel_keys[key], idx, grads, rows, keys, before, advanced
+                    )
+                    if not done:
+                        later = [i for _, rest in order[position + 1 :] for i in rest]
+                        self.leftover = [self.active[i] for i in (*idx, *later)]
+                        self._counted = None
+                        self._steady = False
+                        return True
+                    continue
+                _TRUSTED.add(kernel_keys[key])
             for a in range(0, len(idx), k):
                 b = a + k
                 try:
@@ -630,6 +697,51 @@ class GroupPlan:
         self._counted = (list(map(_VERSION, self.steps)), [t + 1.0 for t in before])
         return True
 
+    def _check_kernel(
+        self,
+        kern: Kernel,
+        idx: list[int],
+        ps: list[torch.Tensor],
+        gs: list[torch.Tensor],
+        sl: list[list[torch.Tensor]],
+        steps: list[torch.Tensor],
+        cmat: torch.Tensor,
+        names: tuple[str, ...],
+    ) -> str | None:
+        """Run a new compiled kernel once on copies of its first chunk; see
+        :func:`disagreement`. A kernel that raises here is not trusted either."""
+        n = len(ps)
+        cps = [p.clone() for p in ps]
+        csl = [[s.clone() for s in lst[:n]] for lst in sl]
+        try:
+            kern(cps, gs, csl, [t.clone() for t in steps], cmat[:n])
+        except Exception as exc:  # a kernel that fails is not trusted
+            return f"raised {brief(exc)}"
+        coefficients = [dict(zip(names, row, strict=True)) for row in cmat[:n].tolist()]
+        flat_gs = [g.view(-1) for g in gs[:n]]
+        return disagreement(
+            self.rule, list(ps), flat_gs, [lst[:n] for lst in sl], coefficients, cps, csl
+        )
+
+    def _check_eager(
+        self,
+        run: Callable[..., None],
+        ps: list[torch.Tensor],
+        gs: list[torch.Tensor],
+        sl: list[list[torch.Tensor]],
+        row: Sequence[float],
+        names: tuple[str, ...],
+    ) -> str | None:
+        """The eager engine's lowering of a rule, run once on copies (see :func:`disagreement`)."""
+        cps = [p.clone() for p in ps]
+        csl = [[s.clone() for s in lst] for lst in sl]
+        try:
+            run(cps, gs, csl, row)
+        except Exception as exc:  # a lowering that fails is not trusted
+            return f"raised {brief(exc)}"
+        coefficients = [dict(zip(names, row, strict=True))] * len(ps)
+        return disagreement(self.rule, ps, gs, sl, coefficients, cps, csl)
+
     def _run_eager(
         self,
         kk: KernelKey,
@@ -646,18 +758,46 @@ class GroupPlan:
         run = eager_program(kk)
         if run is None:
             return False
-        by_row: dict[Any, list[int]] = {}
+        # One call per set of equal coefficients and per EAGER_BATCH elements: a call's
+        # temporaries (two or three, each the size of its tensors) stay bounded, as those
+        # of torch's for-loop (one tensor's) do.
+        by_row: dict[Any, list[list[int]]] = {}
+        filled: dict[Any, int] = {}
         for i in idx:
-            by_row.setdefault(keys[i], []).append(i)
+            batches = by_row.setdefault(keys[i], [[]])
+            n = self.numels[i]
+            if batches[-1] and filled[keys[i]] + n > EAGER_BATCH:
+                batches.append([])
+                filled[keys[i]] = 0
+            batches[-1].append(i)
+            filled[keys[i]] = filled.get(keys[i], 0) + n
         low = is_low_precision(kk.dtype)
         wide = compute_dtype(kk.dtype)
         done: list[int] = []
         try:
-            for row, members in by_row.items():
+            for row, members in ((r, m) for r, ms in by_row.items() for m in ms):
                 ps = [self.p_views[i] for i in members]
                 gs = [grads[i].view(-1) for i in members]
                 sl = [[views[i] for i in members] for views in self.slot_views]
                 steps = [self.steps[i] for i in members]
+                if ("eager", kk) not in _TRUSTED:  # its first call: checked on copies first
+                    few = slice(0, 4)
+                    if low:
+                        why = self._check_eager(
+                            run,
+                            [p.to(wide) for p in ps[few]],
+                            [g.to(wide) for g in gs[few]],
+                            [[s.to(wide) for s in lst[few]] for lst in sl],
+                            rows[row],
+                            kk.names,
+                        )
+                    else:
+                        why = self._check_eager(
+                            run, ps[few], gs[few], [lst[few] for lst in sl], rows[row], kk.names
+                        )
+                    if why is not None:
+                        raise _Untrusted(f"differs from the reference: {why}")
+                    _TRUSTED.add(("eager", kk))
                 olds = [p.clone() for p in ps] if kk.measure else None
                 torch._foreach_add_(steps, 1.0)
                 done.extend(members)

@@ -118,7 +118,7 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
         return isinstance(a, fx.Node) and tensor[a]
 
     def is_s(a: Any) -> bool:
-        return not is_t(a) and (isinstance(a, fx.Node) or isinstance(a, int | float))
+        return not is_t(a) and isinstance(a, fx.Node | int | float)
 
     if n.kwargs:
         return None

@@ -38,6 +38,7 @@ __all__ = [
     "AUTO_NUMEL",
     "AUTO_TENSORS",
     "CHUNK",
+    "EAGER_BATCH",
     "NUMPY_AUTO_NUMEL",
     "NUMPY_ENGINES",
     "SMALL",
@@ -58,6 +59,8 @@ AUTO_TENSORS = 16
 AUTO_NUMEL = 1 << 16
 NUMPY_AUTO_NUMEL = 1 << 20
 
+EAGER_BATCH = 1 << 22
+"""Elements stepped by one call of the eager engine (its temporaries: 16 MiB each in float32)."""
 SMALL = 1 << 15
 CHUNK = {"small": 16, "large": 4}
 

@@ -311,7 +311,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Step what the compiled engine can take; returns what the reference must step."""
         params = group["params"]
         mode = policy.torch_group_mode(self.engine)
-        if mode == "reference" or torch.compiler.is_compiling() or not rule.elementwise:
+        # is_dynamo_compiling: True only where dynamo traces THIS code (is_compiling() is a
+        # process-wide flag, also True while a background thread compiles a kernel)
+        if mode == "reference" or torch.compiler.is_dynamo_compiling() or not rule.elementwise:
             return params  # a rule that is not element-wise runs on the reference engine
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule) or plan.mode != mode:

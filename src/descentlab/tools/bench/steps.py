@@ -67,7 +67,8 @@ TORCH_VARIANTS: dict[str, dict[str, Any]] = {
     "torch fused": {"fused": True},
 }
 OURS_VARIANTS: dict[str, dict[str, Any]] = {
-    "descentlab auto": {},
+    "descentlab eager": {"engine": "eager"},  # the default's engine until compiling pays
+    "descentlab compiled": {"engine": "compiled"},  # the default's engine in long runs
     "descentlab flat": {"engine": "flat"},
 }
 # The flat engine's own loop: zero_grad(set_to_none=False) keeps every .grad a view of the
