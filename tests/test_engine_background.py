@@ -42,11 +42,11 @@ def _one_step(model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Gen
     opt.step()
 
 
-def _same(model: torch.nn.Module, twin: torch.nn.Module, opt, ref) -> None:  # type: ignore[no-untyped-def]
+def _same(model: torch.nn.Module, twin: torch.nn.Module, opt, ref, tol: float = TOL) -> None:  # type: ignore[no-untyped-def]
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
-        assert rel_err(p, q) <= TOL
+        assert rel_err(p, q) <= tol
         for key, value in ref.state[q].items():
-            assert rel_err(opt.state[p][key], value) <= TOL, key
+            assert rel_err(opt.state[p][key], value) <= tol, key
 
 
 @pytest.fixture
@@ -102,6 +102,7 @@ def test_auto_compiles_in_the_background_and_switches_between_two_steps(
             during.append(time.perf_counter() - start)
         _one_step(twin, ref, gen2)
         steps += 1
+        time.sleep(0.02)  # a loop's data loading: the low-priority compiler gets its turn
     assert len(background._procs) == 1, "one background compile (one dtype, one size class)"
     assert opt.engine_counts["compiled"] == 20  # the first compiled step, after the switch
     assert opt.engine_counts["eager"] == 20 * (steps - 1)  # every step before it
@@ -111,7 +112,8 @@ def test_auto_compiles_in_the_background_and_switches_between_two_steps(
         _one_step(model, opt, gen)
         _one_step(twin, ref, gen2)
     assert opt.engine_counts["compiled"] == 4 * 20
-    _same(model, twin, opt, ref)
+    print(f"{steps} eager steps; {len(during)} while compiling, the longest {max(during):.3f} s")
+    _same(model, twin, opt, ref, tol=1e-9)  # thousands of steps: round-off accumulates
     # The next process (or rank) of this machine: the marker says the cache holds it.
     (key,) = background._procs
     fresh.delenv("DESCENTLAB_COMPILE_AFTER")
@@ -220,15 +222,25 @@ def test_no_cpp_compiler_leaves_the_eager_engine_with_one_warning(tmp_path: Path
     assert "eager engine runs the same rule" in out.stderr
 
 
-def test_a_cache_directory_that_cannot_be_written_leaves_the_eager_engine(
-    tmp_path: Path,
-) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")  # (root ignores permission bits: this cannot work)
-    out = _run_script({"TORCHINDUCTOR_CACHE_DIR": str(blocker / "cache")})
+def test_a_read_only_cache_directory_leaves_the_eager_engine(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # root ignores permission bits; the immutable attribute binds root too
+    locked = subprocess.run(["chattr", "+i", str(cache)], capture_output=True).returncode == 0
+    if not locked:
+        cache.chmod(0o555)
+        if os.access(cache, os.W_OK):
+            pytest.skip("cannot make a read-only directory here (root without chattr)")
+    try:
+        out = _run_script({"TORCHINDUCTOR_CACHE_DIR": str(cache)})
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", str(cache)], check=True)
+        cache.chmod(0o755)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "COUNTS 60 0" in out.stdout
     assert out.stderr.count("descentlab: torch.compile is unavailable") == 1, out.stderr[-2000:]
+    assert "eager engine runs the same rule" in out.stderr
 
 
 def test_the_environment_forces_either_path(fresh: pytest.MonkeyPatch) -> None:
