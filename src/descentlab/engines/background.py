@@ -32,11 +32,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPILE_AFTER", "LOAD_AFTER", "compile_after", "ready", "spent", "started", "wait"]
+__all__ = [
+    "COMPILE_AFTER",
+    "LOAD_AFTER",
+    "brief",
+    "compile_after",
+    "finished",
+    "record",
+    "spent",
+    "started",
+    "wait",
+]
 
 COMPILE_AFTER = 20.0
 """Seconds of eager stepping after which ``auto`` starts compiling a kernel (see above)."""
@@ -82,28 +91,33 @@ def started(key: Any) -> bool:
     return key in _procs
 
 
-def spent(key: Any, seconds: float) -> None:
-    """Count ``seconds`` of eager stepping for ``key``; start compiling it once they pay."""
+def brief(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line for a warning (torch's compiler errors span many)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def spent(key: Any, seconds: float) -> str | None:
+    """Count ``seconds`` of eager stepping for ``key``; start compiling it once they pay.
+    Returns why a compile could not be started (the caller warns), else None."""
     total = _spent[key] = _spent.get(key, 0.0) + seconds
     if key in _procs:
-        return
+        return None
     threshold = compile_after(key)
     if threshold < 0 or total < threshold:
-        return
-    from . import compiled
-
-    if key in compiled._FAILED:
-        return
+        return None
     try:
         _start(key)
-    except Exception as exc:  # no writable temp dir, no fork...: stay eager, say why once
-        _give_up(key, exc)
+    except Exception as exc:  # no writable temp dir, no fork...: the eager engine goes on
+        _procs[key] = None  # type: ignore[assignment]  # never tried again
+        return brief(exc)
+    return None
 
 
 def _stop_all() -> None:
     """At exit: a compile still running is stopped (no process outlives the user's script)."""
     for proc in _procs.values():
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
     for folder in _logs.values():
         shutil.rmtree(folder, ignore_errors=True)
@@ -131,49 +145,34 @@ def _start(key: Any) -> None:
         )
 
 
-def ready(key: Any) -> bool:
-    """Is the compiled kernel for ``key`` at hand? Loads it (between two steps) once the
-    background process has filled the cache; False while it works, or if it failed."""
-    from . import compiled
-
-    if key in compiled._KERNELS:
-        return True
+def finished(key: Any) -> tuple[bool, str] | None:
+    """``(True, "")`` once the background compile of ``key`` has filled the cache,
+    ``(False, why)`` if it failed, None while it runs (or if none was started). Reported
+    once: the caller then loads the kernel from the cache, or gives up on it."""
     proc = _procs.get(key)
-    if proc is None or key in compiled._FAILED or proc.poll() is None:
-        return False
-    folder = _logs.pop(key, None)
+    if proc is None or proc.poll() is None or key not in _logs:
+        return None
+    folder = _logs.pop(key)
+    text = (folder / "log.txt").read_text(errors="replace")
+    shutil.rmtree(folder, ignore_errors=True)
     if proc.returncode != 0:
-        text = (folder / "log.txt").read_text(errors="replace") if folder else ""
         lines = [line for line in text.splitlines() if line.strip()]
-        _give_up(key, RuntimeError(lines[-1] if lines else f"exit code {proc.returncode}"))
-        return False
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-    built = compiled.kernel(key)  # from the cache the process filled: no C++ compiler runs
-    if built is not None:
-        with contextlib.suppress(OSError):  # a read-only cache: later processes compile again
-            marker = _marker(key)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-    return built is not None
+        return False, lines[-1] if lines else f"exit code {proc.returncode}"
+    return True, ""
 
 
-def _give_up(key: Any, exc: BaseException) -> None:
-    from . import compiled
-    from .compiled import brief
-
-    compiled._FAILED[key] = brief(exc, 300)
-    warnings.warn(
-        f"descentlab: compiling rule {key.rule.name!r} for {key.dtype} {key.device} in the "
-        f"background failed ({brief(exc)}); the eager engine goes on running the same rule",
-        RuntimeWarning,
-        stacklevel=6,
-    )
+def record(key: Any) -> None:
+    """Note beside the compiler cache that it holds ``key`` (later processes load sooner)."""
+    with contextlib.suppress(OSError):  # a read-only cache: later processes compile again
+        marker = _marker(key)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 def wait(timeout: float | None = None) -> bool:
     """Wait for every background compile started so far; True if all have finished."""
-    for proc in list(_procs.values()):
+    procs = [p for p in _procs.values() if p is not None]
+    for proc in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-    return all(p.poll() is not None for p in _procs.values())
+    return all(p.poll() is not None for p in procs)

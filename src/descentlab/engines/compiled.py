@@ -41,6 +41,7 @@ import torch
 
 from ..rules.base import Rule, advance
 from . import background
+from .background import brief
 from .eager import program
 from .policy import CHUNK, EAGER_BATCH, compute_dtype, is_low_precision, size_class
 from .reference import compute, store_scalars, update_stats, write_back
@@ -62,12 +63,6 @@ class KernelKey(NamedTuple):
 
 _KERNELS: dict[KernelKey, Kernel] = {}
 _FAILED: dict[KernelKey, str] = {}
-
-
-def brief(exc: BaseException, limit: int = 200) -> str:
-    """An exception as one short line for a warning (torch's compiler errors span many)."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 compiles = 0  # number of kernels compiled in this process (observable by tests)
@@ -227,6 +222,37 @@ def kernel(key: KernelKey) -> Kernel | None:
                 )
             return None
     return _KERNELS[key]
+
+
+def _background_ready(key: KernelKey) -> bool:
+    """Is the compiled kernel for ``key`` at hand (``engine="auto"``)? Loads it, between two
+    steps, once the background process has filled the compiler cache; False while that
+    process works, before it starts, and for good if it failed (one warning)."""
+    if key in _KERNELS:
+        return True
+    if key in _FAILED:
+        return False
+    status = background.finished(key)
+    if status is None:
+        return False
+    ok, why = status
+    if not ok:
+        _give_up(key, why)
+        return False
+    built = kernel(key)  # from the cache the process filled: no C++ compiler runs
+    if built is not None:
+        background.record(key)
+    return built is not None
+
+
+def _give_up(key: KernelKey, why: str) -> None:
+    _FAILED[key] = why
+    warnings.warn(
+        f"descentlab: compiling rule {key.rule.name!r} for {key.dtype} {key.device} in the "
+        f"background failed ({why}); the eager engine goes on running the same rule",
+        RuntimeWarning,
+        stacklevel=6,
+    )
 
 
 def _fail(key: KernelKey, exc: Exception) -> None:
@@ -619,7 +645,7 @@ class GroupPlan:
         }
         kernels: dict[Any, Kernel | None] = {}
         for key, kk in kernel_keys.items():
-            if self.mode == "eager" or (self.mode == "auto" and not background.ready(kk)):
+            if self.mode == "eager" or (self.mode == "auto" and not _background_ready(kk)):
                 kernels[key] = None  # the eager engine steps it (see _run_eager)
                 continue
             kernels[key] = kernel(kk)  # None where compiling is unavailable: eager instead
@@ -630,8 +656,10 @@ class GroupPlan:
             if kern is None:
                 started = time.perf_counter()
                 done = self._run_eager(kernel_keys[key], idx, grads, rows, keys, before, advanced)
-                if self.mode == "auto":
-                    background.spent(kernel_keys[key], time.perf_counter() - started)
+                if self.mode == "auto" and kernel_keys[key] not in _FAILED:
+                    why = background.spent(kernel_keys[key], time.perf_counter() - started)
+                    if why is not None:
+                        _give_up(kernel_keys[key], why)
                 if not done:
                     later = [i for _, rest in order[position + 1 :] for i in rest]
                     self.leftover = [self.active[i] for i in (*idx, *later)]

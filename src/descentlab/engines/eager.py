@@ -103,6 +103,11 @@ class _Plan:
         self.then = then  # a second in-place op with one more operand, on the result
 
 
+def _args(node: Any) -> tuple[Any, ...]:
+    """A node's positional arguments (fx types them as every possible argument)."""
+    return tuple(node.args)
+
+
 def _only_user(inner: Any, outer: fx.Node) -> bool:
     return isinstance(inner, fx.Node) and len(inner.users) == 1 and outer in inner.users
 
@@ -123,47 +128,49 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
     if n.kwargs:
         return None
     if n.op == "call_function" and n.target in _BINARY:
-        a, b = n.args
+        a, b = _args(n)
         name, commutes = _BINARY[n.target]
         if n.target is operator.add and is_t(a) and is_t(b):
             for x, prod in ((a, b), (b, a)):
                 # x + r * (y - x): a running mean, torch's lerp
                 if _is_call(prod, operator.mul) and _only_user(prod, n):
-                    r, diff = prod.args
+                    r, diff = _args(prod)
                     if not is_s(r):
                         r, diff = diff, r
                     if (
                         is_s(r)
                         and _is_call(diff, operator.sub)
                         and _only_user(diff, prod)
-                        and diff.args[1] is x
-                        and is_t(diff.args[0])
+                        and _args(diff)[1] is x
+                        and is_t(_args(diff)[0])
                     ):
-                        return _Plan("lerp", [x, diff.args[0], r], folded=[prod, diff])
+                        return _Plan("lerp", [x, _args(diff)[0], r], folded=[prod, diff])
             for x, prod in ((a, b), (b, a)):
                 # x + s * (y / z): torch's addcdiv
                 if _is_call(prod, operator.mul) and _only_user(prod, n):
-                    s, quot = prod.args
+                    s, quot = _args(prod)
                     if not is_s(s):
                         s, quot = quot, s
                     if (
                         is_s(s)
                         and _is_call(quot, operator.truediv)
                         and _only_user(quot, prod)
-                        and is_t(quot.args[0])
-                        and is_t(quot.args[1])
+                        and is_t(_args(quot)[0])
+                        and is_t(_args(quot)[1])
                     ):
-                        return _Plan("addcdiv", [x, *quot.args], {"value": s}, folded=[prod, quot])
+                        return _Plan(
+                            "addcdiv", [x, *_args(quot)], {"value": s}, folded=[prod, quot]
+                        )
             for x, prod in ((a, b), (b, a)):
                 # x + s * y: one pass with alpha
                 if _is_call(prod, operator.mul) and _only_user(prod, n):
-                    s, y = prod.args
+                    s, y = _args(prod)
                     if not is_s(s):
                         s, y = y, s
                     if is_s(s) and is_t(y):
                         return _Plan("add", [x, y], {"alpha": s}, folded=[prod])
         if n.target is operator.sub and is_t(a) and _is_call(b, operator.mul) and _only_user(b, n):
-            s, y = b.args
+            s, y = _args(b)
             if not is_s(s):
                 s, y = y, s
             if is_s(s) and is_t(y):
@@ -176,26 +183,26 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
             return _Plan("reciprocal", [b], then=("mul", a))
         return None
     if n.op == "call_function" and n.target is operator.neg:
-        return _Plan("neg", [n.args[0]])
+        return _Plan("neg", [_args(n)[0]])
     if n.op == "call_method" and n.target in _METHODS:
         if n.target == "maximum":
-            a, b = n.args
+            a, b = _args(n)
             return _Plan("maximum", [a, b], commutes=True) if is_t(a) and is_t(b) else None
         if len(n.args) == 1:
-            return _Plan(_METHODS[str(n.target)], [n.args[0]])
+            return _Plan(_METHODS[str(n.target)], [_args(n)[0]])
     return None
 
 
 def _flat_args(n: fx.Node) -> list[Any]:
     out: list[Any] = []
-    fx.node.map_aggregate((n.args, n.kwargs), out.append)
+    fx.node.map_aggregate((_args(n), n.kwargs), out.append)
     return out
 
 
 def _lower(graph: fx.Graph, n_slots: int, n_coeffs: int) -> tuple[str, dict[str, Any]]:
     """The Python source of ``run(P, G, S, C)`` for ``graph``, and its namespace."""
     nodes = list(graph.nodes)
-    new_p, new_slots = nodes[-1].args[0]
+    new_p, new_slots = _args(nodes[-1])[0]
     placeholders = [n for n in nodes if n.op == "placeholder"]
     p_node, g_node = placeholders[0], placeholders[1]
     slot_nodes = placeholders[2 : 2 + n_slots]
@@ -350,7 +357,7 @@ def _fn_name(n: fx.Node, namespace: dict[str, Any]) -> str:
 
 def _call(n: fx.Node, src: Callable[[Any], str], namespace: dict[str, Any]) -> str:
     """``n`` as a Python expression of its (scalar) arguments."""
-    args = [src(a) for a in n.args] + [f"{k}={src(v)}" for k, v in n.kwargs.items()]
+    args = [src(a) for a in _args(n)] + [f"{k}={src(v)}" for k, v in n.kwargs.items()]
     if n.op == "call_method":
         return f"{args[0]}.{n.target}({', '.join(args[1:])})"
     return f"{_fn_name(n, namespace)}({', '.join(args)})"
@@ -366,7 +373,7 @@ def _per_tensor(
     def one(a: Any) -> str:
         return item[a] if a in item else src(a)
 
-    args = [one(a) for a in n.args] + [f"{k}={one(v)}" for k, v in n.kwargs.items()]
+    args = [one(a) for a in _args(n)] + [f"{k}={one(v)}" for k, v in n.kwargs.items()]
     if n.op == "call_method":
         expr = f"{args[0]}.{n.target}({', '.join(args[1:])})"
     else:

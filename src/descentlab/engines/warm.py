@@ -18,7 +18,8 @@ def main(argv: list[str]) -> int:
         key = pickle.load(f)
     if hasattr(os, "nice"):
         os.nice(10)  # the training process comes first (19 would starve on a busy machine)
-    from descentlab.engines.compiled import Kernel, brief
+    from descentlab.engines.background import brief
+    from descentlab.engines.compiled import Kernel
 
     try:
         with warnings.catch_warnings():
