@@ -43,7 +43,7 @@ from ..rules.base import Rule, advance
 from . import background
 from .background import brief
 from .eager import program
-from .policy import CHUNK, EAGER_BATCH, compute_dtype, is_low_precision, size_class
+from .policy import CHUNK, compute_dtype, eager_batch, is_low_precision, size_class
 from .reference import compute, store_scalars, update_stats, write_back
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -786,15 +786,16 @@ class GroupPlan:
         run = eager_program(kk)
         if run is None:
             return False
-        # One call per set of equal coefficients and per EAGER_BATCH elements: a call's
-        # temporaries (two or three, each the size of its tensors) stay bounded, as those
-        # of torch's for-loop (one tensor's) do.
+        # One call per set of equal coefficients and per policy.eager_batch elements: on a
+        # CPU the call's operations run while its tensors are in cache, and everywhere its
+        # temporaries (two or three, each the size of its tensors) stay bounded.
         by_row: dict[Any, list[list[int]]] = {}
         filled: dict[Any, int] = {}
+        limit = eager_batch(kk.device)
         for i in idx:
             batches = by_row.setdefault(keys[i], [[]])
             n = self.numels[i]
-            if batches[-1] and filled[keys[i]] + n > EAGER_BATCH:
+            if batches[-1] and filled[keys[i]] + n > limit:
                 batches.append([])
                 filled[keys[i]] = 0
             batches[-1].append(i)

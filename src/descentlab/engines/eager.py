@@ -101,6 +101,14 @@ class _Plan:
         self.op, self.operands, self.kwargs = op, operands, kwargs or {}
         self.folded, self.commutes = list(folded), commutes
         self.then = then  # a second in-place op with one more operand, on the result
+        self.before: tuple[str, Any] | None = None  # an in-place op on the target, first
+
+
+class _Host:
+    """A scalar computed on the host from scalar nodes: ``fmt`` with ``{0}``, ``{1}``..."""
+
+    def __init__(self, fmt: str, *args: Any) -> None:
+        self.fmt, self.args = fmt, args
 
 
 def _args(node: Any) -> tuple[Any, ...]:
@@ -147,20 +155,21 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
                         return _Plan("lerp", [x, _args(diff)[0], r], folded=[prod, diff])
             for x, prod in ((a, b), (b, a)):
                 # x + s * (y / z): torch's addcdiv
-                if _is_call(prod, operator.mul) and _only_user(prod, n):
-                    s, quot = _args(prod)
-                    if not is_s(s):
-                        s, quot = quot, s
-                    if (
-                        is_s(s)
-                        and _is_call(quot, operator.truediv)
-                        and _only_user(quot, prod)
-                        and is_t(_args(quot)[0])
-                        and is_t(_args(quot)[1])
-                    ):
-                        return _Plan(
-                            "addcdiv", [x, *_args(quot)], {"value": s}, folded=[prod, quot]
-                        )
+                plan = _addcdiv(x, prod, n, is_t, is_s)
+                if plan is not None:
+                    return plan
+                # x + (s * (y / z) - c * x): decoupled decay, x * (1 - c) first (AdamW's form)
+                if _is_call(prod, operator.sub) and _only_user(prod, n):
+                    left, right = _args(prod)
+                    if _is_call(right, operator.mul) and _only_user(right, prod):
+                        c, w = _args(right)
+                        if w is not x:
+                            c, w = w, c
+                        plan = _addcdiv(x, left, prod, is_t, is_s)
+                        if w is x and is_s(c) and plan is not None:
+                            plan.folded += [prod, right]
+                            plan.before = ("mul", _Host("1.0 - {0}", c))
+                            return plan
             for x, prod in ((a, b), (b, a)):
                 # x + s * y: one pass with alpha
                 if _is_call(prod, operator.mul) and _only_user(prod, n):
@@ -191,6 +200,31 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
         if len(n.args) == 1:
             return _Plan(_METHODS[str(n.target)], [_args(n)[0]])
     return None
+
+
+def _addcdiv(x: Any, prod: Any, user: fx.Node, is_t: Any, is_s: Any) -> _Plan | None:
+    """``x + s * (y / z)`` as ``addcdiv(x, y, z, value=s)``; a scalar factor of ``y``
+    (``y = w * c``: Adam's bias correction) is moved into ``value`` (``s * c``), as torch.optim
+    folds it into its step size: one pass fewer, a reassociation of round-off size."""
+    if not (_is_call(prod, operator.mul) and _only_user(prod, user)):
+        return None
+    s, quot = _args(prod)
+    if not is_s(s):
+        s, quot = quot, s
+    if not (is_s(s) and _is_call(quot, operator.truediv) and _only_user(quot, prod)):
+        return None
+    y, z = _args(quot)
+    if not (is_t(y) and is_t(z)):
+        return None
+    if _is_call(y, operator.mul) and _only_user(y, quot):
+        w, c = _args(y)
+        if not is_s(c):
+            w, c = c, w
+        if is_s(c) and is_t(w):
+            return _Plan(
+                "addcdiv", [x, w, z], {"value": _Host("{0} * {1}", s, c)}, folded=[prod, quot, y]
+            )
+    return _Plan("addcdiv", [x, y, z], {"value": s}, folded=[prod, quot])
 
 
 def _flat_args(n: fx.Node) -> list[Any]:
@@ -264,6 +298,8 @@ def _lower(graph: fx.Graph, n_slots: int, n_coeffs: int) -> tuple[str, dict[str,
     scratch: set[str] = set()
 
     def src(a: Any) -> str:
+        if isinstance(a, _Host):
+            return "(" + a.fmt.format(*map(src, a.args)) + ")"
         if isinstance(a, fx.Node):
             return var[a]
         if isinstance(a, bool | int | float) or a is None:
@@ -325,6 +361,10 @@ def _lower(graph: fx.Graph, n_slots: int, n_coeffs: int) -> tuple[str, dict[str,
                     target, operands = var[a], [a, *(operands[:i] + operands[i + 1 :])]
         kwargs = "".join(f", {k}={src(v)}" for k, v in plan.kwargs.items())
         if target is not None:
+            if plan.before:
+                lines.append(
+                    f"    torch._foreach_{plan.before[0]}_({target}, {src(plan.before[1])})"
+                )
             rest = "".join(f", {src(a)}" for a in operands[1:])
             lines.append(f"    torch._foreach_{plan.op}_({target}{rest}{kwargs})")
             if plan.then:
@@ -332,6 +372,13 @@ def _lower(graph: fx.Graph, n_slots: int, n_coeffs: int) -> tuple[str, dict[str,
             var[n] = target
             if target.startswith("S["):
                 scratch.add(target)  # a slot's storage, free once its old value died
+        elif plan.before:  # out of place: the first op makes the new list
+            var[n] = n.name
+            owned.add(n.name)
+            first = f"torch._foreach_{plan.before[0]}({src(operands[0])}, {src(plan.before[1])})"
+            lines.append(f"    {n.name} = {first}")
+            rest = "".join(f", {src(a)}" for a in operands[1:])
+            lines.append(f"    torch._foreach_{plan.op}_({n.name}{rest}{kwargs})")
         else:
             var[n] = n.name
             owned.add(n.name)
