@@ -308,6 +308,7 @@ class _Untrusted(RuntimeError):
     """A new kernel's first result differs from the reference engine's."""
 
 
+_CHECK_ELEMENTS = 1 << 14  # elements of each tensor a new kernel is checked on
 _CHECK_TOL = {torch.float64: 1e-10, torch.float32: 1e-4}  # 16-bit: 2e-2 (one rounding)
 
 
@@ -738,18 +739,18 @@ class GroupPlan:
     ) -> str | None:
         """Run a new compiled kernel once on copies of its first chunk; see
         :func:`disagreement`. A kernel that raises here is not trusted either."""
-        n = len(ps)
+        n, m = len(ps), _CHECK_ELEMENTS
+        ps = [p[:m] for p in ps]  # a prefix of each tensor: the check costs no full copy
+        gs = [g.view(-1)[:m] for g in gs[:n]]
+        sl = [[s[:m] for s in lst[:n]] for lst in sl]
         cps = [p.clone() for p in ps]
-        csl = [[s.clone() for s in lst[:n]] for lst in sl]
+        csl = [[s.clone() for s in lst] for lst in sl]
         try:
             kern(cps, gs, csl, [t.clone() for t in steps], cmat[:n])
         except Exception as exc:  # a kernel that fails is not trusted
             return f"raised {brief(exc)}"
         coefficients = [dict(zip(names, row, strict=True)) for row in cmat[:n].tolist()]
-        flat_gs = [g.view(-1) for g in gs[:n]]
-        return disagreement(
-            self.rule, list(ps), flat_gs, [lst[:n] for lst in sl], coefficients, cps, csl
-        )
+        return disagreement(self.rule, ps, gs, sl, coefficients, cps, csl)
 
     def _check_eager(
         self,
@@ -761,6 +762,9 @@ class GroupPlan:
         names: tuple[str, ...],
     ) -> str | None:
         """The eager engine's lowering of a rule, run once on copies (see :func:`disagreement`)."""
+        m = _CHECK_ELEMENTS
+        ps, gs = [p[:m] for p in ps], [g[:m] for g in gs]
+        sl = [[s[:m] for s in lst] for lst in sl]
         cps = [p.clone() for p in ps]
         csl = [[s.clone() for s in lst] for lst in sl]
         try:

@@ -152,7 +152,18 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
                         and _args(diff)[1] is x
                         and is_t(_args(diff)[0])
                     ):
-                        return _Plan("lerp", [x, _args(diff)[0], r], folded=[prod, diff])
+                        y = _args(diff)[0]
+                        if _is_call(y, operator.mul) and _only_user(y, diff):
+                            u, w = _args(y)
+                            if is_t(u) and is_t(w):
+                                # x + r * (u * w - x): x * (1 - r) + r * u * w, torch's form
+                                # of a mean of squares (no temporary for u * w)
+                                plan = _Plan(
+                                    "addcmul", [x, u, w], {"value": r}, folded=[prod, diff, y]
+                                )
+                                plan.before = ("mul", _Host("1.0 - {0}", r))
+                                return plan
+                        return _Plan("lerp", [x, y, r], folded=[prod, diff])
             for x, prod in ((a, b), (b, a)):
                 # x + s * (y / z): torch's addcdiv
                 plan = _addcdiv(x, prod, n, is_t, is_s)
