@@ -763,8 +763,8 @@ class GroupPlan:
     ) -> str | None:
         """The eager engine's lowering of a rule, run once on copies (see :func:`disagreement`)."""
         m = _CHECK_ELEMENTS
-        ps, gs = [p[:m] for p in ps], [g[:m] for g in gs]
-        sl = [[s[:m] for s in lst] for lst in sl]
+        ps, gs = [p.reshape(-1)[:m] for p in ps], [g.reshape(-1)[:m] for g in gs]
+        sl = [[s.reshape(-1)[:m] for s in lst] for lst in sl]
         cps = [p.clone() for p in ps]
         csl = [[s.clone() for s in lst] for lst in sl]
         try:
@@ -809,9 +809,10 @@ class GroupPlan:
         done: list[int] = []
         try:
             for row, members in ((r, m) for r, ms in by_row.items() for m in ms):
-                ps = [self.p_views[i] for i in members]
-                gs = [grads[i].view(-1) for i in members]
-                sl = [[views[i] for i in members] for views in self.slot_views]
+                # the tensors as they are (element-wise ops need no 1-D views)
+                ps = [self.active[i] for i in members]
+                gs = [grads[i] for i in members]
+                sl = [[objs[i] for i in members] for objs in self.slot_objs]
                 steps = [self.steps[i] for i in members]
                 if ("eager", kk) not in _TRUSTED:  # its first call: checked on copies first
                     few = slice(0, 4)
