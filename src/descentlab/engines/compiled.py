@@ -662,10 +662,7 @@ class GroupPlan:
                     if why is not None:
                         _give_up(kernel_keys[key], why)
                 if not done:
-                    later = [i for _, rest in order[position + 1 :] for i in rest]
-                    self.leftover = [self.active[i] for i in (*idx, *later)]
-                    self._counted = None
-                    self._steady = False
+                    self._leave_rest(order, position, idx)
                     return True
                 continue
             k, dtype, device = kern.k, key[0], key[1]
@@ -689,15 +686,10 @@ class GroupPlan:
                 why = self._check_kernel(kern, idx[:k], ps[:k], gs[:k], sl, steps[:k], cmat, names)
                 if why is not None:  # never trusted: the eager engine steps it, now and later
                     _fail(kernel_keys[key], RuntimeError(f"differs from the reference: {why}"))
-                    started = time.perf_counter()
-                    done = self._run_eager(
+                    if not self._run_eager(
                         kernel_keys[key], idx, grads, rows, keys, before, advanced
-                    )
-                    if not done:
-                        later = [i for _, rest in order[position + 1 :] for i in rest]
-                        self.leftover = [self.active[i] for i in (*idx, *later)]
-                        self._counted = None
-                        self._steady = False
+                    ):
+                        self._leave_rest(order, position, idx)
                         return True
                     continue
                 _TRUSTED.add(kernel_keys[key])
@@ -725,6 +717,14 @@ class GroupPlan:
                     self.measured.extend(zip(chunk, stats.unbind(0), strict=False))
         self._counted = (list(map(_VERSION, self.steps)), [t + 1.0 for t in before])
         return True
+
+    def _leave_rest(self, order: list[Any], position: int, idx: list[int]) -> None:
+        """Hand the parameters ``idx`` and those of every later kernel to the reference
+        engine for this step (``leftover``); the next step checks everything again."""
+        later = [i for _, rest in order[position + 1 :] for i in rest]
+        self.leftover = [self.active[i] for i in (*idx, *later)]
+        self._counted = None
+        self._steady = False
 
     def _check_kernel(
         self,

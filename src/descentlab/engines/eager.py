@@ -158,11 +158,11 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
                             if is_t(u) and is_t(w):
                                 # x + r * (u * w - x): x * (1 - r) + r * u * w, torch's form
                                 # of a mean of squares (no temporary for u * w)
-                                plan = _Plan(
+                                squares = _Plan(
                                     "addcmul", [x, u, w], {"value": r}, folded=[prod, diff, y]
                                 )
-                                plan.before = ("mul", _Host("1.0 - {0}", r))
-                                return plan
+                                squares.before = ("mul", _Host("1.0 - {0}", r))
+                                return squares
                         return _Plan("lerp", [x, y, r], folded=[prod, diff])
             for x, prod in ((a, b), (b, a)):
                 # x + s * (y / z): torch's addcdiv
