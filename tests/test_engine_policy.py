@@ -19,11 +19,11 @@ def test_the_drop_ins_auto_threshold_is_the_policys(monkeypatch: pytest.MonkeyPa
         opt = dt.Adam(model.parameters(), lr=1e-2)
         model(torch.ones(4, 3)).sum().backward()
         opt.step()
-        return opt.engine_counts
+        return opt.engine_counts["eager"] + opt.engine_counts["compiled"]  # the fast paths
 
-    assert one_step()["compiled"] == 0
+    assert one_step() == 0
     monkeypatch.setattr(policy, "AUTO_TENSORS", 2)
-    assert one_step()["compiled"] == 2
+    assert one_step() == 2
 
 
 def test_the_numpy_auto_threshold_is_the_policys(monkeypatch: pytest.MonkeyPatch) -> None:
