@@ -50,6 +50,21 @@ def _same(model: torch.nn.Module, twin: torch.nn.Module, opt, ref, tol: float = 
             assert rel_err(opt.state[p][key], value) <= tol, key
 
 
+def _warned_once_and_same(ours, theirs, steps: int, match: str):  # type: ignore[no-untyped-def]
+    """Train ``ours(params)`` beside ``theirs(params)``: one warning matching ``match``, then
+    equal parameters and state; returns the descentlab optimizer for its engine_counts."""
+    model, twin = _net(), _net()
+    opt, ref = ours(model.parameters()), theirs(twin.parameters())
+    gen, gen2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    with pytest.warns(RuntimeWarning, match=match) as record:
+        for _ in range(steps):
+            _one_step(model, opt, gen)
+            _one_step(twin, ref, gen2)
+    assert len(record) == 1
+    _same(model, twin, opt, ref)
+    return opt
+
+
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """No kernel built, failed, trusted or being compiled yet in this process."""
@@ -95,7 +110,8 @@ def test_auto_compiles_in_the_background_and_switches_between_two_steps(
     gen, gen2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     during: list[float] = []
     steps = 0
-    while opt.engine_counts["compiled"] == 0 and steps < 100_000:
+    deadline = time.perf_counter() + 600  # a compile that never lands fails the test
+    while opt.engine_counts["compiled"] == 0 and time.perf_counter() < deadline:
         compiling = any(p.poll() is None for p in background._procs.values())
         start = time.perf_counter()
         _one_step(model, opt, gen)
@@ -130,17 +146,13 @@ def test_a_wrong_compiled_kernel_is_never_trusted(fresh: pytest.MonkeyPatch) -> 
         return out
 
     fresh.setattr(compiled.Kernel, "__call__", wrong)
-    model, twin = _net(), _net()
-    opt = dt.AdamW(model.parameters(), lr=1e-2, engine="compiled")
-    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
-    gen, gen2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    with pytest.warns(RuntimeWarning, match="differs from the reference") as record:
-        for _ in range(4):
-            _one_step(model, opt, gen)
-            _one_step(twin, ref, gen2)
-    assert len(record) == 1
+    opt = _warned_once_and_same(
+        lambda ps: dt.AdamW(ps, lr=1e-2, engine="compiled"),
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2),
+        4,
+        "differs from the reference",
+    )
     assert opt.engine_counts["compiled"] == 0 and opt.engine_counts["eager"] == 4 * 20
-    _same(model, twin, opt, ref)
 
 
 def test_a_wrong_eager_lowering_is_never_trusted(fresh: pytest.MonkeyPatch) -> None:
@@ -156,17 +168,13 @@ def test_a_wrong_eager_lowering_is_never_trusted(fresh: pytest.MonkeyPatch) -> N
         return type("P", (), {"run": staticmethod(run)})()
 
     fresh.setattr(compiled, "program", planted)
-    model, twin = _net(), _net()
-    opt = dt.Adam(model.parameters(), lr=1e-2)
-    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
-    gen, gen2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    with pytest.warns(RuntimeWarning, match="differs from the reference") as record:
-        for _ in range(4):
-            _one_step(model, opt, gen)
-            _one_step(twin, ref, gen2)
-    assert len(record) == 1
+    opt = _warned_once_and_same(
+        lambda ps: dt.Adam(ps, lr=1e-2),
+        lambda ps: torch.optim.Adam(ps, lr=1e-2),
+        4,
+        "differs from the reference",
+    )
     assert opt.engine_counts["eager"] == 0 and opt.engine_counts["reference"] == 4 * 20
-    _same(model, twin, opt, ref)
 
 
 def test_torch_internals_it_does_not_recognise_leave_the_eager_engine(
@@ -176,17 +184,13 @@ def test_torch_internals_it_does_not_recognise_leave_the_eager_engine(
         raise AttributeError("'GraphArg' object has no attribute 'source'")  # a future torch
 
     fresh.setattr(compiled, "_source_name", renamed)
-    model, twin = _net(), _net()
-    opt = dt.AdamW(model.parameters(), lr=1e-2, engine="compiled")
-    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
-    gen, gen2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    with pytest.warns(RuntimeWarning, match="unavailable.*eager engine runs") as record:
-        for _ in range(3):
-            _one_step(model, opt, gen)
-            _one_step(twin, ref, gen2)
-    assert len(record) == 1
+    opt = _warned_once_and_same(
+        lambda ps: dt.AdamW(ps, lr=1e-2, engine="compiled"),
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2),
+        3,
+        "unavailable.*eager engine runs",
+    )
     assert opt.engine_counts["compiled"] == 0 and opt.engine_counts["eager"] == 3 * 20
-    _same(model, twin, opt, ref)
 
 
 _SCRIPT = textwrap.dedent(

@@ -202,3 +202,33 @@ def test_graph_input_names_are_read_whether_torch_gives_attributes_or_methods() 
 
     assert _source_name(node("L['ps'][3]")) == "L['ps'][3]"  # type: ignore[arg-type]
     assert _source_name(node(lambda: "L['cmat']")) == "L['cmat']"  # type: ignore[arg-type]
+
+
+def test_eager_calls_split_by_the_batch_size_equal_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of a few tensors (several calls a step) give what one call gives."""
+    from descentlab.engines import compiled, policy
+
+    case = next(c for c in CASES if c.cls.__name__ == "AdamW")
+    calls = {"n": 0}
+    real = compiled.program
+
+    def counted(rule, names):  # type: ignore[no-untyped-def]
+        prog = real(rule, names)
+
+        def run(*args):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            prog.run(*args)
+
+        return type("P", (), {"run": staticmethod(run)})()
+
+    ref_params, ref = _run(case, "reference", torch.float64)
+    monkeypatch.setattr(compiled, "program", counted)
+    monkeypatch.setitem(policy.EAGER_BATCH, "cpu", 20)  # a call or two per tensor
+    params, opt = _run(case, "eager", torch.float64)
+    assert calls["n"] > 2 * 24, "the batches were not split"
+    for p, q in zip(params, ref_params, strict=True):
+        assert rel_err(p, q) <= TOL[torch.float64]
+        for key, value in ref.state[q].items():
+            assert rel_err(opt.state[p][key], value) <= TOL[torch.float64], key

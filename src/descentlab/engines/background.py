@@ -43,7 +43,6 @@ __all__ = [
     "finished",
     "record",
     "spent",
-    "started",
     "wait",
 ]
 
@@ -84,11 +83,6 @@ def _marker(key: Any) -> Path:
 
     digest = hashlib.sha256(repr((key, torch.__version__)).encode()).hexdigest()[:24]
     return _cache_dir() / "descentlab" / f"{digest}.ok"
-
-
-def started(key: Any) -> bool:
-    """Has a background compile of ``key`` been started in this process?"""
-    return key in _procs
 
 
 def brief(exc: BaseException, limit: int = 200) -> str:

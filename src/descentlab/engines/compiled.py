@@ -389,7 +389,8 @@ _CONTIGUOUS = operator.methodcaller("is_contiguous")
 
 
 class GroupPlan:
-    """How one param group is stepped by the compiled engine; rebuilt when the group changes.
+    """How one param group is stepped by the compiled or the eager engine (``mode``); rebuilt
+    when the group changes.
 
     ``eligible`` are the parameters the engine may take (see :func:`eligible`, minus any that
     overlap another); the others always go to the reference engine. The *active* set is the

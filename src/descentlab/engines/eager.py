@@ -3,11 +3,15 @@
 What the default engine runs from the first step, with nothing to compile: the rule's
 :meth:`~descentlab.rules.base.Rule.update` is traced once with ``torch.fx`` (milliseconds),
 and its graph is lowered to a short Python function in which each operation of the rule is
-ONE ``torch._foreach_*`` call over every tensor of a group (torch loops over the tensors in
-C++), written in place wherever the value it overwrites is no longer needed:
+ONE ``torch._foreach_*`` call over a batch of tensors (torch loops over them in C++; the
+batch size is :func:`~descentlab.engines.policy.eager_batch`), written in place wherever
+the value it overwrites is no longer needed:
 
 * a running mean ``m + r * (g - m)`` becomes ``_foreach_lerp_(m, g, r)`` (torch.optim's own
   op), ``a - s * b`` becomes ``_foreach_sub_(a, b, alpha=s)``: the same values, one pass;
+* torch.optim's own forms where they save a pass: a mean of squares as ``v *= 1 - r``
+  then ``addcmul_``, ``p + s * (w * c / d)`` as ``addcdiv_(p, w, d, value=s * c)``, AdamW's
+  decay as ``p *= 1 - lr * weight_decay`` before it;
 * a slot's new value is computed in the slot's own storage once its old value is dead, and
   the parameter's in the parameter: nothing is allocated for them and nothing copied;
 * the scalars (``-lr``, ``lr * weight_decay``...) are Python floats on the host;
@@ -15,8 +19,10 @@ C++), written in place wherever the value it overwrites is no longer needed:
   reference engine runs it.
 
 So the rule is the one definition; this module only decides where each value is stored.
-The result equals the reference engine's to round-off (``lerp`` and ``alpha`` may use a
-fused multiply-add), which the test suite holds on parameters and state for every rule.
+The result equals the reference engine's to round-off (those forms reassociate a product
+of scalars, and ``lerp`` and ``alpha`` may use a fused multiply-add), which the test suite
+holds on parameters and state for every rule; each lowering is also checked against the
+reference at its first call in a process (:mod:`descentlab.engines.compiled`).
 """
 
 from __future__ import annotations
@@ -30,9 +36,8 @@ import torch.fx as fx
 
 from ..rules.base import Rule
 
-__all__ = ["Program", "program", "traces"]
+__all__ = ["Program", "program"]
 
-traces = 0  # rules traced in this process (observable by tests)
 _PROGRAMS: dict[tuple[Rule, tuple[str, ...]], Program] = {}
 
 # operator -> foreach op name; "commutes": its operands may swap for an in-place form
@@ -63,10 +68,8 @@ class Program:
     """
 
     def __init__(self, rule: Rule, names: tuple[str, ...]) -> None:
-        global traces
         self.rule, self.names = rule, names
         self.graph = _trace(rule, names)
-        traces += 1
         self.source, namespace = _lower(self.graph, len(rule.slots), len(names))
         exec(compile(self.source, f"<descentlab eager {rule.name}>", "exec"), namespace)
         self.run: Callable[..., None] = namespace["run"]

@@ -74,10 +74,15 @@ class RuleOptimizer(torch.optim.Optimizer):
     * ``"reference"``: one tensor at a time, the ground truth;
     * ``"compiled"``: chunks of parameters stepped by one ``torch.compile``-d call each,
       reading every tensor where it is (no storage moves, no gradient copy); per-parameter
-      step counts; see :mod:`descentlab.engines.compiled`. Falls back to the reference, with
-      one warning, where compiling is unavailable;
-    * ``"auto"`` (default): ``"compiled"`` for groups of at least 16 tensors or 2**16
-      elements, else ``"reference"``;
+      step counts; compiles at the first step and waits; see
+      :mod:`descentlab.engines.compiled`. Falls back to the eager engine, with one warning,
+      where compiling is unavailable;
+    * ``"eager"``: the rule traced once and run as in-place ``torch._foreach_*`` operations
+      over batches of tensors; nothing to compile (see :mod:`descentlab.engines.eager`);
+    * ``"auto"`` (default): ``"eager"`` for groups of at least 16 tensors or 2**16
+      elements, else ``"reference"``; switches to ``"compiled"`` only once the run has
+      spent enough time stepping to pay for a compile, made in a background process (see
+      :mod:`descentlab.engines.background`);
     * ``"flat"`` / ``"flat-eager"`` (opt-in): each group's parameters are **re-homed** as
       views of one contiguous buffer and stepped by ONE compiled (or eager) pass. This
       changes what the ecosystem sees (one shared storage: see the README before saving
