@@ -282,6 +282,19 @@ class OptimizerInfo:
         flat = _flat(hp)
         return {k: _scalar(flat[k]) for k in self.numeric if flat[k] is not None}
 
+    def traced_scalars(self, hp: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`scalars` for a step traced by the user's ``torch.compile``: the numbers
+        as they are (a float, or a tensor ``lr`` as a 0-dim tensor), never read to the host,
+        so a tensor learning rate changed by a scheduler is an input of the graph."""
+        import torch  # only ever called by the drop-ins, inside a trace
+
+        flat = _flat(hp)
+        return {
+            k: flat[k].reshape(()) if isinstance(flat[k], torch.Tensor) else flat[k]
+            for k in self.numeric
+            if flat[k] is not None
+        }
+
 
 @cache
 def _cached_rule(factory: Callable[..., Rule], kwargs: tuple[tuple[str, Any], ...]) -> Rule:

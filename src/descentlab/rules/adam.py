@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, absolute, ema, maximum, sqrt
+from .base import (
+    Array,
+    Coefficients,
+    Rule,
+    Transform,
+    absolute,
+    choose,
+    ema,
+    like,
+    maximum,
+    sqrt,
+)
 from .common import WeightDecay, chain
 
 
@@ -183,18 +194,20 @@ class ScaleByRAdam(Transform):
         rho_inf = 2.0 / (1.0 - beta2) - 1.0
         rho_t = rho_inf - 2.0 * step * beta2**step / bc2
         rectified = rho_t > 5.0
-        if rectified:
-            num = (rho_t - 4.0) * (rho_t - 2.0) * rho_inf
-            rect = (num / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) ** 0.5
+        # positive where rectified; abs() keeps the unused branch real (a traced step
+        # computes both sides of choose())
+        num = (rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+        ratio = num / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
+        rect = abs(ratio) ** 0.5
         return {
             "rate1": 1.0 - beta1,
             "beta2": beta2,
             "rate2": 1.0 - beta2,
             "eps": hp["eps"],
             "inv_bc1": 1.0 / (1.0 - beta1**step),
-            "ada": rect * bc2**0.5 if rectified else 0.0,
-            "sgd": 0.0 if rectified else 1.0,
-            "guard": 0.0 if rectified else 1.0,
+            "ada": choose(rectified, rect * bc2**0.5, 0.0),
+            "sgd": choose(rectified, 0.0, 1.0),
+            "guard": choose(rectified, 0.0, 1.0),
         }
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
@@ -263,7 +276,8 @@ class ScaleByNAdam(Transform):
         return {"mu_product": 1.0}
 
     def advance_scalars(self, hp: Mapping[str, float], step: int, scalars: Mapping[str, Array]):
-        return {"mu_product": scalars["mu_product"] * _nadam_mu(hp, step)}
+        product = scalars["mu_product"]
+        return {"mu_product": product * like(_nadam_mu(hp, step), product)}
 
     def coefficients(  # type: ignore[override]
         self,

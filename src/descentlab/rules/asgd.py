@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, clip, sign, where
+from .base import Array, Coefficients, Rule, Transform, at_least, choose, clip, sign, where
 from .common import AddL2, FlipSign, WeightDecay
 
 
@@ -28,7 +28,7 @@ class ScaleByEta(Transform):
         lr = hp["lr"]
         return {
             "eta": lr / ((1 + hp["lambd"] * lr * step) ** hp["alpha"]),
-            "mu": 1 / max(1, step - hp["t0"]),
+            "mu": 1 / at_least(step - hp["t0"], 1),
         }
 
     def coefficients(  # type: ignore[override]
@@ -43,7 +43,7 @@ class ScaleByEta(Transform):
             "eta": eta,
             "lambd_eta": hp["lambd"] * eta,
             "ax_mu": mu,
-            "ax_keep": 0.0 if mu == 1 else 1.0,  # mu = 1: the average IS the iterate
+            "ax_keep": choose(mu == 1, 0.0, 1.0),  # mu = 1: the average IS the iterate
         }
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):

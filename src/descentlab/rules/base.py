@@ -93,6 +93,43 @@ def clip(x: Array, low: float | None, high: float | None) -> Array:
     return x.clamp(low, high)
 
 
+def choose(cond: Any, a: Any, b: Any) -> Any:
+    """A host coefficient that depends on the step: ``a`` if ``cond`` else ``b``.
+
+    On the host ``cond`` is a Python bool and this is ``a if cond else b``. Inside the
+    user's ``torch.compile`` the step count is a 0-dim tensor (see
+    :mod:`descentlab.engines.traced`), so ``cond`` is one too and the choice is a
+    ``torch.where``: no branch on data, so no graph break.
+    """
+    if isinstance(cond, bool | np.bool_):
+        return a if cond else b
+    import torch
+
+    def wide(x: Any) -> Any:  # a number alone would become a tensor of the default dtype
+        if isinstance(x, torch.Tensor):
+            return x
+        dtype = torch.float32 if cond.device.type == "mps" else torch.float64
+        return torch.full((), x, dtype=dtype, device=cond.device)
+
+    return torch.where(cond, wide(a), wide(b))
+
+
+def at_least(x: Any, floor: float) -> Any:
+    """``max(x, floor)`` for a host coefficient (a number, or a 0-dim tensor when traced)."""
+    if isinstance(x, int | float | np.number):
+        return max(x, floor)
+    return x.clamp_min(floor)
+
+
+def like(x: Any, stored: Array) -> Any:
+    """A host coefficient ``x`` about to scale ``stored`` (a 0-dim state scalar): as the
+    host's Python number is, a traced 0-dim tensor is first rounded to ``stored``'s dtype,
+    so the product is computed and rounded in the stored precision either way."""
+    if isinstance(x, int | float | np.number) or not hasattr(x, "to"):
+        return x
+    return x.to(stored.dtype)
+
+
 def ema(old: Array, new: Array, rate: Any) -> Array:
     """Exponential moving average ``(1 - rate) * old + rate * new``, with ``rate = 1 - decay``.
 
@@ -277,7 +314,7 @@ class Rule:
         ``before``/``after``: the rule's scalar state at the start and the end of the step,
         as floats (see :meth:`begin_step`); required when the rule has scalars.
         """
-        if step < 1:
+        if isinstance(step, int | float) and step < 1:  # a 0-dim tensor when traced
             raise ValueError(f"step must be >= 1 (steps count from 1), got {step}")
         if self.scalar_names and (before is None or after is None):
             raise ValueError(
@@ -292,9 +329,11 @@ class Rule:
                 if t.scalars
                 else t.coefficients(hp, step)
             )
-            if not out.keys().isdisjoint(c):
-                clash = sorted(out.keys() & c.keys())
-                raise ValueError(f"rule {self.name!r} has clashing coefficient names {clash}")
+            clash = [name for name in c if name in out]  # (no set ops: dynamo traces this)
+            if clash:
+                raise ValueError(
+                    f"rule {self.name!r} has clashing coefficient names {sorted(clash)}"
+                )
             out.update(c)
         return out
 
@@ -315,8 +354,16 @@ class Rule:
         for t in self.transforms:
             if t.scalars:
                 new.update(t.advance_scalars(hp, step, {k: scalars[k] for k in t.scalars}))
-        before = {k: float(scalars[k]) for k in self.scalar_names}
-        after = {k: float(new.get(k, before[k])) for k in self.scalar_names}
+        if isinstance(step, int | float):
+            before = {k: float(scalars[k]) for k in self.scalar_names}
+            after = {k: float(new.get(k, before[k])) for k in self.scalar_names}
+        else:
+            # traced (a 0-dim tensor step): the values stay tensors, read in the graph, in
+            # the step's precision as the host reads floats; the new ones are rounded to
+            # their stored precision first, as storing them rounds them
+            new = {k: v.to(scalars[k].dtype) for k, v in new.items()}
+            before = {k: scalars[k].to(step.dtype) for k in self.scalar_names}
+            after = {k: new[k].to(step.dtype) if k in new else before[k] for k in before}
         return self.coefficients(hp, step, before, after), new
 
     def update(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, ema
+from .base import Array, Coefficients, Rule, Transform, choose, ema
 from .common import WeightDecay, chain
 
 
@@ -27,8 +27,8 @@ class HeavyBall(Transform):
         first = step == 1
         return {
             "momentum": mu,
-            "hb_keep": 0.0 if first else mu,
-            "hb_take": 1.0 if first else 1.0 - hp.get("dampening", 0.0),
+            "hb_keep": choose(first, 0.0, mu),
+            "hb_take": choose(first, 1.0, 1.0 - hp.get("dampening", 0.0)),
         }
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):

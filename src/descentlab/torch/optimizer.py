@@ -18,7 +18,12 @@ import torch
 from ..engines import FlatBucket, GroupPlan, apply_reference, policy
 from ..engines.compiled import overlapping
 from ..engines.policy import TORCH_ENGINES
+
+COUNTED = (*TORCH_ENGINES[1:], "traced")
+"""The keys of ``engine_counts``: every ``engine=`` choice but ``"auto"``, and the traced
+path that runs inside the user's ``torch.compile``."""
 from ..engines.reference import begin_step, real, steps_taken
+from ..engines.traced import step_traced
 from ..optimizers import OptimizerInfo
 from ..rules.base import Rule, advance
 
@@ -126,7 +131,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
         self.engine = engine
-        self.engine_counts: dict[str, int] = dict.fromkeys(TORCH_ENGINES[1:], 0)
+        # engine_counts is a property: the traced engine counts in a tensor (see below)
+        self._counts: dict[str, int] = dict.fromkeys(COUNTED, 0)
+        self._traced_updates = torch.zeros((), dtype=torch.int64)
+        self._trace_rules: dict[int, Rule] = {}
         self._buckets: dict[int, FlatBucket] = {}
         self._plans: dict[int, GroupPlan] = {}
         self._refused: set[str] = set()
@@ -152,12 +160,22 @@ class RuleOptimizer(torch.optim.Optimizer):
             state[key] = getattr(self, key)
         return state
 
+    @property
+    def engine_counts(self) -> dict[str, int]:
+        """Per engine, the parameter updates it executed (``"traced"``: inside the user's
+        ``torch.compile``, counted in a tensor by the compiled graph and read here)."""
+        self._counts["traced"] = int(self._traced_updates)
+        return self._counts
+
+    @engine_counts.setter
+    def engine_counts(self, value: dict[str, int] | None) -> None:
+        self._counts = {**dict.fromkeys(COUNTED, 0), **(value or {})}
+        self._traced_updates = torch.tensor(self._counts["traced"], dtype=torch.int64)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, default in self._SETTINGS.items():
-            value = state.pop(key, getattr(self, key, default))
-            if key == "engine_counts":
-                value = {**dict.fromkeys(TORCH_ENGINES[1:], 0), **(value or {})}
-            setattr(self, key, value)
+            setattr(self, key, state.pop(key, getattr(self, key, default)))
+        self._trace_rules = {}
         # load_state_dict lands here too: buckets and plans then check the new state tensors
         # (and rebuild) at the next step; an unpickled copy starts without them.
         self._buckets = getattr(self, "_buckets", {})
@@ -206,11 +224,32 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._update_stats = {}
+        # cleared, not replaced: dynamo does not carry an attribute assignment on an
+        # optimizer out of a traced step (a mutation of the dict it holds, it does)
+        self._update_stats.clear()
+        # Inside the user's torch.compile (is_dynamo_compiling: True only where dynamo traces
+        # THIS code; is_compiling() is process-wide, also True while another thread compiles)
+        # every group whose rule is element-wise is stepped in the graph (the traced engine);
+        # the rest, and a step that skip_nonfinite may skip (a decision on data), leave the
+        # graph once and run as outside it.
+        if torch.compiler.is_dynamo_compiling():
+            if self.skip_nonfinite:
+                self._step_outside_trace(range(len(self.param_groups)))
+                return loss
+            left = [i for i, g in enumerate(self.param_groups) if not self._traced_step(i, g)]
+            if left:
+                self._step_outside_trace(left)
+            return loss
+        self._step_groups(range(len(self.param_groups)))
+        return loss
+
+    def _step_groups(self, indices: Iterable[int]) -> None:
+        """Step the groups ``indices`` with the engines (outside any trace)."""
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
-            return loss
-        for index, group in enumerate(self.param_groups):
+            return
+        for index in indices:
+            group = self.param_groups[index]
             rule = self.info.rule(group)
             hp = self.info.scalars(group)
             bucket = self._buckets.get(index)
@@ -222,7 +261,12 @@ class RuleOptimizer(torch.optim.Optimizer):
             else:
                 rest = self._compiled_step(index, group, rule, hp)
             self._reference_step(rest, group, rule, hp)
-        return loss
+
+    @torch.compiler.disable
+    def _step_outside_trace(self, indices: Iterable[int]) -> None:
+        """:meth:`_step_groups` called from a traced step: one graph break, then the
+        engines run as they do outside the compile."""
+        self._step_groups(list(indices))
 
     def measure_next_step(self) -> bool:
         """Have the next :meth:`step` measure what it does, inside its engines.
@@ -247,7 +291,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if not self._measure:
             return None
         self._measure = False
-        return self._update_stats
+        return dict(self._update_stats)
 
     def unflatten(self) -> None:
         """Give every parameter and state tensor its own storage back (``engine="flat"``).
@@ -308,7 +352,66 @@ class RuleOptimizer(torch.optim.Optimizer):
             stats = apply_reference(rule, p, p.grad, state, c, self._measure)
             if stats is not None:
                 self._update_stats[id(p)] = stats
-            self.engine_counts["reference"] += 1
+            self._counts["reference"] += 1
+
+    def _traced_step(self, index: int, group: dict[str, Any]) -> bool:
+        """Step the group inside the user's ``torch.compile`` (see
+        :mod:`descentlab.engines.traced`); False for a rule that is not element-wise."""
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        steps: list[torch.Tensor] = []
+        slots: list[torch.Tensor] = []
+        scalars: list[torch.Tensor] = []
+        if not self._init_group(group, index, params, grads, steps, slots, scalars):
+            return False
+        rule = self._trace_rules[index]
+        hp = self.info.traced_scalars(group)
+        stats = step_traced(rule, hp, params, grads, steps, slots, scalars, self._measure)
+        if self._measure:
+            for p, row in zip(params, stats, strict=True):
+                self._update_stats[id(p)] = row
+        self._traced_updates.add_(len(params))
+        return True
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        index: int,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        slots: list[torch.Tensor],
+        scalars: list[torch.Tensor],
+    ) -> bool:
+        """Make the group's state ready and list what the traced step reads.
+
+        torch.optim's optimizers share this hook with dynamo: inside a ``torch.compile``
+        trace it runs in Python, not traced, and dynamo guards on the state it leaves, so
+        creating state, reading ``id(p)`` or the rule's cache costs no graph break and no
+        recompile. Fills the lists in place (``slots`` and ``scalars`` parameter after
+        parameter, in the rule's order); returns False, listing nothing, for a rule that is
+        not element-wise.
+        """
+        rule = self.info.rule(group)
+        if not rule.elementwise:
+            return False
+        self._trace_rules[index] = rule
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise RuntimeError(
+                    f"{self.info.title}: sparse gradients cannot be stepped inside "
+                    "torch.compile; step outside it"
+                )
+            state, home = self._prepare_state(p, rule, group)
+            params.append(p)
+            grads.append(g)
+            steps.append(home["step"])
+            slots.extend(state[name] for name in rule.slots)
+            scalars.extend(state[name] for name in rule.scalar_names)
+        return True
 
     def _compiled_step(
         self, index: int, group: dict[str, Any], rule: Rule, hp: dict[str, float]
@@ -316,9 +419,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Step what the compiled engine can take; returns what the reference must step."""
         params = group["params"]
         mode = policy.torch_group_mode(self.engine)
-        # is_dynamo_compiling: True only where dynamo traces THIS code (is_compiling() is a
-        # process-wide flag, also True while a background thread compiles a kernel)
-        if mode == "reference" or torch.compiler.is_dynamo_compiling() or not rule.elementwise:
+        if mode == "reference" or not rule.elementwise:
             return params  # a rule that is not element-wise runs on the reference engine
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule) or plan.mode != mode:
@@ -328,8 +429,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         stepped, rest = plan.step(
             self.state, hp, lambda p: self._prepare_state(p, rule, group), self._measure
         )
-        self.engine_counts["eager"] += plan.eager_count
-        self.engine_counts["compiled"] += stepped - plan.eager_count
+        self._counts["eager"] += plan.eager_count
+        self._counts["compiled"] += stepped - plan.eager_count
         self._update_stats.update((id(p), row) for p, row in plan.measured)
         return rest
 
@@ -416,7 +517,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if not bucket.gather() or not bucket.uniform_steps():
             return everything
         bucket.step(hp)
-        self.engine_counts[self.engine] += len(bucket.params)
+        self._counts[self.engine] += len(bucket.params)
         return bucket.rest
 
     def _grads_finite(self) -> bool:
