@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..rules.base import Rule, advance
+from .policy import compute_dtype
 from .reference import apply_reference, store_scalars
 
 __all__ = ["step_traced"]
@@ -52,20 +53,61 @@ def step_traced(
     """One step of every parameter in ``params``, traceable by dynamo without a break.
 
     ``slots`` holds each parameter's slot tensors in ``rule.slots`` order, parameter after
-    parameter; ``scalars`` likewise its scalar state (``rule.scalar_names``). Returns, per
+    parameter; ``scalars`` likewise its scalar state (``rule.scalar_names``). Every step
+    count (and scalar) has one dtype and device (:func:`traceable` checks it). Returns, per
     parameter, its :func:`~descentlab.engines.reference.update_stats` when ``measure``.
+
+    The coefficients of all the parameters are computed at once, from the vector of their
+    step counts: one small computation that inductor keeps in a buffer every parameter's
+    loop reads (per parameter, it would inline the scalar math, ``pow`` included, into the
+    element loop and redo it for every vector of elements).
     """
     k, m = len(rule.slots), len(rule.scalar_names)
+    for step in steps:
+        advance(step)
+    t = torch.stack(list(steps)).to(_count_dtype(steps[0]))
+    if m:
+        held = {name: torch.stack(list(scalars[j::m])) for j, name in enumerate(rule.scalar_names)}
+        c, new = rule.begin_step(hp, t, held)
+        for j, name in enumerate(rule.scalar_names):
+            for i in range(len(params)):
+                scalars[i * m + j].copy_(new[name][i])
+    else:
+        c = rule.coefficients(hp, t)
+    # The coefficients go in as the host's floats do: rounded to the precision the
+    # parameter is computed in (float32 arithmetic stays float32 in the kernel).
+    vectors = [name for name, v in c.items() if isinstance(v, torch.Tensor)]
+    by_dtype: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
     out: list[torch.Tensor | None] = []
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        step = advance(steps[i])
-        t = step.to(_count_dtype(step))
-        state: dict[str, Any] = dict(zip(rule.slots, slots[i * k : (i + 1) * k], strict=True))
-        if m:
-            held = dict(zip(rule.scalar_names, scalars[i * m : (i + 1) * m], strict=True))
-            c, new = rule.begin_step(hp, t, held)
-            store_scalars(held, new)
-        else:
-            c = rule.coefficients(hp, t)
-        out.append(apply_reference(rule, p, g, state, c, measure))
+        key = (compute_dtype(p.dtype), p.device)
+        if key not in by_dtype and vectors:
+            table = torch.stack(
+                [c[name].to(dtype=key[0], device=key[1]).expand(len(params)) for name in vectors]
+            )
+            by_dtype[key] = _stored(table)
+        ci = dict(c)
+        for j, name in enumerate(vectors):
+            ci[name] = by_dtype[key][j, i]
+        state = dict(zip(rule.slots, slots[i * k : (i + 1) * k], strict=True))
+        out.append(apply_reference(rule, p, g, state, ci, measure))
     return out
+
+
+def _stored(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, made a buffer of its own in inductor's code: the maximum of two copies
+    is exact, and a reduction is always stored, where a pointwise value would be
+    recomputed inside every loop that reads it (scalar code per vector of elements, which
+    a C++ compiler cannot hoist past the loop's stores)."""
+    return torch.stack([x, x]).amax(0)
+
+
+def traceable(steps: Sequence[torch.Tensor], scalars: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`step_traced` can take a group: its step counts (and its scalars) of
+    one dtype and on one device, so they stack into one vector."""
+    for group in (steps, scalars):
+        if group and any(
+            x.dtype != group[0].dtype or x.device != group[0].device for x in group
+        ):
+            return False
+    return True

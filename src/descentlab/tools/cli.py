@@ -250,6 +250,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         measure_memory=not args.no_memory,
         memory_jobs=args.memory_jobs,
+        compile_step=args.compile_step,
     )
     bench.print_report(report)
     bench.save(report, out)
@@ -468,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="memory-measuring processes run at once (>= 1)",
+    )
+    p.add_argument(
+        "--compile-step",
+        action="store_true",
+        help="also time torch.optim's and descentlab's default under the user's own "
+        "torch.compile(opt.step) (each compiles at its first step: minutes on a CPU)",
     )
     p.add_argument("--out", default="bench.json", help="JSON file for the results")
     p.add_argument(

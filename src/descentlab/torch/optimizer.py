@@ -23,7 +23,7 @@ COUNTED = (*TORCH_ENGINES[1:], "traced")
 """The keys of ``engine_counts``: every ``engine=`` choice but ``"auto"``, and the traced
 path that runs inside the user's ``torch.compile``."""
 from ..engines.reference import begin_step, real, steps_taken
-from ..engines.traced import step_traced
+from ..engines.traced import step_traced, traceable
 from ..optimizers import OptimizerInfo
 from ..rules.base import Rule, advance
 
@@ -389,8 +389,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         trace it runs in Python, not traced, and dynamo guards on the state it leaves, so
         creating state, reading ``id(p)`` or the rule's cache costs no graph break and no
         recompile. Fills the lists in place (``slots`` and ``scalars`` parameter after
-        parameter, in the rule's order); returns False, listing nothing, for a rule that is
-        not element-wise.
+        parameter, in the rule's order). Returns False for a rule that is not element-wise
+        (listing nothing) and for step counts of mixed dtypes or devices (a checkpoint
+        loaded into part of the group): the group then steps outside the trace.
         """
         rule = self.info.rule(group)
         if not rule.elementwise:
@@ -411,7 +412,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             steps.append(home["step"])
             slots.extend(state[name] for name in rule.slots)
             scalars.extend(state[name] for name in rule.scalar_names)
-        return True
+        return traceable(steps, scalars)
 
     def _compiled_step(
         self, index: int, group: dict[str, Any], rule: Rule, hp: dict[str, float]

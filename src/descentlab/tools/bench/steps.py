@@ -74,7 +74,11 @@ OURS_VARIANTS: dict[str, dict[str, Any]] = {
 # The flat engine's own loop: zero_grad(set_to_none=False) keeps every .grad a view of the
 # flat gradient buffer, so backward accumulates straight into it (no gather copy).
 FLAT_KEEP = "descentlab flat, grads kept"
-VARIANTS = (*TORCH_VARIANTS, *OURS_VARIANTS, FLAT_KEEP)
+# The user's own torch.compile of opt.step (torch's documented recipe), on request: each
+# compiles at its first step (inductor, seconds to minutes on a CPU); descentlab's step is
+# then traced into the graph (engine_counts["traced"]).
+COMPILED_STEP = {"torch": "torch, torch.compile(step)", "ours": "descentlab, torch.compile(step)"}
+VARIANTS = (*TORCH_VARIANTS, *OURS_VARIANTS, FLAT_KEEP, *COMPILED_STEP.values())
 
 
 def sync(device: str) -> None:
@@ -113,6 +117,11 @@ class Variant:
     opt: torch.optim.Optimizer
     params: list[torch.nn.Parameter]
     keep_grads: bool = False
+    call: Any = None  # what runs the step: opt.step, or the user's torch.compile of it
+
+    def __post_init__(self) -> None:
+        if self.call is None:
+            self.call = self.opt.step
 
     def step(self, grads: list[torch.Tensor], device: str) -> float:
         """Seconds of ``step()`` + ``zero_grad()`` after a backward's worth of gradients.
@@ -128,16 +137,19 @@ class Variant:
                 p.grad = g.clone()
         sync(device)
         t = time.perf_counter()
-        self.opt.step()
+        self.call()
         self.opt.zero_grad(set_to_none=not self.keep_grads)
         sync(device)
         return time.perf_counter() - t
 
 
-def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list[Variant]:
+def make_variants(
+    name: str, shapes: list[tuple[int, ...]], device: str, compile_step: bool = False
+) -> list[Variant]:
     """torch's implementations of ``name`` that exist (for-loop, foreach, fused) beside
     descentlab's engines that can run its rule (the flat ones need an element-wise rule
-    without per-parameter scalars; Adafactor and Muon run on the reference engine)."""
+    without per-parameter scalars; Adafactor and Muon run on the reference engine); with
+    ``compile_step``, both defaults under the user's ``torch.compile(opt.step)`` too."""
     theirs, ours, hp = TORCH[name]
     accepts = inspect.signature(theirs).parameters
     out = []
@@ -158,11 +170,16 @@ def make_variants(name: str, shapes: list[tuple[int, ...]], device: str) -> list
     if flat_able:
         params = make_params(shapes, device)
         out.append(Variant(FLAT_KEEP, ours(params, **hp, engine="flat"), params, keep_grads=True))
+    if compile_step:
+        for key, cls in (("torch", theirs), ("ours", ours)):
+            params = make_params(shapes, device)
+            opt = cls(params, **hp)
+            out.append(Variant(COMPILED_STEP[key], opt, params, call=torch.compile(opt.step)))
     return out
 
 
 def time_case(
-    name: str, layout: Layout, device: str, reps: int, warmup: int
+    name: str, layout: Layout, device: str, reps: int, warmup: int, compile_step: bool = False
 ) -> list[dict[str, Any]]:
     """Rows for one (optimizer, layout): every variant timed round-robin."""
     shapes: list[tuple[int, ...]] = list(layout.shapes)
@@ -172,7 +189,7 @@ def time_case(
     if not shapes:  # Muon on a layout without matrices: nothing it can step
         return []
     grads = make_grads(shapes, device)
-    variants = make_variants(name, shapes, device)
+    variants = make_variants(name, shapes, device, compile_step)
     caught: dict[str, list[str]] = {v.label: [] for v in variants}
     first: dict[str, float] = {}
     times: dict[str, list[float]] = {v.label: [] for v in variants}
@@ -225,6 +242,8 @@ def time_case(
             "vs_torch_fastest": best_torch / t,
             "vs_torch_fused": med["torch fused"] / t if "torch fused" in med else None,
         }
+        if COMPILED_STEP["torch"] in med:
+            row["vs_torch_compiled_step"] = med[COMPILED_STEP["torch"]] / t
         counts = getattr(v.opt, "engine_counts", None)
         if counts is not None:
             steps = 1 + warmup + reps

@@ -63,6 +63,7 @@ def run(
     warmup: int = 2,
     measure_memory: bool = True,
     memory_jobs: int = 2,
+    compile_step: bool = False,
 ) -> dict[str, Any]:
     """Time every variant (and measure peak memory); returns a JSON-able report."""
     check_args(scale, reps, warmup, memory_jobs)
@@ -77,7 +78,7 @@ def run(
         layout = all_layouts[key]
         for name in optimizers:
             progress(f"{name} on {layout.label}")
-            rows += time_case(name, layout, device, reps, warmup)
+            rows += time_case(name, layout, device, reps, warmup, compile_step)
     load_after_timing = os.getloadavg()
     report: dict[str, Any] = {
         "machine": {
