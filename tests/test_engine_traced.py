@@ -28,7 +28,7 @@ with warnings.catch_warnings():
     # import warns (torch.utils.mkldnn uses a deprecated torch.jit decorator): torch's
     # warning, raised here once, before warnings become errors in the tests
     warnings.simplefilter("ignore", DeprecationWarning)
-    import torch._inductor.cudagraph_trees  # noqa: F401
+    import torch._inductor.cudagraph_trees
 
 STEPS = 5
 
@@ -143,9 +143,11 @@ def test_the_state_carries_on_outside_the_compiled_step() -> None:
     _run(theirs, torch_model, 8)
     _same(ours, model, theirs, torch_model, 1e-12)
     assert ours.engine_counts["traced"] == 5 * 5
-    assert ours.engine_counts["traced"] + sum(
-        v for k, v in ours.engine_counts.items() if k != "traced"
-    ) == 8 * 5
+    assert (
+        ours.engine_counts["traced"]
+        + sum(v for k, v in ours.engine_counts.items() if k != "traced")
+        == 8 * 5
+    )
 
 
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float-lr", "tensor-lr"])
@@ -231,7 +233,11 @@ def test_a_whole_compiled_training_step_breaks_where_torch_optim_breaks() -> Non
         compiled = torch.compile(train_step, backend=count)
         for i in range(STEPS):
             compiled(i)
-        found[which] = (count.frame_count, _breaks(), [p.detach().clone() for p in model.parameters()])
+        found[which] = (
+            count.frame_count,
+            _breaks(),
+            [p.detach().clone() for p in model.parameters()],
+        )
         if which == "ours":
             assert opt.engine_counts["traced"] == STEPS * 5
     assert found["ours"][0] == found["torch"][0]  # graphs
@@ -296,3 +302,22 @@ def test_engine_counts_survive_copies_and_loading() -> None:
     fresh = dt.SGD(model.parameters(), lr=0.1, momentum=0.9)
     fresh.load_state_dict(ours.state_dict())
     assert fresh.engine_counts["traced"] == 0  # counts are the object's, not the checkpoint's
+
+
+def test_a_group_whose_step_counts_differ_in_dtype_steps_outside_the_graph() -> None:
+    """Step counts of two dtypes (a checkpoint loaded into part of a group) do not stack
+    into one vector: that group leaves the graph once and steps as outside it, correctly."""
+    ours, model, theirs, torch_model = _pair("Adam", {"lr": 0.01})
+    _run(ours, model, 1)
+    _run(theirs, torch_model, 1)
+    first = next(p for p in model.parameters() if p.requires_grad)
+    ours.state[first]["step"] = ours.state[first]["step"].double()
+    step = _compiled_step(ours, "eager")
+    for i in range(1, 3):
+        ours.zero_grad()
+        _loss(model, i).backward()
+        step()
+    _run(theirs, torch_model, 2, first=1)
+    _same(ours, model, theirs, torch_model, 1e-12)
+    assert ours.engine_counts["traced"] == 0
+    assert _breaks() >= 1

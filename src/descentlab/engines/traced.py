@@ -29,7 +29,7 @@ import torch
 
 from ..rules.base import Rule, advance
 from .policy import compute_dtype
-from .reference import apply_reference, store_scalars
+from .reference import apply_reference
 
 __all__ = ["step_traced"]
 
@@ -106,8 +106,6 @@ def traceable(steps: Sequence[torch.Tensor], scalars: Sequence[torch.Tensor]) ->
     """Whether :func:`step_traced` can take a group: its step counts (and its scalars) of
     one dtype and on one device, so they stack into one vector."""
     for group in (steps, scalars):
-        if group and any(
-            x.dtype != group[0].dtype or x.device != group[0].device for x in group
-        ):
+        if group and any(x.dtype != group[0].dtype or x.device != group[0].device for x in group):
             return False
     return True

@@ -305,11 +305,16 @@ class Rule:
     def coefficients(
         self,
         hp: Mapping[str, float],
-        step: int,
-        before: Mapping[str, float] | None = None,
-        after: Mapping[str, float] | None = None,
-    ) -> dict[str, float]:
+        step: Any,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """All per-step scalars of the chain for ``step`` (1-based).
+
+        ``step`` is a Python int on the host. Inside the user's ``torch.compile`` it is a
+        float64 tensor of step counts, one per parameter (:mod:`descentlab.engines.traced`),
+        and every coefficient that depends on it is a tensor of the same shape: transforms
+        write their coefficients with arithmetic and :func:`choose`, never ``if``.
 
         ``before``/``after``: the rule's scalar state at the start and the end of the step,
         as floats (see :meth:`begin_step`); required when the rule has scalars.
@@ -338,8 +343,8 @@ class Rule:
         return out
 
     def begin_step(
-        self, hp: Mapping[str, float], step: int, scalars: Mapping[str, Array] | None = None
-    ) -> tuple[dict[str, float], dict[str, Any]]:
+        self, hp: Mapping[str, Any], step: Any, scalars: Mapping[str, Array] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The host side of step ``step``: ``(coefficients, new scalar values)``.
 
         ``scalars`` are the stored scalar state (0-dim arrays or tensors, read not written);

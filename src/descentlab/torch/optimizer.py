@@ -18,16 +18,16 @@ import torch
 from ..engines import FlatBucket, GroupPlan, apply_reference, policy
 from ..engines.compiled import overlapping
 from ..engines.policy import TORCH_ENGINES
-
-COUNTED = (*TORCH_ENGINES[1:], "traced")
-"""The keys of ``engine_counts``: every ``engine=`` choice but ``"auto"``, and the traced
-path that runs inside the user's ``torch.compile``."""
 from ..engines.reference import begin_step, real, steps_taken
 from ..engines.traced import step_traced, traceable
 from ..optimizers import OptimizerInfo
 from ..rules.base import Rule, advance
 
-__all__ = ["RuleOptimizer", "scalar_dtype"]
+__all__ = ["COUNTED", "RuleOptimizer", "scalar_dtype"]
+
+COUNTED = (*TORCH_ENGINES[1:], "traced")
+"""The keys of ``engine_counts``: every ``engine=`` choice but ``"auto"``, and the traced
+path that runs inside the user's ``torch.compile``."""
 
 
 def scalar_dtype(group: dict[str, Any]) -> torch.dtype:
@@ -369,7 +369,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         stats = step_traced(rule, hp, params, grads, steps, slots, scalars, self._measure)
         if self._measure:
             for p, row in zip(params, stats, strict=True):
-                self._update_stats[id(p)] = row
+                if row is not None:
+                    self._update_stats[id(p)] = row
         self._traced_updates.add_(len(params))
         return True
 
