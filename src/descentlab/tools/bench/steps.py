@@ -171,6 +171,12 @@ def make_variants(
         params = make_params(shapes, device)
         out.append(Variant(FLAT_KEEP, ours(params, **hp, engine="flat"), params, keep_grads=True))
     if compile_step:
+        # Every variant compiles its own step, in one process: dynamo's recompile limit
+        # (8 per code object; torch.optim's step wrapper is one code object for all of
+        # them) would otherwise send the later ones back to eager Python without a word.
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, 256)
+        config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4096)
         for key, cls in (("torch", theirs), ("ours", ours)):
             params = make_params(shapes, device)
             opt = cls(params, **hp)
