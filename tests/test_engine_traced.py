@@ -72,11 +72,15 @@ def _loss(model: torch.nn.Module, step: int) -> torch.Tensor:
     return (model(x) - x[:, :1]).square().mean()
 
 
-def _run(opt: torch.optim.Optimizer, model: torch.nn.Module, steps: int, first: int = 0) -> Any:
+def _run(
+    opt: torch.optim.Optimizer, model: torch.nn.Module, steps: int, first: int = 0, step: Any = None
+) -> None:
+    """Steps ``first``..``first + steps - 1`` of the loop; ``step``: what steps (a compiled
+    ``opt.step``; default the plain one)."""
     for i in range(first, first + steps):
         opt.zero_grad()
         _loss(model, i).backward()
-        opt.step()
+        (step or opt.step)()
 
 
 def _pair(name: str, kw: dict[str, Any]) -> tuple[Any, ...]:
@@ -113,10 +117,7 @@ def test_one_graph_no_break_no_recompile_and_torchs_numbers(case: tuple[str, dic
     ours, model, theirs, torch_model = _pair(name, kw)
     count = torch._dynamo.testing.CompileCounter()
     step = _compiled_step(ours, count)
-    for i in range(STEPS + 2):
-        ours.zero_grad()
-        _loss(model, i).backward()
-        step()
+    _run(ours, model, STEPS + 2, step=step)
     assert count.frame_count == 1, f"{count.frame_count} graphs (a recompile or a break)"
     assert _breaks() == 0, dict(counters["graph_break"])
     stepped = sum(p.requires_grad for p in model.parameters())
@@ -131,15 +132,9 @@ def test_the_state_carries_on_outside_the_compiled_step() -> None:
     again: one run, equal to torch.optim's."""
     ours, model, theirs, torch_model = _pair("AdamW", {"lr": 0.01})
     step = _compiled_step(ours, "eager")
-    for i in range(3):
-        ours.zero_grad()
-        _loss(model, i).backward()
-        step()
+    _run(ours, model, 3, step=step)
     _run(ours, model, 3, first=3)
-    for i in range(6, 8):
-        ours.zero_grad()
-        _loss(model, i).backward()
-        step()
+    _run(ours, model, 2, first=6, step=step)
     _run(theirs, torch_model, 8)
     _same(ours, model, theirs, torch_model, 1e-12)
     assert ours.engine_counts["traced"] == 5 * 5
@@ -280,11 +275,7 @@ def test_rules_that_are_not_elementwise_stay_correct_under_compile() -> None:
     """Adafactor reads norms on the host: it keeps the reference path (graph breaks),
     with torch.optim's numbers."""
     ours, model, theirs, torch_model = _pair("Adafactor", {"lr": 0.01})
-    step = _compiled_step(ours, "eager")
-    for i in range(3):
-        ours.zero_grad()
-        _loss(model, i).backward()
-        step()
+    _run(ours, model, 3, step=_compiled_step(ours, "eager"))
     _run(theirs, torch_model, 3)
     _same(ours, model, theirs, torch_model, 1e-12)
     assert ours.engine_counts["traced"] == 0
@@ -312,11 +303,7 @@ def test_a_group_whose_step_counts_differ_in_dtype_steps_outside_the_graph() -> 
     _run(theirs, torch_model, 1)
     first = next(p for p in model.parameters() if p.requires_grad)
     ours.state[first]["step"] = ours.state[first]["step"].double()
-    step = _compiled_step(ours, "eager")
-    for i in range(1, 3):
-        ours.zero_grad()
-        _loss(model, i).backward()
-        step()
+    _run(ours, model, 2, first=1, step=_compiled_step(ours, "eager"))
     _run(theirs, torch_model, 2, first=1)
     _same(ours, model, theirs, torch_model, 1e-12)
     assert ours.engine_counts["traced"] == 0
