@@ -308,3 +308,15 @@ def test_a_group_whose_step_counts_differ_in_dtype_steps_outside_the_graph() -> 
     _same(ours, model, theirs, torch_model, 1e-12)
     assert ours.engine_counts["traced"] == 0
     assert _breaks() >= 1
+
+
+def test_importing_the_drop_ins_leaves_the_compiler_unloaded() -> None:
+    """Support for the user's torch.compile costs no start-up: ``import descentlab.torch``
+    loads no dynamo (a second on 2 cores), as ``import torch.optim`` loads none (torch's
+    optimizers load it when one is built; the CLI and the NumPy API never do)."""
+    import subprocess
+    import sys
+
+    code = "import sys, torch.optim, descentlab.torch\nprint('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -262,7 +262,10 @@ class RuleOptimizer(torch.optim.Optimizer):
                 rest = self._compiled_step(index, group, rule, hp)
             self._reference_step(rest, group, rule, hp)
 
-    @torch.compiler.disable
+    # torch._disable_dynamo is torch.compiler.disable, importing dynamo only when called (as
+    # torch.optim's own zero_grad uses it): the decorator itself would import dynamo with
+    # this module, a second of start-up for every user, compiling or not.
+    @torch._disable_dynamo
     def _step_outside_trace(self, indices: Iterable[int]) -> None:
         """:meth:`_step_groups` called from a traced step: one graph break, then the
         engines run as they do outside the compile."""
