@@ -66,9 +66,13 @@ def _model(seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def _loss(model: torch.nn.Module, step: int) -> torch.Tensor:
+def _batch(step: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(100 + step)
-    x = torch.randn(16, 6, generator=gen, dtype=torch.float64)
+    return torch.randn(16, 6, generator=gen, dtype=torch.float64)
+
+
+def _loss(model: torch.nn.Module, step: int, x: torch.Tensor | None = None) -> torch.Tensor:
+    x = _batch(step) if x is None else x
     return (model(x) - x[:, :1]).square().mean()
 
 
@@ -216,9 +220,9 @@ def test_a_whole_compiled_training_step_breaks_where_torch_optim_breaks() -> Non
         cls = dt.Adam if which == "ours" else torch.optim.Adam
         opt = cls(model.parameters(), lr=0.01)
 
-        def train_step(i: int, model: Any = model, opt: Any = opt) -> torch.Tensor:
+        def train_step(x: torch.Tensor, model: Any = model, opt: Any = opt) -> torch.Tensor:
             opt.zero_grad()
-            loss = _loss(model, i)
+            loss = _loss(model, 0, x)
             loss.backward()
             opt.step()
             return loss
@@ -227,7 +231,7 @@ def test_a_whole_compiled_training_step_breaks_where_torch_optim_breaks() -> Non
         compiled = _compiled_step(opt, count)  # resets dynamo and the counters
         compiled = torch.compile(train_step, backend=count)
         for i in range(STEPS):
-            compiled(i)
+            compiled(_batch(i))
         found[which] = (
             count.frame_count,
             _breaks(),

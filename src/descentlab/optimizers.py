@@ -305,14 +305,14 @@ def _flat(hp: Mapping[str, Any]) -> dict[str, Any]:
     """``hp`` with every tuple argument split into its named parts (``betas`` into
     ``beta1``/``beta2``; a pair ``eps``, Adafactor's, into ``eps1``/``eps2``)."""
     pairs = dict(_PAIRS)
-    if isinstance(hp.get("eps"), tuple | list):
+    if isinstance(hp.get("eps"), (tuple, list)):  # (a tuple: dynamo 2.8 traces no X | Y)
         pairs["eps"] = ("eps1", "eps2")
     out = {k: v for k, v in hp.items() if k not in pairs}
     for key, names in pairs.items():
         if key not in hp:
             continue
         value = hp[key]
-        if not isinstance(value, tuple | list) or len(value) != 2:
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
             raise ValueError(f"{key} must be a pair ({', '.join(names)}), got {value!r}")
         out[names[0]], out[names[1]] = value
     return out

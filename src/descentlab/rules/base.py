@@ -101,7 +101,8 @@ def choose(cond: Any, a: Any, b: Any) -> Any:
     :mod:`descentlab.engines.traced`), so ``cond`` is one too and the choice is a
     ``torch.where``: no branch on data, so no graph break.
     """
-    if isinstance(cond, bool | np.bool_):
+    # (isinstance with tuples here and below: dynamo before torch 2.10 cannot trace X | Y)
+    if isinstance(cond, (bool, np.bool_)):
         return a if cond else b
     import torch
 
@@ -116,7 +117,7 @@ def choose(cond: Any, a: Any, b: Any) -> Any:
 
 def at_least(x: Any, floor: float) -> Any:
     """``max(x, floor)`` for a host coefficient (a number, or a 0-dim tensor when traced)."""
-    if isinstance(x, int | float | np.number):
+    if isinstance(x, (int, float, np.number)):
         return max(x, floor)
     return x.clamp_min(floor)
 
@@ -125,9 +126,11 @@ def like(x: Any, stored: Array) -> Any:
     """A host coefficient ``x`` about to scale ``stored`` (a 0-dim state scalar): as the
     host's Python number is, a traced 0-dim tensor is first rounded to ``stored``'s dtype,
     so the product is computed and rounded in the stored precision either way."""
-    if isinstance(x, int | float | np.number) or not hasattr(x, "to"):
+    if isinstance(x, (int, float, np.number, np.ndarray)):
         return x
-    return x.to(stored.dtype)
+    import torch
+
+    return x.to(stored.dtype) if isinstance(x, torch.Tensor) else x
 
 
 def ema(old: Array, new: Array, rate: Any) -> Array:
@@ -319,7 +322,7 @@ class Rule:
         ``before``/``after``: the rule's scalar state at the start and the end of the step,
         as floats (see :meth:`begin_step`); required when the rule has scalars.
         """
-        if isinstance(step, int | float) and step < 1:  # a 0-dim tensor when traced
+        if isinstance(step, (int, float)) and step < 1:  # a 0-dim tensor when traced
             raise ValueError(f"step must be >= 1 (steps count from 1), got {step}")
         if self.scalar_names and (before is None or after is None):
             raise ValueError(
@@ -359,7 +362,7 @@ class Rule:
         for t in self.transforms:
             if t.scalars:
                 new.update(t.advance_scalars(hp, step, {k: scalars[k] for k in t.scalars}))
-        if isinstance(step, int | float):
+        if isinstance(step, (int, float)):
             before = {k: float(scalars[k]) for k in self.scalar_names}
             after = {k: float(new.get(k, before[k])) for k in self.scalar_names}
         else:
