@@ -122,6 +122,72 @@ def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     return fn(tree, *rest)
 
 
+def _where(name: str, path: tuple[Any, ...]) -> str:
+    """``grads['layer'][0]``: where in a tree something is, for messages."""
+    return name + "".join(f"[{k!r}]" for k in path)
+
+
+def _pairs(params: Any, other: Any, name: str, path: tuple[Any, ...] = ()) -> Any:
+    """``(path, leaf of params, leaf of other)`` for every array of ``params``, after
+    checking that ``other`` (the gradients, or a tree of the state) is shaped like it:
+    the same dict keys, list lengths and nesting; raises ValueError naming the first place
+    that differs."""
+    if isinstance(params, dict):
+        if not isinstance(other, dict):
+            raise ValueError(
+                f"{_where(name, path)} must be a dict like {_where('params', path)}, "
+                f"got {type(other).__name__}"
+            )
+        if other.keys() != params.keys():
+            missing = [k for k in params if k not in other]
+            extra = [k for k in other if k not in params]
+            raise ValueError(
+                f"{_where(name, path)} has other keys than {_where('params', path)}: "
+                f"missing {missing}, unexpected {extra}"
+            )
+        for k in params:
+            yield from _pairs(params[k], other[k], name, (*path, k))
+    elif isinstance(params, list | tuple):
+        if not isinstance(other, list | tuple) or len(other) != len(params):
+            got = f"{len(other)} items" if isinstance(other, list | tuple) else type(other).__name__
+            raise ValueError(
+                f"{_where(name, path)} must be a list of {len(params)} items like "
+                f"{_where('params', path)}, got {got}"
+            )
+        for i, (a, b) in enumerate(zip(params, other, strict=True)):
+            yield from _pairs(a, b, name, (*path, i))
+    else:
+        yield path, params, other
+
+
+def _check_grad(path: tuple[Any, ...], p: np.ndarray, g: Any, name: str = "grads") -> None:
+    """A gradient has its parameter's shape exactly: never broadcast."""
+    if g is not None and np.shape(g) != p.shape:
+        raise ValueError(
+            f"{_where(name, path)} has shape {np.shape(g)} but {_where('params', path)} has "
+            f"shape {p.shape}: a gradient must have its parameter's shape (it is never "
+            "broadcast)"
+        )
+
+
+def _check_slots(rule: Rule, path: tuple[Any, ...], p: np.ndarray, slots: Any) -> None:
+    """The state of one array holds the rule's keys, each of its shape."""
+    expected = {**rule.slot_shapes(p.shape), **dict.fromkeys(rule.scalar_names, ())}
+    where = _where("state.slots", path)
+    if not isinstance(slots, dict) or slots.keys() != expected.keys():
+        held = sorted(slots) if isinstance(slots, dict) else type(slots).__name__
+        raise ValueError(
+            f"{where} holds {held}, but {rule.name} keeps {sorted(expected)}: a state made "
+            "by another optimizer? (make it with this optimizer's init(params))"
+        )
+    for key, shape in expected.items():
+        if np.shape(slots[key]) != shape:
+            raise ValueError(
+                f"{where}[{key!r}] has shape {np.shape(slots[key])}, expected {shape} for "
+                f"{_where('params', path)} of shape {p.shape}"
+            )
+
+
 def _check_array(p: Any) -> np.ndarray:
     if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
         what = f"an array of {p.dtype}" if isinstance(p, np.ndarray) else type(p).__name__
@@ -159,7 +225,20 @@ class Transformation:
         return State(_map(lambda p: 0, params), slots)
 
     def update(self, params: Any, grads: Any, state: State) -> tuple[Any, State]:
-        """One step: returns new parameters and new state; inputs are not modified."""
+        """One step: returns new parameters and new state; inputs are not modified.
+
+        ``grads`` and ``state`` must be shaped like ``params`` (same keys, lengths and
+        nesting; each gradient ``None`` or of its parameter's shape): a ValueError names
+        the first place that differs.
+        """
+        if not isinstance(state, State):
+            raise TypeError(f"state must be the State that init() made, got {type(state).__name__}")
+        for path, p, g in _pairs(params, grads, "grads"):
+            _check_grad(path, p, g)
+        for path, p, slots in _pairs(params, state.slots, "state.slots"):
+            _check_slots(self.rule, path, p, slots)
+        for _ in _pairs(params, state.steps, "state.steps"):
+            pass
         cache: dict[int, Any] = {}
 
         def one(p: np.ndarray, g: np.ndarray | None, t: int, s: dict) -> _Step:
@@ -304,6 +383,8 @@ class Optimizer:
 
         from .engines.flat import run_flat
 
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            _check_grad((i,), p, g)
         rule, hp = self.transformation.rule, self.transformation.scalars
         steps = list(self.state.steps)
         for i, (p, g, slots) in enumerate(zip(self.params, grads, self.state.slots, strict=True)):
@@ -343,9 +424,21 @@ class Optimizer:
         parameter that count.
         """
         rule = self.transformation.rule
+        if not isinstance(sd, dict) or "slots" not in sd or not ({"steps", "step"} & sd.keys()):
+            raise ValueError("expected a state_dict() of this optimizer: {'steps', 'slots'}")
+        if len(sd["slots"]) != len(self.params):
+            raise ValueError(
+                f"expected state for {len(self.params)} arrays, got {len(sd['slots'])}"
+            )
         slots = []
-        for p, s in zip(self.params, sd["slots"], strict=True):
+        for i, (p, s) in enumerate(zip(self.params, sd["slots"], strict=True)):
             expected = {**rule.slot_shapes(p.shape), **dict.fromkeys(rule.scalar_names, ())}
+            if not isinstance(s, dict) or s.keys() != expected.keys():
+                held = sorted(s) if isinstance(s, dict) else type(s).__name__
+                raise ValueError(
+                    f"slots[{i}] holds {held}, but {rule.name} keeps {sorted(expected)}: "
+                    "a state saved by another optimizer?"
+                )
             loaded = {}
             for k, v in s.items():
                 dtype = compute_dtype(p.dtype) if k in rule.scalar_names else p.dtype
