@@ -93,7 +93,10 @@ def _apply(
     new_p, new_slots = rule.update(
         p.astype(wide), g.astype(wide), {k: v.astype(wide) for k, v in slots.items()}, c
     )
-    return new_p.astype(p.dtype), {k: v.astype(p.dtype) for k, v in new_slots.items()}
+    # A value past float16's range is stored as inf, as torch stores it (the means of
+    # squares are written so that an inf one makes a zero step, not NaN): no warning.
+    with np.errstate(over="ignore"):
+        return new_p.astype(p.dtype), {k: v.astype(p.dtype) for k, v in new_slots.items()}
 
 
 def _init(rule: Rule, p: np.ndarray, hp: dict[str, float]) -> dict[str, np.ndarray]:

@@ -167,6 +167,11 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
                                 squares.before = ("mul", _Host("1.0 - {0}", r))
                                 return squares
                         return _Plan("lerp", [x, y, r], folded=[prod, diff])
+            for xd, prod in ((a, b), (b, a)):
+                # x * d + r * (u * w): torch's mul_ then addcmul_ (its mean of squares)
+                plan = _decayed_products(xd, prod, n, is_t, is_s)
+                if plan is not None:
+                    return plan
             for x, prod in ((a, b), (b, a)):
                 # x + s * (y / z): torch's addcdiv
                 plan = _addcdiv(x, prod, n, is_t, is_s)
@@ -214,6 +219,32 @@ def _match(n: fx.Node, tensor: Mapping[fx.Node, bool]) -> _Plan | None:
         if len(n.args) == 1:
             return _Plan(_METHODS[str(n.target)], [_args(n)[0]])
     return None
+
+
+def _decayed_products(xd: Any, prod: Any, user: fx.Node, is_t: Any, is_s: Any) -> _Plan | None:
+    """``x * d + r * (u * w)`` as ``x *= d`` then ``addcmul(x, u, w, value=r)``: torch.optim's
+    running mean of squares (Adam, RMSprop, Adadelta), with no temporary for ``u * w``."""
+    if not (
+        _is_call(xd, operator.mul)
+        and _only_user(xd, user)
+        and _is_call(prod, operator.mul)
+        and _only_user(prod, user)
+    ):
+        return None
+    x, d = _args(xd)
+    if not is_t(x):
+        x, d = d, x
+    r, y = _args(prod)
+    if not is_s(r):
+        r, y = y, r
+    if not (is_t(x) and is_s(d) and is_s(r) and _is_call(y, operator.mul) and _only_user(y, prod)):
+        return None
+    u, w = _args(y)
+    if not (is_t(u) and is_t(w)):
+        return None
+    plan = _Plan("addcmul", [x, u, w], {"value": r}, folded=[xd, prod, y])
+    plan.before = ("mul", d)
+    return plan
 
 
 def _addcdiv(x: Any, prod: Any, user: fx.Node, is_t: Any, is_s: Any) -> _Plan | None:

@@ -42,6 +42,7 @@ class ScaleByAdam(Transform):
         # (on a 2-core CPU, Adam's step is bound by its divisions, not by memory).
         return {
             "rate1": 1.0 - beta1,
+            "beta2": beta2,
             "rate2": 1.0 - beta2,
             "eps": hp["eps"],
             "inv_bc1": 1.0 / bc1,
@@ -50,7 +51,9 @@ class ScaleByAdam(Transform):
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
         m = ema(state["exp_avg"], u, c["rate1"])  # first moment: mean of gradients
-        v = ema(state["exp_avg_sq"], u * u, c["rate2"])  # second moment: mean of squares
+        # second moment, a mean of squares, in torch's mul_/addcmul_ form: where it overflows
+        # (float16) it stays inf and the step is 0, where the lerp form would make NaN
+        v = state["exp_avg_sq"] * c["beta2"] + c["rate2"] * (u * u)
         new = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:  # never let the denominator shrink (Reddi et al., 2018)
             v = new["max_exp_avg_sq"] = maximum(state["max_exp_avg_sq"], v)

@@ -139,6 +139,10 @@ def ema(old: Array, new: Array, rate: Any) -> Array:
     Written as the interpolation ``old + rate * (new - old)``, the form of ``torch.lerp``
     that torch.optim uses for its running means. ``rate`` is computed on the host in double
     precision: ``1 - 0.999`` evaluated in float32 would be off by 5e-5 relative.
+
+    Means of squares are written ``old * decay + rate * new`` instead (torch's
+    ``mul_``/``addcmul_``): where one overflows (float16 state) it stays ``inf`` and the
+    step divides by it to 0, where ``inf + rate * (new - inf)`` would be NaN.
     """
     return old + rate * (new - old)
 

@@ -25,10 +25,12 @@ class ScaleByRms(Transform):
         return ("square_avg", "grad_avg") if self.centered else ("square_avg",)
 
     def coefficients(self, hp: Mapping[str, float], step: int) -> dict[str, float]:
-        return {"rate": 1.0 - hp["alpha"], "eps": hp["eps"]}
+        return {"alpha": hp["alpha"], "rate": 1.0 - hp["alpha"], "eps": hp["eps"]}
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        s = ema(state["square_avg"], u * u, c["rate"])
+        # torch's mul_/addcmul_ form: an overflowing mean of squares (float16) stays inf,
+        # where the lerp form would make NaN
+        s = state["square_avg"] * c["alpha"] + c["rate"] * (u * u)
         if self.centered:
             mean = ema(state["grad_avg"], u, c["rate"])
             denom = sqrt(s - mean * mean) + c["eps"]
