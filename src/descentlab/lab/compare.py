@@ -22,7 +22,7 @@ from . import lrfind, report
 from .decide import grid_edge_notes
 from .errors import LabError
 from .executors import Executor, InProcessExecutor
-from .files import write_json
+from .files import own_folder, write_json
 from .progress import run_with_progress
 from .runner import model_build
 from .spec import (
@@ -40,6 +40,10 @@ from .workloads import NET_LRS, WORKLOADS, Problem, Workload, get_workload, supe
 DEFAULT_WORKLOADS = ("ravine", "digits-mlp")
 DEFAULT_OPTIMIZERS = ("sgd", "sgd:momentum=0.9", "rmsprop", "adam", "adamw")
 MAX_SEEDS = 1000
+MAX_STEPS = 10_000_000
+"""More steps than any workload here needs by far (digits converges in a few thousand);
+a larger budget is a typo (``--steps 1e12``), refused before anything runs."""
+MAX_EPOCHS = 100_000
 
 
 def default_lrs(workload: Workload, opt: OptimizerSpec) -> tuple[float, ...]:
@@ -84,13 +88,16 @@ class Result:
     notes: list[str]
 
 
-def _writable(folder: Path) -> Path:
+def _writable(out: Any) -> Path:
+    """The report folder: new, empty or an earlier compare's (see :func:`own_folder`)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = own_folder(out, "compare", older=("runs.jsonl",))
         with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
             pass
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
     except OSError as exc:
-        raise LabError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from None
+        raise LabError(f"cannot write to output folder {str(out)!r}: {exc.strerror}") from None
     return folder
 
 
@@ -99,15 +106,17 @@ def _check_budget(seeds: Any, epochs: Any, steps: Any) -> None:
         raise LabError(f"seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     if steps is not None and epochs is not None:
         raise LabError("give a budget in steps or in epochs, not both")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise LabError(f"steps must be a positive integer, got {steps!r}")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS
+    ):
+        raise LabError(f"steps must be an integer from 1 to {MAX_STEPS:,}, got {steps!r}")
     if epochs is not None and (
         isinstance(epochs, bool)
         or not isinstance(epochs, int | float)
         or not math.isfinite(epochs)
-        or epochs <= 0
+        or not 0 < epochs <= MAX_EPOCHS
     ):
-        raise LabError(f"epochs must be a finite number > 0, got {epochs!r}")
+        raise LabError(f"epochs must be a number > 0 and at most {MAX_EPOCHS:,}, got {epochs!r}")
 
 
 def _fingerprint(model: torch.nn.Module, loss_fn: Any, *tensors: torch.Tensor | None) -> str:
@@ -296,7 +305,7 @@ def compare(
             workload.check_options(options)
             builds[wname] = workload.build
             chosen.append((workload, {**workload.options, **options}))
-    folder = _writable(Path(out))
+    folder = _writable(out)
     if model is not None and loss_fn is not None:
         workload, build, fingerprint = _user_workload(model, data, loss_fn, test_data, name)
         builds[name] = build

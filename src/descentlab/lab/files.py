@@ -46,3 +46,44 @@ def strict(value: Any) -> Any:
 def write_json(path: Path, value: Any) -> None:
     """Strict JSON (no bare ``NaN``/``Infinity``: they become ``null``), written atomically."""
     write_atomic(path, json.dumps(strict(value), indent=1, default=str, allow_nan=False))
+
+
+MARKER = ".descentlab"
+"""The file that says a folder is one of descentlab's reports (written when it is made)."""
+
+
+def own_folder(out: Any, kind: str, *, older: tuple[str, ...] = ()) -> Path:
+    """The report folder ``out`` made ready for writing: a new folder, an empty one, or one
+    that a descentlab ``kind`` report wrote (which then resumes). Anything else is refused
+    with a ValueError, so that nothing a user owns is ever written over: an empty name (an
+    unset ``$OUTDIR`` would otherwise mean the current folder), a file, a folder holding
+    other files, or another kind of report. ``older``: names that mark a report made before
+    the marker existed (``runs.jsonl``)."""
+    if not isinstance(out, str | os.PathLike) or not str(out).strip():
+        raise ValueError(f"the output folder name is empty ({out!r}); give a folder to write in")
+    folder = Path(out)
+    marker = folder / MARKER
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output folder {str(folder)!r} is a file; give a folder")
+    if folder.is_dir():
+        names = sorted(p.name for p in folder.iterdir())
+        if MARKER in names:
+            try:
+                made_by = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+            except (OSError, ValueError, AttributeError):
+                made_by = None
+            if made_by not in (kind, None):
+                raise ValueError(
+                    f"output folder {str(folder)!r} holds a descentlab {made_by} report; "
+                    f"give another folder for {kind}"
+                )
+        elif names and not any(name in names for name in older):
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise ValueError(
+                f"output folder {str(folder)!r} already holds files descentlab did not write "
+                f"({shown}); give a new or empty folder (a descentlab report folder resumes)"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        write_json(marker, {"kind": kind})
+    return folder

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from ..lab.compare import MAX_SEEDS
 from ..lab.errors import LabError
-from ..lab.files import write_json
+from ..lab.files import own_folder, write_json
 from . import (
     adaptive,
     decay,
@@ -121,8 +122,10 @@ def _load(
 
 
 def _select(only: list[str] | None) -> list[Claim]:
-    if not only:
+    if only is None:
         return list(CLAIMS)
+    if not only:
+        raise LabError(f"no claim given; choose from: {', '.join(BY_KEY)}")
     unknown = [k for k in only if k not in BY_KEY]
     if unknown:
         raise LabError(f"unknown claim {unknown[0]!r}; choose from: {', '.join(BY_KEY)}")
@@ -160,16 +163,18 @@ def reproduce(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise LabError(f"jobs must be an integer >= 1, got {jobs!r}")
     claims = _select(only)
-    folder = Path(out)
+    seeds = seeds if seeds is not None else (1 if quick else 3)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise LabError(f"seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     try:
+        folder = own_folder(out, "reproduce", older=("claims",))
         (folder / "claims").mkdir(parents=True, exist_ok=True)
         (folder / ".write-test").write_text("ok")
         (folder / ".write-test").unlink()
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
     except OSError as exc:
-        raise LabError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from None
-    seeds = seeds if seeds is not None else (1 if quick else 3)
-    if seeds < 1:
-        raise LabError(f"seeds must be >= 1, got {seeds}")
+        raise LabError(f"cannot write to output folder {str(out)!r}: {exc.strerror}") from None
     ctx = Context(folder, quick, seeds)
     config = {"quick": quick, "seeds": seeds}
     results: dict[str, dict[str, Any]] = {}

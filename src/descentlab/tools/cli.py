@@ -267,7 +267,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ..reproduce import BY_KEY, reproduce
 
     console = Console(stderr=True)
-    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only is not None else None
     try:
         results = reproduce(
             args.out,
