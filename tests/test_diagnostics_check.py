@@ -212,3 +212,61 @@ def test_lab_workloads_produce_no_finding(tmp_path) -> None:  # type: ignore[no-
     lines = report.read_text().splitlines()
     assert sum('"attached"' in line for line in lines) == runs > 100
     assert [line for line in lines if '"kind"' in line] == []
+
+
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGKILL", 137), ("SIGTERM", 143)])
+def test_a_script_killed_by_a_signal_exits_as_a_shell_reports_it(
+    tmp_path: Path, signal_name: str, status: int
+) -> None:
+    (tmp_path / "die.py").write_text(
+        f"import os, signal\nos.kill(os.getpid(), signal.{signal_name})\n"
+    )
+    proc = _check(tmp_path, sys.executable, "die.py")
+    assert proc.returncode == status
+    assert f"descentlab check: exit code {status} (killed by {signal_name})" in proc.stderr
+
+
+def test_a_file_that_is_not_executable_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(PLANTED)
+    proc = _check(tmp_path, "./train.py")
+    assert proc.returncode == 2
+    assert "cannot run './train.py': permission denied" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_warnings_as_errors_in_the_script_do_not_turn_a_finding_into_a_crash(
+    tmp_path: Path,
+) -> None:
+    """``python -W error train.py``: the guard reports at the end; it raises nothing in the
+    user's process (its findings are not warnings there)."""
+    (tmp_path / "train.py").write_text(PLANTED)
+    proc = _check(tmp_path, sys.executable, "-W", "error", "train.py")
+    assert proc.returncode == 3, proc.stderr  # the script's own exit, not a PitfallWarning
+    assert "trained" in proc.stdout and "PitfallWarning" not in proc.stderr
+    assert "] grad_accumulation (step" in proc.stderr
+
+
+def test_guarding_every_optimizer_keeps_none_alive() -> None:
+    """A sweep builds model after model under check: each optimizer the script drops is
+    freed (the guard refers to its optimizer, the register of guarded ones does not)."""
+    import gc
+    import weakref
+
+    import torch
+
+    handle = attach_everywhere(os.devnull)
+    refs = []
+    try:
+        for _ in range(20):
+            model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 1))
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            for _ in range(2):
+                opt.zero_grad()
+                model(torch.randn(8, 64)).square().mean().backward()
+                opt.step()
+            refs.append(weakref.ref(opt))
+            del model, opt
+    finally:
+        handle.remove()
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import torch
 
 from . import protocol
-from .guards import Finding, Guard, guard
+from .guards import Finding, guard
 
 __all__ = ["SITE", "attach_everywhere", "run", "summary"]
 
@@ -52,19 +52,40 @@ def run(command: list[str], out: TextIO = sys.stderr, *, finetuning: bool = Fals
             code = subprocess.call(command, env=env)
         except FileNotFoundError:
             raise ValueError(f"cannot run {command[0]!r}: no such program") from None
+        except PermissionError:
+            raise ValueError(
+                f"cannot run {command[0]!r}: permission denied (not executable? "
+                f"e.g. descentlab check -- python {command[0]})"
+            ) from None
+        except OSError as exc:
+            raise ValueError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from None
         entries = protocol.parse_report(Path(report).read_text(encoding="utf-8"))
     finally:
         Path(report).unlink(missing_ok=True)
+    # A command killed by a signal: the status a shell gives it (128 + the signal: 137 for
+    # SIGKILL), where Python's negative code would leave this process as 256 - 9 = 247.
+    if code < 0:
+        print(summary(entries, 128 - code, signal=-code), file=out)
+        return 128 - code
     print(summary(entries, code), file=out)
     return code
 
 
-def summary(entries: list[dict[str, Any]], code: int) -> str:
-    """The end-of-run summary: optimizers guarded, then each finding on its own line."""
+def summary(entries: list[dict[str, Any]], code: int, signal: int | None = None) -> str:
+    """The end-of-run summary: optimizers guarded, then each finding on its own line.
+    ``signal``: the signal that killed the command (its ``code`` is then 128 + it)."""
     attached = Counter(e[protocol.ATTACHED] for e in entries if protocol.ATTACHED in e)
     findings = [e for e in entries if protocol.is_finding(e)]
     guarded = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in attached.items()) or "none"
-    lines = [f"descentlab check: exit code {code}; optimizers guarded: {guarded}"]
+    how = f"exit code {code}"
+    if signal is not None:
+        import signal as signals
+
+        try:
+            how += f" (killed by {signals.Signals(signal).name})"
+        except ValueError:
+            how += f" (killed by signal {signal})"
+    lines = [f"descentlab check: {how}; optimizers guarded: {guarded}"]
     if not attached:
         lines.append("  no optimizer took a step: nothing was checked")
     elif not findings:
@@ -79,7 +100,11 @@ def summary(entries: list[dict[str, Any]], code: int) -> str:
     return "\n".join(lines)
 
 
-_ATTACHED: weakref.WeakKeyDictionary[torch.optim.Optimizer, Guard] = weakref.WeakKeyDictionary()
+_ATTACHED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
+"""The optimizers already guarded. A set, not a map to their guards: a guard refers to its
+optimizer, and a value of a weak-keyed map that refers to its key keeps it alive for ever
+(a sweep of 20 models grew from 380 MiB to 1.2 GiB). Each guard lives as long as its
+optimizer, through the step hooks it registers on it."""
 
 
 def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None = None) -> Any:
@@ -97,8 +122,8 @@ def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None
     def on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if optimizer in _ATTACHED:
             return
-        handle = guard(optimizer, finetuning=finetuning)
-        _ATTACHED[optimizer] = handle
+        handle = guard(optimizer, finetuning=finetuning, warn=False)
+        _ATTACHED.add(optimizer)
         protocol.append(path, protocol.attached_entry(type(optimizer).__name__))
         for finding in handle.findings:  # found when attaching (the optimizer's settings)
             record(optimizer, finding)

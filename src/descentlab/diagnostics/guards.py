@@ -125,6 +125,7 @@ class Guard(StepHooks):
     findings: list[Finding] = field(default_factory=list)
     steps: int = 0
     on_finding: Callable[[Finding], None] | None = None  # called with each new finding
+    warn: bool = True  # each finding is also a PitfallWarning
     _handles: list[Any] = field(default_factory=list, repr=False)
     _tracks: dict[int, ZeroGradDetector] = field(default_factory=dict, repr=False)
     _names: dict[int, str] = field(default_factory=dict, repr=False)
@@ -355,7 +356,8 @@ class Guard(StepHooks):
         self.findings.append(finding)
         if self.on_finding is not None:
             self.on_finding(finding)
-        warnings.warn(finding.message, PitfallWarning, stacklevel=_user_stacklevel())
+        if self.warn:
+            warnings.warn(finding.message, PitfallWarning, stacklevel=_user_stacklevel())
 
 
 def guard(
@@ -368,6 +370,7 @@ def guard(
     check_every: int = 1,
     ratio_steps: int = RATIO_STEPS,
     finetuning: bool | None = None,
+    warn: bool = True,
 ) -> Guard:
     """Watch ``optimizer`` for training-loop pitfalls; returns a :class:`Guard`.
 
@@ -388,6 +391,9 @@ def guard(
             (default) only of tensors with ``RATIO_MIN_NUMEL`` (65,536) elements or more,
             as small freshly initialised layers take large first steps harmlessly;
             ``False`` never.
+        warn: give each finding as a :class:`PitfallWarning` too (``descentlab check``
+            turns this off: it reports the findings at the end, and a script run with
+            ``-W error`` must not die of a warning it never asked for).
 
     Settings (weight decay, eps, dtypes) are checked at once and again when a group changes.
     """
@@ -404,6 +410,7 @@ def guard(
         check_every=check_every,
         ratio_steps=ratio_steps,
         finetuning=finetuning,
+        warn=warn,
     )
     handle._attach()
     return handle
