@@ -270,3 +270,17 @@ def test_guarding_every_optimizer_keeps_none_alive() -> None:
         handle.remove()
     gc.collect()
     assert sum(r() is not None for r in refs) == 0
+
+
+def test_a_python_that_skips_the_hook_gets_an_honest_summary(tmp_path: Path) -> None:
+    """``python -E`` ignores PYTHONPATH: the guard never loads, and the summary says so
+    rather than "no optimizer took a step" (steps ran)."""
+    (tmp_path / "train.py").write_text(PLANTED)
+    proc = _check(tmp_path, sys.executable, "-E", "train.py")
+    assert proc.returncode == 3 and "trained" in proc.stdout
+    assert "the guard did not load in the command's Python" in proc.stderr
+    assert "no optimizer took a step" not in proc.stderr
+    clean = tmp_path / "quiet.py"
+    clean.write_text("import torch\nprint('no optimizer here')\n")
+    proc = _check(tmp_path, sys.executable, "quiet.py")
+    assert "no optimizer took a step" in proc.stderr

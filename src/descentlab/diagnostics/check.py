@@ -86,7 +86,12 @@ def summary(entries: list[dict[str, Any]], code: int, signal: int | None = None)
         except ValueError:
             how += f" (killed by signal {signal})"
     lines = [f"descentlab check: {how}; optimizers guarded: {guarded}"]
-    if not attached:
+    if not attached and not any(protocol.LOADED in e for e in entries):
+        lines.append(
+            "  the guard did not load in the command's Python (run with -E or -I, or an "
+            "interpreter without descentlab installed): nothing was checked"
+        )
+    elif not attached:
         lines.append("  no optimizer took a step: nothing was checked")
     elif not findings:
         lines.append("  no pitfall found")
@@ -131,4 +136,6 @@ def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None
 
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    return register_optimizer_step_pre_hook(on_step)
+    handle = register_optimizer_step_pre_hook(on_step)
+    protocol.append(path, protocol.loaded_entry(os.getpid()))
+    return handle

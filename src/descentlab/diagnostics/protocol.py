@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "ATTACHED",
     "FINDING",
+    "LOADED",
     "OPTIMIZER",
     "REPORT_ENV",
     "REPORT_PREFIX",
@@ -39,6 +40,7 @@ __all__ = [
     "dumps",
     "finding_entry",
     "is_finding",
+    "loaded_entry",
     "parse_report",
     "watch_every_tensor",
 ]
@@ -54,6 +56,10 @@ SITE_FOLDER = "_site"
 REPORT_PREFIX, REPORT_SUFFIX = "descentlab-check-", ".jsonl"
 """The report file's name around the temporary part."""
 
+LOADED = "loaded"
+"""Key of the entry a process writes when its hook is installed (its pid): a report without
+one means the guard never ran there (``python -E``, or an interpreter without descentlab).
+"""
 ATTACHED = "attached"
 """Key of the entry written when an optimizer is guarded: its class name."""
 FINDING = "kind"
@@ -65,6 +71,11 @@ OPTIMIZER = "optimizer"
 def watch_every_tensor(environ: dict[str, str] | Any) -> bool:
     """Whether the child was asked to watch every weight tensor (``--finetuning``)."""
     return bool(environ.get(WATCH_EVERY_TENSOR_ENV))
+
+
+def loaded_entry(pid: int) -> dict[str, Any]:
+    """The entry saying the guard's hook is installed in process ``pid``."""
+    return {LOADED: pid}
 
 
 def attached_entry(optimizer: str) -> dict[str, Any]:
