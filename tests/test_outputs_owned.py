@@ -95,3 +95,65 @@ def test_absurd_sizes_and_empty_choices_are_refused_before_anything_runs(
     assert cli.main([command, *args, "--out", str(out)]) == 2
     assert message in _one_line_error(capsys, command)
     assert not out.exists()  # nothing written
+
+
+def test_a_run_record_with_a_wrong_field_type_is_skipped_and_run_again(tmp_path: Path) -> None:
+    """Valid JSON, wrong types (a list where a number belongs): the record is skipped with
+    one warning and its run trained again, on every rerun without a traceback."""
+    out = tmp_path / "r"
+    kw = dict(workloads=["ravine"], optimizers=["sgd"], lrs=[0.1], seeds=1, steps=3)
+    first = compare(out=out, **kw)
+    path = out / "runs.jsonl"
+    row = json.loads(path.read_text().splitlines()[0])
+    row["seconds"] = [1, 2]  # a list where a number belongs
+    row["loss"] = "not a curve"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable line"):
+        again = compare(out=out, **kw)
+    assert [r["id"] for r in again.rows] == [r["id"] for r in first.rows]
+    assert again.rows[0]["loss"] == first.rows[0]["loss"]  # trained again, same numbers
+
+
+def test_a_corrupt_lr_range_cache_is_set_aside_and_recomputed(tmp_path: Path) -> None:
+    from descentlab.lab import lrfind
+
+    calls = []
+
+    def run() -> lrfind.RangeTest:
+        calls.append(1)
+        return lrfind.RangeTest([1e-3, 1e-2], [1.0, 0.5], 1e-2, 1e-3)
+
+    tmp_path.mkdir(exist_ok=True)
+    for text in ('{"k": {"lrs": [1]', '{"k": {"lrs": "x", "losses": 1}}', "[1, 2]"):
+        (tmp_path / "lr_range.json").write_text(text)
+        with pytest.warns(RuntimeWarning, match="unreadable .* moved to lr_range.json.unreadable"):
+            test = lrfind.cached_grid(tmp_path, "k", run)
+        assert test.center == 1e-3
+        assert (tmp_path / "lr_range.json.unreadable").read_text() == text  # kept, not lost
+        assert json.loads((tmp_path / "lr_range.json").read_text())["k"]["center"] == 1e-3
+    assert len(calls) == 3
+    lrfind.cached_grid(tmp_path, "k", run)  # now readable: read back, not run
+    assert len(calls) == 3
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from descentlab.lab import files
+
+    out = tmp_path / "r"
+    real = files.write_atomic
+
+    def full(path: Path, text: str) -> None:
+        if path.name != files.MARKER:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(files, "write_atomic", full)
+    code = cli.main(["compare", *CHEAP, "--steps", "3", "--out", str(out)])
+    err = _one_line_error(capsys, "compare")
+    assert code == 1
+    assert "No space left on device" in err and "run again to resume" in err
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # nothing torn

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,15 +114,38 @@ def cached_grid(
     """The range test stored under ``key`` in ``folder/lr_range.json``, or run and store it."""
     path = folder / "lr_range.json"
     with folder_lock(folder):
-        stored = json.loads(path.read_text()) if path.is_file() else {}
+        stored = _read_cache(path)
     if key in stored:
         return RangeTest(**stored[key])
     result = run()
     with folder_lock(folder):  # another process may have added tests meanwhile
-        stored = json.loads(path.read_text()) if path.is_file() else {}
+        stored = _read_cache(path)
         stored.setdefault(key, asdict(result))
         write_json(path, stored)
     return RangeTest(**stored[key])
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    """The stored range tests; a file that cannot be read as such (cut short, edited, of
+    another version) is moved aside, with a warning, and the tests are run again."""
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict):
+            raise ValueError("not a map of range tests")
+        for entry in stored.values():
+            RangeTest(**entry).grid()  # every entry must make a grid
+        return stored
+    except (ValueError, TypeError, KeyError, ZeroDivisionError) as exc:
+        aside = path.with_name(f"{path.name}.unreadable")
+        os.replace(path, aside)
+        warnings.warn(
+            f"{path}: unreadable ({exc}); moved to {aside.name}, the lr range tests run again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return {}
 
 
 def beyond(grid: list[float], side: str, points: int = 2) -> list[float]:

@@ -85,6 +85,36 @@ def folder_lock(folder: Path) -> Iterator[None]:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _kind(annotation: Any) -> tuple[type, ...]:
+    """The JSON types a field of :class:`Record` may hold, from its annotation."""
+    text = str(annotation)
+    for prefix, kinds in (("list", (list,)), ("dict", (dict,)), ("bool", (bool,))):
+        if text.startswith(prefix):
+            return kinds
+    return {"int": (int,), "str": (str,)}.get(text, (int, float))  # float: an int is fine
+
+
+_KINDS = {f.name: _kind(f.type) for f in fields(Record)}
+
+
+def well_typed(row: dict[str, Any]) -> bool:
+    """Whether every field of a run record (as :func:`from_json` reads it) has its type: a
+    record with a list where a number belongs, valid JSON or not, would break the report on
+    every rerun, so it is skipped and its run done again. Fields a record lacks (runs
+    recorded by older versions) are fine."""
+    for name, kinds in _KINDS.items():
+        if name not in row:
+            continue
+        value: Any = row[name]
+        if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
+            return False
+        if isinstance(value, list) and not all(
+            isinstance(x, int | float | list | dict) and not isinstance(x, bool) for x in value
+        ):
+            return False
+    return True
+
+
 class Store:
     """``runs.jsonl`` in the output folder: append-only, one finished run per line."""
 
@@ -117,7 +147,7 @@ class Store:
                 row = json.loads(line)
                 if not isinstance(row, dict) or not isinstance(row.get("id"), str):
                     raise ValueError("not a run record")
-                if not isinstance(row.get("spec"), dict):
+                if not isinstance(row.get("spec"), dict) or not well_typed(from_json(row)):
                     raise ValueError("not a run record")
             except ValueError:
                 bad += bool(line.strip())

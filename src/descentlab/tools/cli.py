@@ -95,6 +95,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"descentlab compare: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a folder removed under it: one line, no traceback
+        print(f"descentlab compare: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     finally:
         stack.close()
     from rich.markup import escape
@@ -117,6 +120,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"(tensorboard --logdir {args.tensorboard})"
         )
     return 0
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failure of the machine (not of the input): what, where, and that the
+    results written so far are kept (every file is written whole, so a rerun resumes)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    return f"{what}{where}; the results written so far are kept: run again to resume"
 
 
 def _check_tensorboard(logdir: str) -> None:
@@ -280,6 +291,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"descentlab reproduce: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"descentlab reproduce: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     table = Table(title="the seed's claims, measured, statement by statement")
     table.add_column("claim")
     table.add_column("statement")
