@@ -82,11 +82,20 @@ def test_a_report_folder_resumes_and_another_kind_is_refused(tmp_path: Path) -> 
         ("compare", [*CHEAP, "--steps", "1000000000000"], "steps must be an integer from 1 to"),
         ("compare", [*CHEAP, "--epochs", "1e300"], "epochs must be a number > 0 and at most"),
         ("compare", [*CHEAP, "--epochs", "nan"], "epochs must be"),
+        ("compare", [*CHEAP, "--epochs", "3"], "has no data to pass over, so epochs do not apply"),
         ("reproduce", ["--quick", "--seeds", "100000000000000000000"], "seeds must be an integer"),
         ("reproduce", ["--quick", "--only", ""], "no claim given; choose from:"),
         ("reproduce", ["--quick", "--only", " , "], "no claim given; choose from:"),
     ],
-    ids=["steps-1e12", "epochs-1e300", "epochs-nan", "seeds-1e20", "only-empty", "only-commas"],
+    ids=[
+        "steps-1e12",
+        "epochs-1e300",
+        "epochs-nan",
+        "epochs-ignored",
+        "seeds-1e20",
+        "only-empty",
+        "only-commas",
+    ],
 )
 def test_absurd_sizes_and_empty_choices_are_refused_before_anything_runs(
     command: str, args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

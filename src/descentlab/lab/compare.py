@@ -305,6 +305,13 @@ def compare(
             workload.check_options(options)
             builds[wname] = workload.build
             chosen.append((workload, {**workload.options, **options}))
+    if epochs is not None:  # an option a workload would ignore is an error, not a note
+        for workload, options in chosen:
+            if builds[workload.name](0, options).n_train is None:
+                raise LabError(
+                    f"workload {workload.name!r} has no data to pass over, so epochs do not "
+                    f"apply; give steps instead (its default: {workload.steps})"
+                )
     folder = _writable(out)
     if model is not None and loss_fn is not None:
         workload, build, fingerprint = _user_workload(model, data, loss_fn, test_data, name)
