@@ -510,3 +510,41 @@ def test_guarded_run_is_bit_identical(name: str, zeroing: str | None) -> None:
         for name, value in state.items():
             other = b["state"][key][name]
             assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other
+
+
+# -- float16 second moments -------------------------------------------------------------------
+
+
+def _small_gradient_run(dtype: torch.dtype, make: Callable[..., Any], steps: int = 20) -> Guard:
+    """A float16 (or other) model trained with ordinary small gradients (|g| ~ 1e-5): their
+    squares, 1e-10, are below float16's smallest number."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 1)).to(dtype)
+    opt = make(model.parameters())
+    handle = guard(opt, model, warn=False)
+    x = torch.randn(16, 32).to(dtype)
+    for _ in range(steps):
+        opt.zero_grad()
+        (model(x).float().square().mean() * 1e-4).backward()
+        opt.step()
+    return handle
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.AdamW(ps, lr=1e-3),
+        lambda ps: dt.AdamW(ps, lr=1e-3),
+        lambda ps: torch.optim.RMSprop(ps, lr=1e-3),
+    ],
+    ids=["torch.AdamW", "descentlab.AdamW", "torch.RMSprop"],
+)
+def test_a_float16_second_moment_that_underflows_is_caught(make: Callable[..., Any]) -> None:
+    kinds = [f.kind for f in _small_gradient_run(torch.float16, make).findings]
+    assert kinds.count("second_moment_underflow") == 1, kinds
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_second_moments_in_range_are_silent(dtype: torch.dtype) -> None:
+    handle = _small_gradient_run(dtype, lambda ps: torch.optim.AdamW(ps, lr=1e-3))
+    assert "second_moment_underflow" not in [f.kind for f in handle.findings]

@@ -51,10 +51,12 @@ def test_html_escapes_labels(tmp_path: Path) -> None:
 
 def test_a_reused_folder_keeps_no_stale_plots(tmp_path: Path) -> None:
     from descentlab.lab import compare
+    from descentlab.lab.files import MARKER
 
+    (tmp_path / MARKER).write_text('{"kind": "compare"}')  # an earlier report's folder
     stale = tmp_path / "plots" / "old-workload-loss.png"
     stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"not ours")
+    stale.write_bytes(b"an earlier report's plot")
     result = compare(
         workloads=["ravine"], optimizers=["sgd"], lrs=[0.1], seeds=1, steps=5, out=tmp_path
     )

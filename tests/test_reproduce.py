@@ -268,6 +268,7 @@ def test_bad_jobs_are_refused_with_a_one_line_error(tmp_path: Path, jobs: str) -
 
 
 def test_a_claim_failing_in_its_process_keeps_the_results_of_the_others(tmp_path: Path) -> None:
+    (tmp_path / ".descentlab").write_text('{"kind": "reproduce"}')  # a report's folder
     (tmp_path / "plots").write_text("a file where the plots folder goes: plotting fails")
     with pytest.raises(OSError):
         reproduce(tmp_path, quick=True, only=["rmsprop-scales", "zero-grad"], jobs=2)

@@ -79,6 +79,11 @@ MAX_UPDATE_RATIO = 3e-2
 # kept during those steps only).
 RATIO_STEPS = 3
 LR_JUMP = 10.0
+# The state keys of torch.optim's running means of squared gradients (Adam's family,
+# RMSprop and Adadelta; Adagrad's sum), and the share of a float16 tensor's moving weights
+# whose mean may be 0 before it is reported: a few exact zeros are chance, 1% is underflow.
+SECOND_MOMENTS = ("exp_avg_sq", "square_avg", "sum")
+UNDERFLOW_SHARE = 0.01
 
 _ADAPTIVE = {"Adam", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta"}
 # Frames skipped to point a warning at the user's call: this package (the guard, its hooks,
@@ -286,6 +291,8 @@ class Guard(StepHooks):
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._meter.active:
             self._check_ratio()
+        if self.check_every > 0 and self.steps % self.check_every == 0:
+            self._check_second_moment()
         if self.steps + 1 >= self.ratio_steps:
             self._meter.clear()  # the copies are needed during the first steps only
         for detector in self._tracks.values():
@@ -317,6 +324,37 @@ class Guard(StepHooks):
                 f"{count} of {grad.numel()} gradient elements are NaN or infinite",
                 "lower the lr, clip gradients (torch.nn.utils.clip_grad_norm_), look for "
                 "log(0) or x/0 in the loss; under float16 use torch.amp.GradScaler",
+            )
+
+    def _check_second_moment(self) -> None:
+        """float16 parameters whose running mean of squared gradients (kept in float16, as
+        torch.optim keeps it) underflows to 0 where the gradient is not 0: g**2 below 6e-8
+        for |g| below 2.4e-4, ordinary gradients. The step is then m / eps, far too large,
+        and the weights drift without a NaN to stop the run."""
+        offenders = []
+        with torch.no_grad():
+            for g, i, p in self._params():
+                if p.dtype != torch.float16 or p.grad is None or p.grad.is_sparse:
+                    continue
+                state = self.optimizer.state.get(p, {})
+                v = next((state[k] for k in SECOND_MOMENTS if k in state), None)
+                if not isinstance(v, torch.Tensor) or v.shape != p.grad.shape:
+                    continue
+                nonzero = p.grad != 0
+                lost, moving = int((nonzero & (v == 0)).sum()), int(nonzero.sum())
+                if lost > UNDERFLOW_SHARE * max(moving, 1):
+                    offenders.append((g, i, p, lost, moving))
+        if offenders:
+            g, i, p, lost, moving = offenders[0]
+            more = f" (and {len(offenders) - 1} more parameters)" if len(offenders) > 1 else ""
+            self._report(
+                "second_moment_underflow",
+                self._name(g, i, p),
+                lost / moving,
+                f"the float16 mean of squared gradients is 0 for {lost} of {moving} weights "
+                f"with a gradient{more}: their steps become m/eps, far too large",
+                "keep float32 master weights (a float32 model under torch.autocast with "
+                "torch.amp.GradScaler), or train in bfloat16 (float32's range)",
             )
 
     def _check_ratio(self) -> None:

@@ -66,7 +66,11 @@ def own_folder(out: Any, kind: str, *, older: tuple[str, ...] = ()) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output folder {str(folder)!r} is a file; give a folder")
     if folder.is_dir():
-        names = sorted(p.name for p in folder.iterdir())
+        # Hidden names are left out: descentlab's own lock and temporary files (another
+        # process starting on the same new folder), never a file it would write over.
+        names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if marker.exists():
+            names.append(MARKER)
         if MARKER in names:
             try:
                 made_by = json.loads(marker.read_text(encoding="utf-8")).get("kind")
