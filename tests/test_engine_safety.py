@@ -436,3 +436,40 @@ def test_a_kernel_failing_mid_step_leaves_every_parameter_one_whole_step(
     assert opt.engine_counts["reference"] == 24
     assert opt.engine_counts["eager"] == 40
     assert calls["n"] == 3 + 2
+
+
+def test_an_eager_call_failing_mid_step_leaves_every_parameter_one_whole_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The eager engine's calls that finished keep their step; the failing call's parameters
+    and the later ones are the reference engine's for that step: every parameter takes
+    exactly one step (none twice); one warning; the engine is not used again."""
+    from descentlab.engines import policy
+
+    model, twin = _net(layers=19), _net(layers=19)  # 40 tensors
+    opt = dt.AdamW(model.parameters(), lr=1e-2, engine="eager")
+    ref = dt.AdamW(twin.parameters(), lr=1e-2, engine="reference")
+    calls = {"n": 0}
+    real = compiled.program
+
+    def flaky(rule, names):  # type: ignore[no-untyped-def]
+        prog = real(rule, names)
+
+        def run(*args):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 1 + 40 + 7:  # (the first call checked on copies) step 2, 7th call
+                raise RuntimeError("planted eager failure")
+            prog.run(*args)
+
+        return type("P", (), {"run": staticmethod(run)})()
+
+    monkeypatch.setattr(compiled, "program", flaky)
+    monkeypatch.setattr(compiled, "_EAGER_FAILED", {})
+    monkeypatch.setitem(policy.EAGER_BATCH, "cpu", 1)  # one call per tensor
+    with pytest.warns(RuntimeWarning, match="planted eager failure"):
+        _train(model, opt, steps=3)
+    _train(twin, ref, steps=3)
+    assert [float(opt.state[p]["step"]) for p in model.parameters()] == [3.0] * 40
+    _assert_same(model, twin, opt, ref)
+    assert opt.engine_counts["eager"] == 40 + 6  # step 1 all, step 2 the six calls before
+    assert opt.engine_counts["reference"] == 34 + 40

@@ -560,6 +560,7 @@ class GroupPlan:
         self.extra, self.retry = extra, retry
         self.state_values = list(state.values())
         self._counted: tuple[list[int], list[float]] | None = None  # see _step_counts
+        self._batches: dict[KernelKey, list[_Batch]] = {}  # see _run_eager
         self._steady = True
         self.order: dict[tuple[torch.dtype, torch.device, str], list[int]] = {}
         for i, p in enumerate(self.active):
@@ -657,13 +658,13 @@ class GroupPlan:
             kern = kernels[key]
             if kern is None:
                 started = time.perf_counter()
-                done = self._run_eager(kernel_keys[key], idx, grads, rows, keys, before, advanced)
+                left = self._run_eager(kernel_keys[key], idx, grads, rows, keys, before, advanced)
                 if self.mode == "auto" and kernel_keys[key] not in _FAILED:
                     why = background.spent(kernel_keys[key], time.perf_counter() - started)
                     if why is not None:
                         _give_up(kernel_keys[key], why)
-                if not done:
-                    self._leave_rest(order, position, idx)
+                if left:
+                    self._leave_rest(order, position, left)
                     return True
                 continue
             k, dtype, device = kern.k, key[0], key[1]
@@ -687,10 +688,11 @@ class GroupPlan:
                 why = self._check_kernel(kern, idx[:k], ps[:k], gs[:k], sl, steps[:k], cmat, names)
                 if why is not None:  # never trusted: the eager engine steps it, now and later
                     _fail(kernel_keys[key], RuntimeError(f"differs from the reference: {why}"))
-                    if not self._run_eager(
+                    left = self._run_eager(
                         kernel_keys[key], idx, grads, rows, keys, before, advanced
-                    ):
-                        self._leave_rest(order, position, idx)
+                    )
+                    if left:
+                        self._leave_rest(order, position, left)
                         return True
                     continue
                 _TRUSTED.add(kernel_keys[key])
@@ -775,25 +777,9 @@ class GroupPlan:
         coefficients = [dict(zip(names, row, strict=True))] * len(ps)
         return disagreement(self.rule, ps, gs, sl, coefficients, cps, csl)
 
-    def _run_eager(
-        self,
-        kk: KernelKey,
-        idx: list[int],
-        grads: list[torch.Tensor],
-        rows: Mapping[Any, list[float]],
-        keys: list[Any],
-        before: list[float],
-        advanced: list[dict[str, Any]],
-    ) -> bool:
-        """Step the parameters ``idx`` of one dtype and device with the eager engine, one
-        call per set of equal coefficients. False if it raised: nothing of theirs changed
-        (their counters are put back), and the reference takes them this step."""
-        run = eager_program(kk)
-        if run is None:
-            return False
-        # One call per set of equal coefficients and per policy.eager_batch elements: on a
-        # CPU the call's operations run while its tensors are in cache, and everywhere its
-        # temporaries (two or three, each the size of its tensors) stay bounded.
+    def _make_batches(self, kk: KernelKey, idx: list[int], keys: list[Any]) -> list[_Batch]:
+        """The eager engine's calls for the parameters ``idx``: one per set of equal
+        coefficients and per ``policy.eager_batch`` elements."""
         by_row: dict[Any, list[list[int]]] = {}
         filled: dict[Any, int] = {}
         limit = eager_batch(kk.device)
@@ -805,16 +791,54 @@ class GroupPlan:
                 filled[keys[i]] = 0
             batches[-1].append(i)
             filled[keys[i]] = filled.get(keys[i], 0) + n
+        return [
+            _Batch(
+                members,
+                [self.active[i] for i in members],  # the tensors as they are: no 1-D views
+                [[objs[i] for i in members] for objs in self.slot_objs],
+                [self.steps[i] for i in members],
+            )
+            for ms in by_row.values()
+            for members in ms
+        ]
+
+    def _run_eager(
+        self,
+        kk: KernelKey,
+        idx: list[int],
+        grads: list[torch.Tensor],
+        rows: Mapping[Any, list[float]],
+        keys: list[Any],
+        before: list[float],
+        advanced: list[dict[str, Any]],
+    ) -> list[int]:
+        """Step the parameters ``idx`` of one dtype and device with the eager engine, one
+        call per set of equal coefficients; returns those it did not step (none, unless a
+        call raised: then that call's parameters and the later ones are left untouched,
+        their counters put back, for the reference engine to step; every parameter takes
+        exactly one step)."""
+        run = eager_program(kk)
+        if run is None:
+            return list(idx)
+        # One call per set of equal coefficients and per policy.eager_batch elements: on a
+        # CPU the call's operations run while its tensors are in cache, and everywhere its
+        # temporaries (two or three, each the size of its tensors) stay bounded.
+        # The batches and their tensor lists are kept while the plan holds (the steady path)
+        # and every parameter has the same coefficients: then a step only gathers gradients.
+        one_row = len(rows) == 1
+        batches = self._batches.get(kk) if one_row else None
+        if batches is None:
+            batches = self._make_batches(kk, idx, keys)
+            if one_row:
+                self._batches[kk] = batches
         low = is_low_precision(kk.dtype)
         wide = compute_dtype(kk.dtype)
-        done: list[int] = []
+        position = 0
         try:
-            for row, members in ((r, m) for r, ms in by_row.items() for m in ms):
-                # the tensors as they are (element-wise ops need no 1-D views)
-                ps = [self.active[i] for i in members]
-                gs = [grads[i] for i in members]
-                sl = [[objs[i] for i in members] for objs in self.slot_objs]
-                steps = [self.steps[i] for i in members]
+            for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
+                members, ps, sl, steps = batch.members, batch.params, batch.slots, batch.steps
+                row = keys[members[0]]
+                gs = batch.gather(grads)
                 if ("eager", kk) not in _TRUSTED:  # its first call: checked on copies first
                     few = slice(0, 4)
                     if low:
@@ -835,7 +859,6 @@ class GroupPlan:
                     _TRUSTED.add(("eager", kk))
                 olds = [p.clone() for p in ps] if kk.measure else None
                 torch._foreach_add_(steps, 1.0)
-                done.extend(members)
                 if low:  # computed in float32, rounded once (as the reference does)
                     ws, wg = [p.to(wide) for p in ps], [g.to(wide) for g in gs]
                     wsl = [[s.to(wide) for s in lst] for lst in sl]
@@ -855,11 +878,27 @@ class GroupPlan:
                     )
                 self.eager_count += len(members)
         except Exception as exc:
-            for i in done:
+            left = [i for batch in batches[position:] for i in batch.members]
+            for i in batches[position].members:  # advanced, then the call raised
                 self.steps[i].fill_(before[i])
             _fail_eager(kk, exc)
-            return False
-        return True
+            return left
+        return []
+
+
+class _Batch:
+    """One call of the eager engine: its parameters (by index in the plan's active list),
+    their tensors and slot and step tensors, and a fast gatherer of their gradients."""
+
+    def __init__(
+        self,
+        members: list[int],
+        params: list[torch.Tensor],
+        slots: list[list[torch.Tensor]],
+        steps: list[torch.Tensor],
+    ) -> None:
+        self.members, self.params, self.slots, self.steps = members, params, slots, steps
+        self.gather = _picker(members)
 
 
 def _picker(idx: list[int]) -> Callable[[list[Any]], list[Any]]:
