@@ -465,6 +465,9 @@ def test_an_eager_call_failing_mid_step_leaves_every_parameter_one_whole_step(
 
     monkeypatch.setattr(compiled, "program", flaky)
     monkeypatch.setattr(compiled, "_EAGER_FAILED", {})
+    monkeypatch.setattr(
+        compiled, "_TRUSTED", set()
+    )  # its first call is checked, as in a fresh process
     monkeypatch.setitem(policy.EAGER_BATCH, "cpu", 1)  # one call per tensor
     with pytest.warns(RuntimeWarning, match="planted eager failure"):
         _train(model, opt, steps=3)
