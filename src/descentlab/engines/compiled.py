@@ -796,7 +796,6 @@ class GroupPlan:
                 members,
                 [self.active[i] for i in members],  # the tensors as they are: no 1-D views
                 [[objs[i] for i in members] for objs in self.slot_objs],
-                [self.steps[i] for i in members],
             )
             for ms in by_row.values()
             for members in ms
@@ -834,9 +833,12 @@ class GroupPlan:
         low = is_low_precision(kk.dtype)
         wide = compute_dtype(kk.dtype)
         position = 0
+        # every counter advanced by one call (SGD's private ones are 0-dim tensors: a call
+        # per batch cost more than its arithmetic); those of calls that do not run go back
+        torch._foreach_add_([self.steps[i] for i in idx], 1.0)
         try:
             for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
-                members, ps, sl, steps = batch.members, batch.params, batch.slots, batch.steps
+                members, ps, sl = batch.members, batch.params, batch.slots
                 row = keys[members[0]]
                 gs = batch.gather(grads)
                 if ("eager", kk) not in _TRUSTED:  # its first call: checked on copies first
@@ -858,7 +860,6 @@ class GroupPlan:
                         raise _Untrusted(f"differs from the reference: {why}")
                     _TRUSTED.add(("eager", kk))
                 olds = [p.clone() for p in ps] if kk.measure else None
-                torch._foreach_add_(steps, 1.0)
                 if low:  # computed in float32, rounded once (as the reference does)
                     ws, wg = [p.to(wide) for p in ps], [g.to(wide) for g in gs]
                     wsl = [[s.to(wide) for s in lst] for lst in sl]
@@ -879,7 +880,7 @@ class GroupPlan:
                 self.eager_count += len(members)
         except Exception as exc:
             left = [i for batch in batches[position:] for i in batch.members]
-            for i in batches[position].members:  # advanced, then the call raised
+            for i in left:
                 self.steps[i].fill_(before[i])
             _fail_eager(kk, exc)
             return left
@@ -888,16 +889,12 @@ class GroupPlan:
 
 class _Batch:
     """One call of the eager engine: its parameters (by index in the plan's active list),
-    their tensors and slot and step tensors, and a fast gatherer of their gradients."""
+    their tensors and slot tensors, and a fast gatherer of their gradients."""
 
     def __init__(
-        self,
-        members: list[int],
-        params: list[torch.Tensor],
-        slots: list[list[torch.Tensor]],
-        steps: list[torch.Tensor],
+        self, members: list[int], params: list[torch.Tensor], slots: list[list[torch.Tensor]]
     ) -> None:
-        self.members, self.params, self.slots, self.steps = members, params, slots, steps
+        self.members, self.params, self.slots = members, params, slots
         self.gather = _picker(members)
 
 
