@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 
@@ -28,3 +31,26 @@ def random_params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[tor
     gen = torch.Generator().manual_seed(seed)
     shapes = [(5, 3), (7,), (2, 2, 2)]
     return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+
+
+def watch_eager_calls(monkeypatch: Any, before_each: Callable[[int], None] | None = None) -> dict:
+    """Count the eager engine's calls (``counts["n"]``), calling ``before_each(n)`` before
+    the n-th (1-based; it may raise to plant a failure)."""
+    from descentlab.engines import compiled
+
+    counts = {"n": 0}
+    real = compiled.program
+
+    def watched(rule: Any, names: Any) -> Any:
+        prog = real(rule, names)
+
+        def run(*args: Any) -> None:
+            counts["n"] += 1
+            if before_each is not None:
+                before_each(counts["n"])
+            prog.run(*args)
+
+        return type("P", (), {"run": staticmethod(run)})()
+
+    monkeypatch.setattr(compiled, "program", watched)
+    return counts

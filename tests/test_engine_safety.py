@@ -17,7 +17,7 @@ import torch
 
 import descentlab.torch as dt
 from descentlab.engines import compiled
-from helpers import rel_err
+from helpers import rel_err, watch_eager_calls
 
 TOL = 1e-12
 
@@ -449,21 +449,12 @@ def test_an_eager_call_failing_mid_step_leaves_every_parameter_one_whole_step(
     model, twin = _net(layers=19), _net(layers=19)  # 40 tensors
     opt = dt.AdamW(model.parameters(), lr=1e-2, engine="eager")
     ref = dt.AdamW(twin.parameters(), lr=1e-2, engine="reference")
-    calls = {"n": 0}
-    real = compiled.program
 
-    def flaky(rule, names):  # type: ignore[no-untyped-def]
-        prog = real(rule, names)
+    def flaky(n: int) -> None:
+        if n == 1 + 40 + 7:  # (the first call checked on copies) step 2, its 7th call
+            raise RuntimeError("planted eager failure")
 
-        def run(*args):  # type: ignore[no-untyped-def]
-            calls["n"] += 1
-            if calls["n"] == 1 + 40 + 7:  # (the first call checked on copies) step 2, 7th call
-                raise RuntimeError("planted eager failure")
-            prog.run(*args)
-
-        return type("P", (), {"run": staticmethod(run)})()
-
-    monkeypatch.setattr(compiled, "program", flaky)
+    watch_eager_calls(monkeypatch, flaky)
     monkeypatch.setattr(compiled, "_EAGER_FAILED", {})
     monkeypatch.setattr(
         compiled, "_TRUSTED", set()

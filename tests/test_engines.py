@@ -9,7 +9,7 @@ import torch
 
 from cases import CASES, Case, ids
 from descentlab.engines import flat
-from helpers import rel_err
+from helpers import rel_err, watch_eager_calls
 
 ENGINES = ["eager", "compiled", "flat-eager", "flat"]
 DEFAULT_PATHS = ("eager", "compiled")  # engines of GroupPlan: no re-homing, any rule
@@ -208,23 +208,11 @@ def test_eager_calls_split_by_the_batch_size_equal_one_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Batches of a few tensors (several calls a step) give what one call gives."""
-    from descentlab.engines import compiled, policy
+    from descentlab.engines import policy
 
     case = next(c for c in CASES if c.cls.__name__ == "AdamW")
-    calls = {"n": 0}
-    real = compiled.program
-
-    def counted(rule, names):  # type: ignore[no-untyped-def]
-        prog = real(rule, names)
-
-        def run(*args):  # type: ignore[no-untyped-def]
-            calls["n"] += 1
-            prog.run(*args)
-
-        return type("P", (), {"run": staticmethod(run)})()
-
     ref_params, ref = _run(case, "reference", torch.float64)
-    monkeypatch.setattr(compiled, "program", counted)
+    calls = watch_eager_calls(monkeypatch)
     monkeypatch.setitem(policy.EAGER_BATCH, "cpu", 20)  # a call or two per tensor
     params, opt = _run(case, "eager", torch.float64)
     assert calls["n"] > 2 * 24, "the batches were not split"
