@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, sqrt
+from .base import Array, Coefficients, Rule, Transform, mean_of_squares, sqrt
 from .common import WeightDecay, chain
 
 
@@ -54,10 +54,9 @@ class ScaleByAdadelta(Transform):
         return {"rho": hp["rho"], "rate_rho": 1.0 - hp["rho"], "eps": hp["eps"]}
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        # torch's mul_/addcmul_ form (not a lerp): rho * v + (1 - rho) * g**2
-        v = state["square_avg"] * c["rho"] + c["rate_rho"] * (u * u)
+        v = mean_of_squares(state["square_avg"], u, c["rho"], c["rate_rho"])
         delta = sqrt(state["acc_delta"] + c["eps"]) / sqrt(v + c["eps"]) * u
-        d = state["acc_delta"] * c["rho"] + c["rate_rho"] * (delta * delta)
+        d = mean_of_squares(state["acc_delta"], delta, c["rho"], c["rate_rho"])
         return delta, {"square_avg": v, "acc_delta": d}
 
 

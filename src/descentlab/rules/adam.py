@@ -15,6 +15,7 @@ from .base import (
     ema,
     like,
     maximum,
+    mean_of_squares,
     sqrt,
 )
 from .common import WeightDecay, chain
@@ -51,9 +52,7 @@ class ScaleByAdam(Transform):
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
         m = ema(state["exp_avg"], u, c["rate1"])  # first moment: mean of gradients
-        # second moment, a mean of squares, in torch's mul_/addcmul_ form: where it overflows
-        # (float16) it stays inf and the step is 0, where the lerp form would make NaN
-        v = state["exp_avg_sq"] * c["beta2"] + c["rate2"] * (u * u)
+        v = mean_of_squares(state["exp_avg_sq"], u, c["beta2"], c["rate2"])
         new = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:  # never let the denominator shrink (Reddi et al., 2018)
             v = new["max_exp_avg_sq"] = maximum(state["max_exp_avg_sq"], v)
@@ -215,7 +214,7 @@ class ScaleByRAdam(Transform):
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
         m = ema(state["exp_avg"], u, c["rate1"])
-        v = state["exp_avg_sq"] * c["beta2"] + c["rate2"] * (u * u)  # torch's mul_/addcmul_
+        v = mean_of_squares(state["exp_avg_sq"], u, c["beta2"], c["rate2"])
         m_hat = m * c["inv_bc1"]
         scale = c["ada"] / (sqrt(v) + c["eps"] + c["guard"]) + c["sgd"]
         return m_hat * scale, {"exp_avg": m, "exp_avg_sq": v}
@@ -304,7 +303,7 @@ class ScaleByNAdam(Transform):
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
         m = ema(state["exp_avg"], u, c["rate1"])
-        v = state["exp_avg_sq"] * c["beta2"] + c["rate2"] * (u * u)  # torch's mul_/addcmul_
+        v = mean_of_squares(state["exp_avg_sq"], u, c["beta2"], c["rate2"])
         denom = sqrt(v * c["inv_bc2"]) + c["eps"]
         return (c["nadam_g"] * u + c["nadam_m"] * m) / denom, {"exp_avg": m, "exp_avg_sq": v}
 

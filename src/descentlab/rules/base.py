@@ -133,6 +133,15 @@ def like(x: Any, stored: Array) -> Any:
     return x.to(stored.dtype) if isinstance(x, torch.Tensor) else x
 
 
+def mean_of_squares(old: Array, x: Array, decay: Any, rate: Any) -> Array:
+    """A running mean of ``x**2``: ``old * decay + rate * (x * x)``, torch.optim's
+    ``mul_(decay).addcmul_(x, x, value=rate)`` (Adam's ``exp_avg_sq``, RMSprop's
+    ``square_avg``, Adadelta's two). Not the lerp form of :func:`ema`: where a float16 mean
+    overflows it stays ``inf`` and the step divides to 0, where ``inf + rate * (new - inf)``
+    would be NaN. The eager engine lowers it to those two in-place operations."""
+    return old * decay + rate * (x * x)
+
+
 def ema(old: Array, new: Array, rate: Any) -> Array:
     """Exponential moving average ``(1 - rate) * old + rate * new``, with ``rate = 1 - decay``.
 
@@ -140,9 +149,7 @@ def ema(old: Array, new: Array, rate: Any) -> Array:
     that torch.optim uses for its running means. ``rate`` is computed on the host in double
     precision: ``1 - 0.999`` evaluated in float32 would be off by 5e-5 relative.
 
-    Means of squares are written ``old * decay + rate * new`` instead (torch's
-    ``mul_``/``addcmul_``): where one overflows (float16 state) it stays ``inf`` and the
-    step divides by it to 0, where ``inf + rate * (new - inf)`` would be NaN.
+    Means of squares use :func:`mean_of_squares` instead (torch's ``mul_``/``addcmul_``).
     """
     return old + rate * (new - old)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .base import Array, Coefficients, Rule, Transform, ema, sqrt
+from .base import Array, Coefficients, Rule, Transform, ema, mean_of_squares, sqrt
 from .common import WeightDecay, chain
 from .momentum import HeavyBall
 
@@ -28,9 +28,7 @@ class ScaleByRms(Transform):
         return {"alpha": hp["alpha"], "rate": 1.0 - hp["alpha"], "eps": hp["eps"]}
 
     def __call__(self, u: Array, p: Array, state: Mapping[str, Array], c: Coefficients):
-        # torch's mul_/addcmul_ form: an overflowing mean of squares (float16) stays inf,
-        # where the lerp form would make NaN
-        s = state["square_avg"] * c["alpha"] + c["rate"] * (u * u)
+        s = mean_of_squares(state["square_avg"], u, c["alpha"], c["rate"])
         if self.centered:
             mean = ema(state["grad_avg"], u, c["rate"])
             denom = sqrt(s - mean * mean) + c["eps"]

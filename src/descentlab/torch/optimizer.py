@@ -88,6 +88,10 @@ class RuleOptimizer(torch.optim.Optimizer):
       elements, else ``"reference"``; switches to ``"compiled"`` only once the run has
       spent enough time stepping to pay for a compile, made in a background process (see
       :mod:`descentlab.engines.background`);
+    * inside the user's ``torch.compile`` (``torch.compile(opt.step)``, a compiled training
+      step) every element-wise group is traced into the user's graph whatever ``engine``
+      says: one graph, no break, no recompile (see :mod:`descentlab.engines.traced`;
+      counted as ``engine_counts["traced"]``);
     * ``"flat"`` / ``"flat-eager"`` (opt-in): each group's parameters are **re-homed** as
       views of one contiguous buffer and stepped by ONE compiled (or eager) pass. This
       changes what the ecosystem sees (one shared storage: see the README before saving
