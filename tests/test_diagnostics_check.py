@@ -76,13 +76,11 @@ def test_a_clean_script_has_no_finding(tmp_path: Path) -> None:
     assert "no pitfall found" in proc.stderr and "PitfallWarning" not in proc.stderr
 
 
-LARGE = """
+FINETUNED = """
 import torch
-torch.manual_seed(0)
+torch.manual_seed(1)
 model = torch.nn.Sequential(torch.nn.Linear(4, 300), torch.nn.Linear(300, 300))
-with torch.no_grad():
-    for p in model.parameters():
-        p.normal_(0, 0.02)  # the scale of pretrained transformer weights
+model.load_state_dict(torch.load("pretrained.pt"))  # a checkpoint from another process
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
 for step in range(3):
     opt.zero_grad()
@@ -91,16 +89,30 @@ for step in range(3):
 """
 
 
-def test_adams_default_lr_on_a_large_pretrained_layer_is_reported(tmp_path: Path) -> None:
-    (tmp_path / "train.py").write_text(LARGE)
+def test_adams_default_lr_on_loaded_pretrained_weights_is_reported(tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    pretrained = torch.nn.Sequential(torch.nn.Linear(4, 300), torch.nn.Linear(300, 300))
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.normal_(0, 0.02)  # the scale of pretrained transformer weights
+    torch.save(pretrained.state_dict(), tmp_path / "pretrained.pt")
+    (tmp_path / "train.py").write_text(FINETUNED)
     proc = _check(tmp_path, sys.executable, "train.py")
     assert proc.returncode == 0, proc.stderr[-1500:]
-    assert "] update_ratio (step 0): group 0, param 2, shape (300, 300)" in proc.stderr, proc.stderr
+    assert "] finetuning_lr (step 0): group 0, param 2, shape (300, 300)" in proc.stderr, (
+        proc.stderr
+    )
+    assert "loaded by load_state_dict as 1.weight" in proc.stderr
+    (tmp_path / "scratch.py").write_text(FINETUNED.replace("model.load_state_dict", "print"))
+    proc = _check(tmp_path, sys.executable, "scratch.py")
+    assert "no pitfall found" in proc.stderr, proc.stderr[-1500:]  # the same steps from scratch
 
 
 def test_finetuning_watches_every_weight_tensor(tmp_path: Path) -> None:
-    """AdamW at lr 3e-2 on small layers: reported only with --finetuning (small fresh layers
-    take large first steps harmlessly; trained ones lose what they learned)."""
+    """AdamW at lr 3e-2 on fresh layers: reported only with --finetuning (which says the
+    weights are learned)."""
     script = CLEAN.replace("0.01), lr=1e-3)", "0.01), lr=3e-2)")
     assert script != CLEAN
     (tmp_path / "train.py").write_text(script)
@@ -112,8 +124,9 @@ def test_finetuning_watches_every_weight_tensor(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0
-    assert "] update_ratio (step 0): group 0, param 0, shape (8, 4): ||dw||/||w|| = " in proc.stderr
-    assert "fix: lower the lr (fine-tuning: 1e-5..1e-4 with Adam)" in proc.stderr
+    assert "] finetuning_lr (step 0): group 0, param " in proc.stderr
+    assert "||dw||/||w|| = " in proc.stderr and "(finetuning=True)" in proc.stderr
+    assert "fix: lower the lr for the learned weights (fine-tuning: 1e-5..1e-4" in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -171,9 +184,9 @@ def test_the_hook_imports_nothing_heavy_without_a_report() -> None:
 
 def test_summary_reads_what_the_child_writes(tmp_path: Path) -> None:
     report = str(tmp_path / "report.jsonl")
-    protocol.append(report, protocol.attached_entry("SGD"))
+    protocol.append(report, protocol.attached_entry("SGD", "7:1"))
     finding = {"kind": "lr_jump", "param": "group 0", "step": 2, "detail": "d", "fix": "f"}
-    protocol.append(report, protocol.finding_entry(finding, "SGD"))
+    protocol.append(report, protocol.finding_entry(finding, "SGD", "7:1"))
     with open(report, "a") as fh:
         fh.write('{"kind": "cut sh')  # a child killed mid-line
     entries = protocol.parse_report(Path(report).read_text())
@@ -181,6 +194,25 @@ def test_summary_reads_what_the_child_writes(tmp_path: Path) -> None:
         "descentlab check: exit code 0; optimizers guarded: SGD",
         "  1 finding(s):",
         "  - [SGD] lr_jump (step 2): group 0: d; fix: f",
+    ]
+
+
+def test_one_problem_on_many_optimizers_is_one_line_naming_them() -> None:
+    entries: list[dict[str, object]] = []
+    finding = {"kind": "coupled_weight_decay", "param": "group 0", "step": 0, "detail": "d"}
+    for n in range(1, 21):
+        entries.append(protocol.attached_entry("Adam", f"9:{n}"))
+        if n != 5:
+            entries.append(protocol.finding_entry({**finding, "fix": "f"}, "Adam", f"9:{n}"))
+        advice = {**finding, "kind": "decay_on_bias_or_norm", "fix": "g", "advice": True}
+        entries.append(protocol.finding_entry(advice, "Adam", f"9:{n}"))
+    entries.append(protocol.attached_entry("SGD", "10:1"))  # another process
+    assert summary(entries, 0).splitlines() == [
+        "descentlab check: exit code 0; optimizers guarded: Adam x20, SGD",
+        "  1 finding(s):",
+        "  - [Adam #1-#4, #6-#20] coupled_weight_decay (step 0): group 0: d; fix: f",
+        "  advice (not a pitfall):",
+        "  - [Adam #1-#20] decay_on_bias_or_norm (step 0): group 0: d; fix: g",
     ]
 
 

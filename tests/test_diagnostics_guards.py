@@ -253,35 +253,39 @@ def test_finite_loop_is_silent() -> None:
     assert _run(lambda p: torch.optim.SGD(p, lr=1e-3), "zero_grad", steps=4).findings == []
 
 
-# -- 4. update-to-weight ratio ---------------------------------------------------------------
+# -- 4. fine-tuning: learned weights moved too far ------------------------------------------
 
 
-def test_update_ratio_caught_in_first_steps() -> None:
-    handle = _run(lambda p: torch.optim.Adam(p, lr=0.1), "zero_grad", finetuning=True)
-    assert set(_kinds(handle)) == {"update_ratio"}
-    assert [f.param for f in handle.findings] == ["0.weight", "2.weight"]  # not the biases
-    assert all(f.figure > 1e-2 and f.step == 0 for f in handle.findings)
+def test_finetuning_lr_caught_in_first_steps() -> None:
+    handle = _run(
+        lambda p: torch.optim.Adam(p, lr=0.1), "zero_grad", finetuning=True, max_drift=None
+    )
+    assert _kinds(handle) == ["finetuning_lr"]  # one finding for the problem...
+    finding = handle.findings[0]
+    assert finding.param in ("0.weight", "2.weight") and finding.step == 0  # not a bias
+    assert "(and 1 more tensors)" in finding.detail and finding.figure > 3e-2  # ...naming both
 
 
-def test_update_ratio_small_lr_is_silent_and_threshold_configurable() -> None:
+def test_finetuning_lr_small_lr_is_silent_and_threshold_configurable() -> None:
     def adam(lr: float) -> Callable[[Any], torch.optim.Optimizer]:
         return lambda p: torch.optim.Adam(p, lr=lr)
 
-    assert _run(adam(1e-5), "zero_grad", finetuning=True).findings == []
-    assert _run(adam(0.1), "zero_grad", finetuning=True, max_update_ratio=None).findings == []
-    assert _run(adam(0.1), "zero_grad", finetuning=True, max_update_ratio=10.0).findings == []
+    off = {"finetuning": True, "max_drift": None}
+    assert _run(adam(1e-5), "zero_grad", **off).findings == []
+    assert _run(adam(0.1), "zero_grad", **off, max_update_ratio=None).findings == []
+    assert _run(adam(0.1), "zero_grad", **off, max_update_ratio=10.0).findings == []
 
 
 @pytest.mark.parametrize("finetuning", [None, False])
-def test_update_ratio_by_default_watches_large_layers_only(finetuning: bool | None) -> None:
-    """Small fresh layers take large first steps harmlessly; a pretrained-sized one not."""
+def test_fresh_weights_are_never_watched(finetuning: bool | None) -> None:
+    """From scratch large first steps are ordinary, on small layers and large ones alike."""
     assert (
         _run(lambda p: torch.optim.Adam(p, lr=0.1), "zero_grad", finetuning=finetuning).findings
         == []
     )
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 1))  # 90,000 >= 65,536 weights
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = nn.Sequential(nn.Linear(300, 300), nn.Linear(300, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     def body() -> Guard:
         handle = guard(opt, model, finetuning=finetuning)
@@ -289,26 +293,190 @@ def test_update_ratio_by_default_watches_large_layers_only(finetuning: bool | No
         opt.step()
         return handle
 
-    handle = _recorded(body)[0]
-    if finetuning is None:
-        assert [(f.kind, f.param) for f in handle.findings] == [("update_ratio", "0.weight")]
-        assert handle.findings[0].figure > 3e-2  # Adam moves each weight by ~lr = 1e-3
-    else:
-        assert handle.findings == []
+    assert _recorded(body)[0].findings == []
 
 
-def test_update_ratio_only_measured_in_first_steps() -> None:
+def test_finetuning_lr_only_measured_in_first_steps() -> None:
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
 
     def body() -> Guard:
-        handle = guard(opt, model, ratio_steps=2)
+        handle = guard(opt, model, ratio_steps=2, finetuning=True, max_drift=None)
         _train(model, opt, "zero_grad", steps=2)
         opt.param_groups[0]["lr"] = 10.0  # a huge step, but after the watched ones
         _train(model, opt, "zero_grad", steps=1)
         return handle
 
     assert _recorded(body)[0].findings == []
+
+
+def _classify(model: nn.Module, steps: int, lr: float, seed: int = 0, **options: Any) -> Guard:
+    """``steps`` of Adam on a small classification task (labels shifted by ``seed``: another
+    task), guarded; warnings off."""
+    gen = torch.Generator().manual_seed(123)
+    x = torch.randn(256, 8, generator=gen)
+    y = (x[:, :4].argmax(1) + seed) % 4
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    handle = guard(opt, model, warn=False, **options)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return handle
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_weights_trained_by_an_earlier_optimizer_are_watched() -> None:
+    model = _net()
+    assert _classify(model, 60, 1e-2).findings == []  # from scratch: silent
+    handle = _classify(model, 20, 3e-2, seed=1)  # a new optimizer on the trained weights
+    assert _kinds(handle) == ["finetuning_lr"]
+    assert "trained 60 steps by an earlier optimizer" in handle.findings[0].detail
+    assert _classify(model, 20, 1e-4, seed=2).findings == []  # a sound fine-tuning lr
+    brief = _net(1)
+    _classify(brief, 10, 1e-2)  # fewer than MIN_TRAINED_STEPS: no evidence
+    assert _classify(brief, 20, 3e-2, seed=1).findings == []
+
+
+def test_loaded_weights_are_watched_and_restored_initial_ones_are_not() -> None:
+    from descentlab.diagnostics import provenance
+
+    watching = provenance.watch_loads()
+    try:
+        pretrained = _net()
+        initial = {k: v.clone() for k, v in pretrained.state_dict().items()}  # untrained
+        _classify(pretrained, 60, 1e-2)
+        checkpoint = pretrained.state_dict()
+        model = _net(1)
+        model.load_state_dict(checkpoint)
+        assert _kinds(_classify(model, 5, 3e-2, seed=1)) == ["finetuning_lr"]
+        model.load_state_dict(initial)  # back to the untrained weights: from scratch
+        assert _classify(model, 5, 3e-2, seed=1).findings == []
+        fresh = _net(2)
+        fresh.load_state_dict(_net(3).state_dict())  # another model's initial weights
+        assert _classify(fresh, 5, 3e-2).findings == []
+        head = _net(4)  # the body loaded, a new head: only the body is learned
+        body = {k: v for k, v in checkpoint.items() if k.startswith("0.")}
+        head.load_state_dict(body, strict=False)
+        found = _classify(head, 5, 3e-2, seed=1).findings
+        assert [f.param for f in found] == ["0.weight"], found
+        assert "loaded by load_state_dict as 0.weight" in found[0].detail
+        outside = _net(5)  # a checkpoint this process never saw (from disk)
+        outside.load_state_dict({k: v + 0.01 for k, v in checkpoint.items()})
+        assert _kinds(_classify(outside, 5, 3e-2, seed=1)) == ["finetuning_lr"]
+    finally:
+        watching.remove()
+    assert not hasattr(nn.Module.load_state_dict, "__descentlab_watch__")
+
+
+def test_a_resumed_run_is_not_fine_tuning() -> None:
+    model = _net()
+    first = _classify(model, 60, 1e-2)
+    state = first.optimizer.state_dict()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    opt.load_state_dict(state)  # the run goes on with its optimizer state
+    handle = guard(opt, model, warn=False)
+    x = torch.randn(64, 8)
+    for _ in range(5):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    assert handle.findings == []
+
+
+def test_a_warmup_does_not_hide_a_destructive_lr() -> None:
+    """The peak lr comes after the first measured steps; the early phase's drift sees it.
+    Switched off (max_drift=None), the same run is silent: the drift is what catches it."""
+
+    def finetune(**options: Any) -> Guard:
+        model = _net()
+        _classify(model, 60, 1e-2)
+        opt = torch.optim.Adam(model.parameters(), lr=5e-2)
+        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30))
+        handle = guard(opt, model, warn=False, **options)
+        gen = torch.Generator().manual_seed(7)
+        x = torch.randn(256, 8, generator=gen)
+        y = (x[:, 4:].argmax(1) + 1) % 4  # another task
+        for _ in range(150):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            warmup.step()
+        return handle
+
+    found = finetune().findings
+    assert _kinds_of(found) == ["finetuning_lr"] and "||w - w0||/||w0||" in found[0].detail
+    assert found[0].figure > 0.5 and found[0].step > 3
+    assert finetune(max_drift=None).findings == []
+
+
+def _kinds_of(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+# -- zero_grad between backward and step ------------------------------------------------------
+
+
+@pytest.mark.parametrize("zeroing", ["zero_grad", "zero_grad_keep", "model_zero_grad", "none"])
+def test_gradients_reset_between_backward_and_step_caught(zeroing: str) -> None:
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def body() -> Guard:
+        handle = guard(opt, model)
+        for i in range(3):
+            model(_batch(i)).pow(2).mean().backward()
+            if zeroing == "zero_grad":
+                opt.zero_grad()
+            elif zeroing == "zero_grad_keep":
+                opt.zero_grad(set_to_none=False)
+            elif zeroing == "model_zero_grad":
+                model.zero_grad()
+            else:
+                for p in model.parameters():
+                    p.grad = None
+            opt.step()
+        return handle
+
+    handle = _recorded(body)[0]
+    assert _kinds(handle) == ["zeroed_before_step"]
+    assert "(and 3 more parameters)" in handle.findings[0].detail
+    assert handle.findings[0].step == 0  # at the first step
+
+
+def test_a_parameter_without_a_gradient_is_not_a_reset() -> None:
+    """A step with no backward since the last one (LBFGS's closure does its own) and a
+    branch of the model that this batch did not reach stay silent."""
+    model = _model()
+    unused = nn.Linear(3, 3)
+    opt = torch.optim.SGD([*model.parameters(), *unused.parameters()], lr=0.1)
+
+    def body() -> Guard:
+        handle = guard(opt, model)
+        opt.step()  # nothing reached yet
+        _train(model, opt, "zero_grad_keep")
+        return handle
+
+    assert _recorded(body)[0].findings == []
+    lbfgs = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=3)
+
+    def closure() -> torch.Tensor:
+        lbfgs.zero_grad()
+        loss = model(_batch(0)).pow(2).mean()
+        loss.backward()
+        return loss
+
+    def run() -> Guard:
+        handle = guard(lbfgs, model)
+        for _ in range(3):
+            lbfgs.step(closure)
+        return handle
+
+    assert _recorded(run)[0].findings == []
 
 
 # -- 5. 16-bit eps, decay on biases and normalization weights -------------------------------
@@ -318,7 +486,7 @@ def test_float16_eps_underflow_caught() -> None:
     model = _model(dtype=torch.float16)
     opt = torch.optim.Adam(param_groups_for_decay(model, 0.0), eps=1e-8)
     handle, messages = _recorded(lambda: guard(opt, model))
-    assert _kinds(handle) == ["eps_underflow", "eps_underflow"]  # once per group
+    assert _kinds(handle) == ["eps_underflow"]  # one finding for the two groups
     assert handle.findings[0].param == "0.weight" and "float16" in messages[0]
 
 
@@ -349,9 +517,10 @@ def test_decay_on_bias_and_norm_caught() -> None:
     model = _normed()
     opt = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
     handle, messages = _recorded(lambda: guard(opt, model))
-    assert _kinds(handle) == ["decay_on_bias_or_norm"]
-    assert handle.findings[0].param == "0.bias"
-    assert "6 bias/normalization" in messages[0] and "param_groups_for_decay" in messages[0]
+    assert handle.findings == [] and messages == []  # advice: no finding, no warning
+    (advice,) = handle.advice
+    assert advice.kind == "decay_on_bias_or_norm" and advice.param == "0.bias" and advice.advice
+    assert "6 bias/normalization" in advice.detail and "param_groups_for_decay" in advice.fix
 
 
 def test_decay_groups_are_silent_and_right() -> None:
@@ -364,7 +533,8 @@ def test_decay_groups_are_silent_and_right() -> None:
     ]
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
     for opt in (torch.optim.AdamW(groups), torch.optim.SGD(model.parameters(), lr=0.1)):
-        assert _recorded(lambda opt=opt: guard(opt, model))[0].findings == []
+        handle = _recorded(lambda opt=opt: guard(opt, model))[0]
+        assert handle.findings == [] and handle.advice == []
 
 
 def test_norm_weight_with_two_dims_needs_the_model() -> None:
@@ -376,7 +546,7 @@ def test_norm_weight_with_two_dims_needs_the_model() -> None:
     model = nn.Sequential(norm)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
     found = _recorded(lambda: guard(opt, model))[0]
-    assert [f.param for f in found.findings] == ["0.weight"]
+    assert [f.param for f in found.advice] == ["0.weight"]
 
 
 # -- 6. abrupt lr change ---------------------------------------------------------------------
@@ -500,7 +670,8 @@ def test_guarded_run_is_bit_identical(name: str, zeroing: str | None) -> None:
         handle = _recorded(body)[0]
         results.append((model, opt, handle))
     (plain, plain_opt, _), (watched, watched_opt, handle) = results
-    assert "decay_on_bias_or_norm" in _kinds(handle) and "update_ratio" in _kinds(handle)
+    assert [a.kind for a in handle.advice] == ["decay_on_bias_or_norm"]
+    assert "finetuning_lr" in _kinds(handle)
     assert ("grad_accumulation" in _kinds(handle)) == (zeroing is None)
     for p, q in zip(plain.parameters(), watched.parameters(), strict=True):
         assert torch.equal(p, q) and torch.equal(p.grad, q.grad)

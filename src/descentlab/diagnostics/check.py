@@ -12,6 +12,7 @@ made. What the two sides exchange is defined in :mod:`~descentlab.diagnostics.pr
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 
 import torch
 
-from . import protocol
+from . import protocol, provenance
 from .guards import Finding, guard
 
 __all__ = ["SITE", "attach_everywhere", "run", "summary"]
@@ -72,11 +73,14 @@ def run(command: list[str], out: TextIO = sys.stderr, *, finetuning: bool = Fals
 
 
 def summary(entries: list[dict[str, Any]], code: int, signal: int | None = None) -> str:
-    """The end-of-run summary: optimizers guarded, then each finding on its own line.
-    ``signal``: the signal that killed the command (its ``code`` is then 128 + it)."""
-    attached = Counter(e[protocol.ATTACHED] for e in entries if protocol.ATTACHED in e)
-    findings = [e for e in entries if protocol.is_finding(e)]
-    guarded = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in attached.items()) or "none"
+    """The end-of-run summary: optimizers guarded, then each finding on its own line, then
+    advice. A problem found on several optimizers is one line naming them (``[AdamW #1-#20]``:
+    the instances in the order they were guarded). ``signal``: the signal that killed the
+    command (its ``code`` is then 128 + it)."""
+    attached = [e for e in entries if protocol.ATTACHED in e]
+    number = {e.get(protocol.INSTANCE): n for n, e in enumerate(attached, 1)}
+    classes = Counter(e[protocol.ATTACHED] for e in attached)
+    guarded = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in classes.items()) or "none"
     how = f"exit code {code}"
     if signal is not None:
         import signal as signals
@@ -86,6 +90,9 @@ def summary(entries: list[dict[str, Any]], code: int, signal: int | None = None)
         except ValueError:
             how += f" (killed by signal {signal})"
     lines = [f"descentlab check: {how}; optimizers guarded: {guarded}"]
+    found = [e for e in entries if protocol.is_finding(e)]
+    findings = _grouped([e for e in found if not e.get(protocol.ADVICE)], number)
+    advice = _grouped([e for e in found if e.get(protocol.ADVICE)], number)
     if not attached and not any(protocol.LOADED in e for e in entries):
         lines.append(
             "  the guard did not load in the command's Python (run with -E or -I, or an "
@@ -97,12 +104,51 @@ def summary(entries: list[dict[str, Any]], code: int, signal: int | None = None)
         lines.append("  no pitfall found")
     else:
         lines.append(f"  {len(findings)} finding(s):")
-        for f in findings:
-            lines.append(
-                f"  - [{f[protocol.OPTIMIZER]}] {f['kind']} (step {f['step']}): {f['param']}: "
-                f"{f['detail']}; fix: {f['fix']}"
-            )
+        lines.extend(_line(f, who) for f, who in findings)
+    if advice:
+        lines.append("  advice (not a pitfall):")
+        lines.extend(_line(f, who) for f, who in advice)
     return "\n".join(lines)
+
+
+def _grouped(
+    entries: list[dict[str, Any]], number: dict[Any, int]
+) -> list[tuple[dict[str, Any], str]]:
+    """One (first entry, "Class #i-#j") per problem: entries of one kind on the same
+    parameter of optimizers of one class are one problem."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((e["kind"], e.get("param"), e[protocol.OPTIMIZER]), []).append(e)
+    out = []
+    for same in groups.values():
+        who = same[0][protocol.OPTIMIZER]
+        if len(number) > 1:
+            found = sorted(
+                {number[e[protocol.INSTANCE]] for e in same if e.get(protocol.INSTANCE) in number}
+            )
+            who += " " + _ranges(found) if found else ""
+        out.append((same[0], who))
+    return out
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` as ``"#1-#3, #5"``."""
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"#{start}" if start == prev else f"#{start}-#{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(parts)
+
+
+def _line(f: dict[str, Any], who: str) -> str:
+    return (
+        f"  - [{who}] {f['kind']} (step {f['step']}): {f['param']}: {f['detail']}; fix: {f['fix']}"
+    )
 
 
 _ATTACHED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
@@ -115,27 +161,44 @@ optimizer, through the step hooks it registers on it."""
 def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None = None) -> Any:
     """Guard every optimizer of this process from its first step on (``descentlab check``).
 
-    Registers torch's global step pre-hook; each finding is appended to ``report`` as one
-    JSON line as soon as it is made, so a script that crashes or exits early loses none.
-    Returns the hook's handle.
+    Registers torch's global step pre-hook, and watches ``load_state_dict`` (the evidence of
+    fine-tuning: :func:`~.provenance.watch_loads`); each finding is appended to ``report`` as
+    one JSON line as soon as it is made, so a script that crashes or exits early loses none.
+    Returns a handle whose ``remove()`` undoes both.
     """
     path = os.fspath(report)
+    count = itertools.count(1)
+    pid = os.getpid()
 
-    def record(optimizer: torch.optim.Optimizer, finding: Finding) -> None:
-        protocol.append(path, protocol.finding_entry(asdict(finding), type(optimizer).__name__))
+    def record(optimizer: torch.optim.Optimizer, instance: str, finding: Finding) -> None:
+        entry = protocol.finding_entry(asdict(finding), type(optimizer).__name__, instance)
+        protocol.append(path, entry)
 
     def on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if optimizer in _ATTACHED:
             return
         handle = guard(optimizer, finetuning=finetuning, warn=False)
         _ATTACHED.add(optimizer)
-        protocol.append(path, protocol.attached_entry(type(optimizer).__name__))
-        for finding in handle.findings:  # found when attaching (the optimizer's settings)
-            record(optimizer, finding)
-        handle.on_finding = functools.partial(record, optimizer)
+        instance = f"{pid}:{next(count)}"
+        protocol.append(path, protocol.attached_entry(type(optimizer).__name__, instance))
+        for finding in [*handle.findings, *handle.advice]:  # found at attach (the settings)
+            record(optimizer, instance, finding)
+        handle.on_finding = functools.partial(record, optimizer, instance)
 
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    handle = register_optimizer_step_pre_hook(on_step)
-    protocol.append(path, protocol.loaded_entry(os.getpid()))
-    return handle
+    loads = provenance.watch_loads()
+    hook = register_optimizer_step_pre_hook(on_step)
+    protocol.append(path, protocol.loaded_entry(pid))
+    return _Handles([hook, loads])
+
+
+class _Handles:
+    """Several removable handles as one."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self._handles = handles
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()

@@ -3,24 +3,34 @@
 :func:`guard` attaches to any ``torch.optim`` optimizer (descentlab's drop-ins included)
 through torch's per-optimizer step hooks and per-parameter gradient hooks. It only reads:
 parameters, gradients and optimizer state are never written, and the guarded run is
-bit-identical to the unguarded one. Each pitfall is reported once, as a
-:class:`PitfallWarning` whose one-line message names the parameter, the measured figure and
-the fix, and is kept as a :class:`Finding` in :attr:`Guard.findings`.
+bit-identical to the unguarded one. Each pitfall is reported once per optimizer (one finding
+per problem, naming the first parameter and how many more), as a :class:`PitfallWarning`
+whose one-line message names the parameter, the measured figure and the fix, and is kept as
+a :class:`Finding` in :attr:`Guard.findings`.
 
 What it catches (``kind`` of the finding):
 
 * ``"grad_accumulation"`` - a step reads a ``.grad`` that still holds the gradient of a
   previous step (``zero_grad`` forgotten);
+* ``"zeroed_before_step"`` - backward passes reached the parameters since the last step,
+  but every gradient is ``None`` or zero when the step runs (``zero_grad()`` called between
+  ``backward()`` and ``step()``: nothing trains);
 * ``"coupled_weight_decay"`` - an adaptive optimizer (Adam, RMSprop...) with L2
   ``weight_decay``: the decay is divided by the adaptive denominator; use AdamW;
 * ``"nonfinite_grad"`` - a gradient holding a NaN or an infinity;
-* ``"update_ratio"`` - ``||dw|| / ||w||`` above ``max_update_ratio`` in the first steps
-  (by default on weight tensors of ``RATIO_MIN_NUMEL`` elements or more; every weight
-  tensor with ``finetuning=True``);
+* ``"finetuning_lr"`` - weights that hold learned values (loaded from a checkpoint or
+  trained by an earlier optimizer: :mod:`.provenance`), moved by a fresh optimizer by more
+  than ``max_update_ratio`` of their norm in one of its first steps, or by more than
+  ``max_drift`` of it within its first ``finetuning_window`` steps (a warmup included);
 * ``"eps_underflow"`` - a 16-bit parameter whose ``eps`` rounds to zero in its dtype;
-* ``"decay_on_bias_or_norm"`` - weight decay applied to biases or normalization weights;
+* ``"second_moment_underflow"`` - float16 parameters whose running mean of squared
+  gradients is 0 where the gradient is not (steps of m/eps);
 * ``"lr_jump"`` - the lr of a group changed by ``lr_jump`` times or more between two steps,
   in an optimizer that keeps the lr inside its velocity (none of torch.optim's does).
+
+Advice, kept apart in :attr:`Guard.advice` and never warned: ``"decay_on_bias_or_norm"``
+(weight decay on biases and normalization weights: the usual recipe leaves them out, but a
+small decay there rarely matters and is not one of the seed's pitfalls).
 
 Example:
     >>> import torch, warnings
@@ -32,8 +42,8 @@ Example:
     ...     g = guard(opt, model)
     >>> print(caught[0].message)  # doctest: +ELLIPSIS
     coupled_weight_decay after 0 steps: group 0 (Adam, 2 params, first weight): ...
-    >>> [f.kind for f in g.findings]
-    ['coupled_weight_decay', 'decay_on_bias_or_norm']
+    >>> [f.kind for f in g.findings], [a.kind for a in g.advice], len(caught)
+    (['coupled_weight_decay'], ['decay_on_bias_or_norm'], 1)
     >>> g.remove()
 """
 
@@ -52,7 +62,8 @@ import torch
 from torch import nn
 
 from ..engines.policy import is_low_precision
-from .hooks import StepHooks, UpdateMeter, as_float
+from . import provenance
+from .hooks import StepHooks, UpdateMeter, as_float, norms
 from .weight_decay import decay_split, norm_params
 from .zero_grad import ZeroGradDetector
 
@@ -62,28 +73,30 @@ __all__ = ["Finding", "Guard", "PitfallWarning", "guard"]
 # ratio of the update magnitudes to the value magnitudes) is ~1e-3 per step. Adam's first
 # steps move every element by about lr, so the ratio is about lr / rms(w). Pretrained
 # transformer weights have rms ~0.02-0.03 (initialised with std 0.02), so Adam's default
-# 1e-3 gives 0.03-0.05 per step: 30-50x the rule of thumb, the fine-tuning pitfall, which
-# wipes out pretrained weights within a few hundred steps. Freshly initialised layers have
-# rms(w) ~ 1/sqrt(fan_in) (0.1-0.3 for small layers), where lr 1e-3..3e-3 stays below 0.03.
-# The default sits between the two; a from-scratch run with tiny weights or a large lr may
-# still cross it (raise it, or pass ``max_update_ratio=None``).
-# From scratch, the first steps of a small layer are naturally large (Adam moves every
-# element by ~lr while rms(w) ~ 1/sqrt(fan_in) is small): the lab's MLPs and CNNs reach
-# ratios of 0.03-0.2 at their best lrs and train well. Pretrained layers are large (a
-# 256x256 matrix and up), and there a large first step is the fine-tuning pitfall or, from
-# scratch, a missing warmup (Adam on transformers: Liu et al., 2020). So by default only
-# tensors of RATIO_MIN_NUMEL elements or more are watched; ``finetuning=True`` watches all.
-RATIO_MIN_NUMEL = 65_536
+# 1e-3 gives 0.03-0.05 per step on them: 30-50x the rule of thumb, the fine-tuning pitfall,
+# which wipes out pretrained weights within a few hundred steps. From scratch the same steps
+# are normal (the lab's MLPs and CNNs reach 0.03-0.2 at their best lrs and train well), so
+# the ratio is only watched on weights that hold learned values (:mod:`.provenance`).
 MAX_UPDATE_RATIO = 3e-2
-# The number of first steps whose update ratio is measured (a copy of each weight tensor is
-# kept during those steps only).
+# The number of first steps whose update ratio is measured (a copy of each watched weight
+# tensor is kept during those steps only).
 RATIO_STEPS = 3
+# A warmup hides a destructive peak lr from the first steps, so the whole early phase is
+# watched too: the distance ||w_t - w_0|| / ||w_0|| every DRIFT_EVERY steps for the first
+# FINETUNING_WINDOW steps (one copy of the watched tensors is kept for that long). Fine-tuning
+# at a sound lr moves learned weights by a few percent there; a destructive one by their
+# whole norm (measured on the check corpus: see tests/check_corpus).
+MAX_DRIFT = 0.5
+FINETUNING_WINDOW = 200
+DRIFT_EVERY = 10
 LR_JUMP = 10.0
 # The state keys of torch.optim's running means of squared gradients (Adam's family,
 # RMSprop and Adadelta; Adagrad's sum), and the share of a float16 tensor's moving weights
 # whose mean may be 0 before it is reported: a few exact zeros are chance, 1% is underflow.
 SECOND_MOMENTS = ("exp_avg_sq", "square_avg", "sum")
 UNDERFLOW_SHARE = 0.01
+ADVICE = frozenset({"decay_on_bias_or_norm"})
+"""Kinds that are advice, not pitfalls: kept in ``Guard.advice``, never warned."""
 
 _ADAPTIVE = {"Adam", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta"}
 # Frames skipped to point a warning at the user's call: this package (the guard, its hooks,
@@ -108,6 +121,7 @@ class Finding:
     detail: str
     fix: str
     step: int  # optimizer steps completed when it was found (0: at attach time)
+    advice: bool = False  # advice, not a pitfall (``ADVICE``): never warned
 
     @property
     def message(self) -> str:
@@ -117,7 +131,8 @@ class Finding:
 
 @dataclass
 class Guard(StepHooks):
-    """The handle returned by :func:`guard`: ``findings``, ``remove()``; a context manager."""
+    """The handle returned by :func:`guard`: ``findings``, ``advice``, ``remove()``; a
+    context manager."""
 
     optimizer: torch.optim.Optimizer
     model: nn.Module | None = None
@@ -127,19 +142,27 @@ class Guard(StepHooks):
     check_every: int = 1
     ratio_steps: int = RATIO_STEPS
     finetuning: bool | None = None
+    max_drift: float | None = MAX_DRIFT
+    finetuning_window: int = FINETUNING_WINDOW
     findings: list[Finding] = field(default_factory=list)
+    advice: list[Finding] = field(default_factory=list)
     steps: int = 0
     on_finding: Callable[[Finding], None] | None = None  # called with each new finding
     warn: bool = True  # each finding is also a PitfallWarning
     _handles: list[Any] = field(default_factory=list, repr=False)
     _tracks: dict[int, ZeroGradDetector] = field(default_factory=dict, repr=False)
     _names: dict[int, str] = field(default_factory=dict, repr=False)
-    _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _reported: set[str] = field(default_factory=set, repr=False)
     _settings: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     _meter: UpdateMeter = field(default_factory=UpdateMeter, repr=False)
     _measured: list[tuple[int, int, torch.Tensor]] = field(default_factory=list, repr=False)
     _lrs: list[float] = field(default_factory=list, repr=False)
     _norm_params: set[int] = field(default_factory=set, repr=False)
+    _training: provenance.Training = field(default_factory=provenance.Training, repr=False)
+    _learned: dict[int, str] = field(default_factory=dict, repr=False)  # id -> why learned
+    _origins: list[tuple[int, int, torch.Tensor, torch.Tensor]] = field(
+        default_factory=list, repr=False
+    )  # (group, index, param, its value at the first step) while the early phase lasts
 
     # -- attaching --------------------------------------------------------------------------
 
@@ -236,6 +259,7 @@ class Guard(StepHooks):
                         f"parameter(s) of group {g} towards 0",
                         "put them in a group with weight_decay=0: "
                         "descentlab.param_groups_for_decay(model, weight_decay)",
+                        advice=True,
                     )
             eps = group.get("eps")
             if isinstance(eps, (int, float)) and eps > 0 and not computes_in_fp32:
@@ -279,9 +303,12 @@ class Guard(StepHooks):
         self._check_settings()
         self._check_lr()
         self._check_accumulation()
+        self._check_zeroed()
+        if self.steps == 0:
+            self._begin_early_phase()
         if self.check_every > 0 and self.steps % self.check_every == 0:
             self._check_finite()
-        if self.max_update_ratio is not None and self.steps < self.ratio_steps:
+        if self.max_update_ratio is not None and self._learned and self.steps < self.ratio_steps:
             self._measured = [
                 (g, i, p) for g, i, p in self._params() if p.grad is not None and self._watched(p)
             ]
@@ -298,6 +325,89 @@ class Guard(StepHooks):
         for detector in self._tracks.values():
             detector.step_taken()
         self.steps += 1
+        self._training.steps = self.steps
+        if self._origins and (
+            self.steps % DRIFT_EVERY == 0 or self.steps >= self.finetuning_window
+        ):
+            self._check_drift()
+
+    # -- zero_grad between backward and step ------------------------------------------------
+
+    def _check_zeroed(self) -> None:
+        """Backward passes reached parameters since the last step, yet every one of them has
+        a ``None`` or all-zero gradient now: the gradients were reset before the step."""
+        reached = [
+            (g, i, p, track.at_step())
+            for g, i, p in self._params()
+            if (track := self._tracks.get(id(p))) is not None
+        ]
+        reached = [r for r in reached if r[3] != "none"]
+        if not reached or any(state == "kept" for *_, state in reached):
+            return
+        touched = [
+            p.grad for _, _, p, state in reached if state == "touched" and p.grad is not None
+        ]
+        if touched and any(_any_nonzero(touched)):
+            return
+        g, i, p, _ = reached[0]
+        more = f" (and {len(reached) - 1} more parameters)" if len(reached) > 1 else ""
+        self._report(
+            "zeroed_before_step",
+            self._name(g, i, p),
+            len(reached),
+            f"backward() reached it since the last step, but its gradient is "
+            f"{'None' if p.grad is None else 'zero'} as the step runs{more}: nothing trains",
+            "call optimizer.zero_grad() before loss.backward() (or after optimizer.step()), "
+            "never between backward() and step()",
+        )
+
+    # -- fine-tuning: learned weights moved too far ------------------------------------------
+
+    def _begin_early_phase(self) -> None:
+        """At the first step: which weight tensors hold learned values (watched), a copy of
+        them for the drift, and this optimizer noted as the one that now trains them. A
+        resumed run (optimizer state loaded) is not a fresh start: nothing is watched."""
+        params = [(g, i, p) for g, i, p in self._params() if p.requires_grad]
+        resumed = any(self.optimizer.state.get(p) for _, _, p in params)
+        self._learned = {}
+        if self.finetuning is not False and not resumed:
+            for _, _, p in params:
+                if p.dim() < 2:
+                    continue  # biases and norms: their scale says little
+                why = "finetuning=True" if self.finetuning else provenance.learned(p)
+                if why is not None:
+                    self._learned[id(p)] = why
+        provenance.claim([p for _, _, p in params], self._training)
+        if self.max_drift is not None and self.finetuning_window > 0:
+            with torch.no_grad():
+                self._origins = [
+                    (g, i, p, p.detach().clone()) for g, i, p in params if self._watched(p)
+                ]
+
+    def _check_drift(self) -> None:
+        assert self.max_drift is not None
+        origins, self._origins = self._origins, []
+        with torch.no_grad():
+            start = [w0 for *_, w0 in origins]
+            size = norms(start)
+            moved = norms(torch._foreach_sub([p.detach() for _, _, p, _ in origins], start))
+        drifts = [(m / w, k) for k, (m, w) in enumerate(zip(moved, size, strict=True)) if w > 0]
+        far = [(d, k) for d, k in drifts if d > self.max_drift]
+        if far:
+            drift, k = max(far)
+            g, i, p, _ = origins[k]
+            more = f" (and {len(far) - 1} more tensors)" if len(far) > 1 else ""
+            self._report(
+                "finetuning_lr",
+                self._name(g, i, p),
+                drift,
+                f"||w - w0||/||w0|| = {drift:.3g} > {self.max_drift:g} after {self.steps} "
+                f"steps of this optimizer{more}: learned weights ({self._learned[id(p)]}) "
+                "are being overwritten",
+                _FINETUNING_FIX,
+            )
+        elif self.steps < self.finetuning_window:
+            self._origins = origins  # keep watching the early phase
 
     def _check_finite(self) -> None:
         grads = [
@@ -360,41 +470,46 @@ class Guard(StepHooks):
     def _check_ratio(self) -> None:
         assert self.max_update_ratio is not None
         update, before = self._meter.end()
-        for (g, i, p), du, w in zip(self._measured, update, before, strict=True):
-            if w == 0 or not math.isfinite(w):
-                continue
-            ratio = du / w
-            if ratio > self.max_update_ratio:
-                self._report(
-                    "update_ratio",
-                    self._name(g, i, p),
-                    ratio,
-                    f"||dw||/||w|| = {ratio:.3g} > {self.max_update_ratio:g} "
-                    f"(step {self.steps + 1}; rule of thumb ~1e-3)",
-                    "lower the lr (fine-tuning: 1e-5..1e-4 with Adam) or add a warmup",
-                )
+        high = [
+            (du / w, k)
+            for k, (du, w) in enumerate(zip(update, before, strict=True))
+            if w > 0 and math.isfinite(w) and du / w > self.max_update_ratio
+        ]
+        if high:
+            ratio, k = max(high)
+            g, i, p = self._measured[k]
+            more = f" (and {len(high) - 1} more tensors)" if len(high) > 1 else ""
+            self._report(
+                "finetuning_lr",
+                self._name(g, i, p),
+                ratio,
+                f"||dw||/||w|| = {ratio:.3g} > {self.max_update_ratio:g} at step "
+                f"{self.steps + 1}{more} on learned weights ({self._learned[id(p)]}); rule "
+                "of thumb ~1e-3",
+                _FINETUNING_FIX,
+            )
         self._measured = []
 
     # -- reporting ----------------------------------------------------------------------------
 
     def _watched(self, p: torch.Tensor) -> bool:
-        """Is ``p`` a weight tensor whose update ratio is measured?"""
-        if p.dim() < 2 or self.finetuning is False:
-            return False
-        return bool(self.finetuning) or p.numel() >= RATIO_MIN_NUMEL
+        """Is ``p`` a weight tensor holding learned values, whose steps are measured?"""
+        return id(p) in self._learned
 
     def _no_decay(self, p: torch.Tensor, params: list[torch.Tensor]) -> bool:
         return any(q is p for q in decay_split(params, self._norm_params)[1])
 
-    def _report(self, kind: str, param: str, figure: float, detail: str, fix: str) -> None:
-        if (kind, param) in self._reported:
-            return
-        self._reported.add((kind, param))
-        finding = Finding(kind, param, float(figure), detail, fix, self.steps)
-        self.findings.append(finding)
+    def _report(
+        self, kind: str, param: str, figure: float, detail: str, fix: str, advice: bool = False
+    ) -> None:
+        if kind in self._reported:
+            return  # one finding per problem
+        self._reported.add(kind)
+        finding = Finding(kind, param, float(figure), detail, fix, self.steps, advice)
+        (self.advice if advice else self.findings).append(finding)
         if self.on_finding is not None:
             self.on_finding(finding)
-        if self.warn:
+        if self.warn and not advice:
             warnings.warn(finding.message, PitfallWarning, stacklevel=_user_stacklevel())
 
 
@@ -408,6 +523,8 @@ def guard(
     check_every: int = 1,
     ratio_steps: int = RATIO_STEPS,
     finetuning: bool | None = None,
+    max_drift: float | None = MAX_DRIFT,
+    finetuning_window: int = FINETUNING_WINDOW,
     warn: bool = True,
 ) -> Guard:
     """Watch ``optimizer`` for training-loop pitfalls; returns a :class:`Guard`.
@@ -416,19 +533,27 @@ def guard(
         optimizer: any ``torch.optim.Optimizer`` (descentlab's drop-ins included).
         model: names parameters by module path and recognises normalization layers.
         accumulation_steps: backward passes one step may sum (gradient accumulation).
-        max_update_ratio: ``||dw|| / ||w||`` per weight tensor above which the first
-            ``ratio_steps`` steps are reported (default ``MAX_UPDATE_RATIO`` = 3e-2, 30 times
-            the ~1e-3 rule of thumb; its source is noted there); ``None`` switches it off.
+        max_update_ratio: ``||dw|| / ||w||`` of a learned weight tensor above which one of
+            the first ``ratio_steps`` steps is reported (default ``MAX_UPDATE_RATIO`` = 3e-2,
+            30 times the ~1e-3 rule of thumb; its source is noted there); ``None``: off.
         lr_jump: factor of lr change between two steps reported for optimizers that keep the
             lr inside the velocity (those with ``lr_inside_velocity = True``; torch.optim and
             descentlab apply a new lr at once, so they are never reported); ``None`` disables.
         check_every: scan gradients for NaN/inf every this many steps (0 disables).
         ratio_steps: how many first steps measure the update ratio.
-        finetuning: ``True`` measures the update ratio of every weight tensor (you adapt
-            trained weights: any large first step destroys what they learned); ``None``
-            (default) only of tensors with ``RATIO_MIN_NUMEL`` (65,536) elements or more,
-            as small freshly initialised layers take large first steps harmlessly;
-            ``False`` never.
+        finetuning: which weight tensors (2-D and up) hold learned values, whose early
+            steps are watched. ``None`` (default): those with evidence
+            (:func:`~descentlab.diagnostics.provenance.learned`: trained by an earlier
+            guarded optimizer of this process, or loaded by ``load_state_dict`` with values
+            this process never saw untrained; loads are seen under ``descentlab check``, or
+            after :func:`~descentlab.diagnostics.provenance.watch_loads`); an optimizer
+            whose state was loaded (a resumed run) watches none. ``True``: every weight
+            tensor (you adapt trained weights). ``False``: none. From scratch large first
+            steps are harmless, so fresh weights are never watched.
+        max_drift: ``||w_t - w_0|| / ||w_0||`` of a learned weight tensor above which the
+            early phase (the first ``finetuning_window`` steps, read every ``DRIFT_EVERY``
+            steps) is reported: a warmup hides a destructive peak lr from the first steps;
+            ``None``: off. One copy of the learned tensors is kept during that phase.
         warn: give each finding as a :class:`PitfallWarning` too (``descentlab check``
             turns this off: it reports the findings at the end, and a script run with
             ``-W error`` must not die of a warning it never asked for).
@@ -448,10 +573,33 @@ def guard(
         check_every=check_every,
         ratio_steps=ratio_steps,
         finetuning=finetuning,
+        max_drift=max_drift,
+        finetuning_window=finetuning_window,
         warn=warn,
     )
     handle._attach()
     return handle
+
+
+_FINETUNING_FIX = (
+    "lower the lr for the learned weights (fine-tuning: 1e-5..1e-4 with Adam, ~10x below the "
+    "pretraining lr), including the warmup's peak; a new head may have its own param group "
+    "with a larger lr"
+)
+
+
+def _any_nonzero(tensors: list[torch.Tensor]) -> list[bool]:
+    """Whether each tensor holds a non-zero element: one read per device."""
+    by_device: dict[torch.device, list[int]] = {}
+    for k, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(k)
+    out = [False] * len(tensors)
+    with torch.no_grad():
+        for ks in by_device.values():
+            flags = torch.stack([tensors[k].any() for k in ks]).tolist()
+            for k, flag in zip(ks, flags, strict=True):
+                out[k] = bool(flag)
+    return out
 
 
 def _descentlab_optimizer(optimizer: torch.optim.Optimizer) -> bool:

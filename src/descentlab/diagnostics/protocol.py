@@ -11,13 +11,13 @@ by file path and without importing the package: it must import nothing but the s
 library, and little of it.
 
 Example:
-    >>> entry = finding_entry({"kind": "lr_jump", "step": 3}, "SGD")
+    >>> entry = finding_entry({"kind": "lr_jump", "step": 3}, "SGD", "41:1")
     >>> entry
-    {'kind': 'lr_jump', 'step': 3, 'optimizer': 'SGD'}
-    >>> is_finding(entry), is_finding(attached_entry("SGD"))
+    {'kind': 'lr_jump', 'step': 3, 'optimizer': 'SGD', 'instance': '41:1'}
+    >>> is_finding(entry), is_finding(attached_entry("SGD", "41:1"))
     (True, False)
-    >>> parse_report(dumps(attached_entry("SGD")) + "\\n" + '{"cut sh')  # a line cut short
-    [{'attached': 'SGD'}]
+    >>> parse_report(dumps(attached_entry("SGD", "41:1")) + "\\n" + '{"cut sh')  # cut short
+    [{'attached': 'SGD', 'instance': '41:1'}]
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import json
 from typing import Any
 
 __all__ = [
+    "ADVICE",
     "ATTACHED",
     "FINDING",
+    "INSTANCE",
     "LOADED",
     "OPTIMIZER",
     "REPORT_ENV",
@@ -66,6 +68,11 @@ FINDING = "kind"
 """Key present in every finding entry (the fields of a guard's ``Finding``)."""
 OPTIMIZER = "optimizer"
 """Key added to a finding entry: the class name of the optimizer it was found on."""
+INSTANCE = "instance"
+"""Key of attached and finding entries: which optimizer (``"<pid>:<n>"``, the n-th guarded
+in that process), so that a summary tells the instances of one class apart."""
+ADVICE = "advice"
+"""Key of a finding entry, true where it is advice rather than a pitfall."""
 
 
 def watch_every_tensor(environ: dict[str, str] | Any) -> bool:
@@ -78,14 +85,15 @@ def loaded_entry(pid: int) -> dict[str, Any]:
     return {LOADED: pid}
 
 
-def attached_entry(optimizer: str) -> dict[str, Any]:
-    """The entry saying an optimizer of class ``optimizer`` is now guarded."""
-    return {ATTACHED: optimizer}
+def attached_entry(optimizer: str, instance: str) -> dict[str, Any]:
+    """The entry saying an optimizer of class ``optimizer`` is now guarded, as ``instance``."""
+    return {ATTACHED: optimizer, INSTANCE: instance}
 
 
-def finding_entry(finding: dict[str, Any], optimizer: str) -> dict[str, Any]:
-    """The entry of one finding (a ``Finding`` as a dict) on an optimizer of that class."""
-    return {**finding, OPTIMIZER: optimizer}
+def finding_entry(finding: dict[str, Any], optimizer: str, instance: str) -> dict[str, Any]:
+    """The entry of one finding (a ``Finding`` as a dict) on optimizer ``instance`` of class
+    ``optimizer``."""
+    return {**finding, OPTIMIZER: optimizer, INSTANCE: instance}
 
 
 def is_finding(entry: dict[str, Any]) -> bool:

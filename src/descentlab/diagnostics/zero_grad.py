@@ -79,6 +79,21 @@ class ZeroGradDetector:
         now would throw away."""
         return min(self.since_step, self.since_reset)
 
+    def at_step(self) -> str:
+        """What ``.grad`` holds as a step begins, read without touching the device: ``"none"``
+        (no backward pass reached it since the last step), ``"reset"`` (passes since the last
+        step, then ``.grad`` set to ``None``), ``"kept"`` (the very sum the last pass left)
+        or ``"touched"`` (changed in place since: clipped, unscaled, or zeroed; read it)."""
+        param = self._param()
+        if not self.since_step or param is None:
+            return "none"
+        grad = param.grad
+        if grad is None:
+            return "reset"
+        if self._grad is not None and self._grad() is grad and grad._version == self._version:
+            return "kept"
+        return "touched"
+
     def step_taken(self) -> None:
         """Tell the detector an optimizer step read ``.grad`` (call it after each step)."""
         self.since_step = 0
