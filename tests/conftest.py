@@ -7,6 +7,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Training scripts that test_check_corpus.py runs under `descentlab check`, each in its own
+# process; importing them here would train at collection time.
+collect_ignore = ["check_corpus"]
+
 # The default engine starts compiling in the background once a PROCESS has spent 20 s of
 # eager stepping on one kernel: a whole test session would cross that at a moment that
 # depends on the machine's speed. Tests see the eager engine; the background switch has
