@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -173,7 +174,7 @@ def test_series_rows_and_errors() -> None:
     steps, lrs = tm.series("lr")
     assert steps == [1, 3, 5] and lrs == [1e-3] * 3
     assert set(tm.rows()[0]) == {"step", "group", "param", "lr", "grad_norm", "update_norm",
-                                 "param_norm", "ratio"}  # fmt: skip
+                                 "param_norm", "ratio", "moment_underflow"}  # fmt: skip
     with pytest.raises(ValueError, match="choose one of: lr, grad_norm"):
         tm.series("loss")
     with pytest.raises(ValueError, match="every must be an integer >= 1"):
@@ -212,3 +213,35 @@ def test_the_copy_is_allocated_once() -> None:
     assert {k: v.data_ptr() for k, v in tm._meter._buffers.items()} == first
     tm.remove()
     assert tm._meter._buffers == {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["float16", "float32"])
+def test_an_underflowing_float16_second_moment_is_measured_and_named(
+    dtype: torch.dtype,
+) -> None:
+    """Pure float16 AdamW with ordinary small gradients: the mean of squared gradients is 0
+    for the weights that move, each sample says what share, and one warning says what to do
+    (float32: 0 and silent)."""
+    from descentlab import PitfallWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Linear(32, 1)).to(dtype)
+    opt = dt.AdamW(model.parameters(), lr=1e-3)
+    tm = telemetry(opt, model, every=5, per_tensor=True)
+    x = torch.randn(16, 32).to(dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(10):
+            opt.zero_grad()
+            (model(x).float().square().mean() * 1e-4).backward()
+            opt.step()
+    shares = [s.moment_underflow for s in tm.history]
+    assert len(shares) == 2 * 5  # 2 sampled steps: the group and its 4 tensors
+    messages = [str(w.message) for w in caught if issubclass(w.category, PitfallWarning)]
+    if dtype == torch.float16:
+        assert min(s.moment_underflow for s in tm.history if s.param == "") > 0.5
+        assert len(messages) == 1 and "float32 master weights" in messages[0]
+        assert tm.series("moment_underflow")[1][0] == shares[0]
+    else:
+        assert shares == [0.0] * 10 and messages == []
+    tm.remove()

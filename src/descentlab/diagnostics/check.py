@@ -36,8 +36,8 @@ SITE = Path(__file__).resolve().parent / protocol.SITE_FOLDER
 
 def run(command: list[str], out: TextIO = sys.stderr, *, finetuning: bool = False) -> int:
     """Run ``command`` with every optimizer guarded; print the summary to ``out``; return
-    the command's exit code. ``finetuning``: watch the update ratio of every weight tensor
-    (``guard(finetuning=True)``), not only of large ones."""
+    the command's exit code. ``finetuning``: treat every weight tensor as learned
+    (``guard(finetuning=True)``), not only those with evidence."""
     if not command:
         raise ValueError(
             "give the command to run after --, e.g. descentlab check -- python train.py"

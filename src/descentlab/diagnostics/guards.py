@@ -63,11 +63,20 @@ from torch import nn
 
 from ..engines.policy import is_low_precision
 from . import provenance
-from .hooks import StepHooks, UpdateMeter, as_float, norms
+from .hooks import (
+    SECOND_MOMENTS,
+    UNDERFLOW_FIX,
+    UNDERFLOW_SHARE,
+    StepHooks,
+    UpdateMeter,
+    as_float,
+    moment_underflow,
+    norms,
+)
 from .weight_decay import decay_split, norm_params
 from .zero_grad import ZeroGradDetector
 
-__all__ = ["Finding", "Guard", "PitfallWarning", "guard"]
+__all__ = ["SECOND_MOMENTS", "UNDERFLOW_SHARE", "Finding", "Guard", "PitfallWarning", "guard"]
 
 # Karpathy's "update/data ratio" rule of thumb (CS231n notes, "Neural Networks Part 3":
 # ratio of the update magnitudes to the value magnitudes) is ~1e-3 per step. Adam's first
@@ -90,11 +99,6 @@ MAX_DRIFT = 0.5
 FINETUNING_WINDOW = 200
 DRIFT_EVERY = 10
 LR_JUMP = 10.0
-# The state keys of torch.optim's running means of squared gradients (Adam's family,
-# RMSprop and Adadelta; Adagrad's sum), and the share of a float16 tensor's moving weights
-# whose mean may be 0 before it is reported: a few exact zeros are chance, 1% is underflow.
-SECOND_MOMENTS = ("exp_avg_sq", "square_avg", "sum")
-UNDERFLOW_SHARE = 0.01
 ADVICE = frozenset({"decay_on_bias_or_norm"})
 """Kinds that are advice, not pitfalls: kept in ``Guard.advice``, never warned."""
 
@@ -437,23 +441,15 @@ class Guard(StepHooks):
             )
 
     def _check_second_moment(self) -> None:
-        """float16 parameters whose running mean of squared gradients (kept in float16, as
-        torch.optim keeps it) underflows to 0 where the gradient is not 0: g**2 below 6e-8
-        for |g| below 2.4e-4, ordinary gradients. The step is then m / eps, far too large,
-        and the weights drift without a NaN to stop the run."""
-        offenders = []
-        with torch.no_grad():
-            for g, i, p in self._params():
-                if p.dtype != torch.float16 or p.grad is None or p.grad.is_sparse:
-                    continue
-                state = self.optimizer.state.get(p, {})
-                v = next((state[k] for k in SECOND_MOMENTS if k in state), None)
-                if not isinstance(v, torch.Tensor) or v.shape != p.grad.shape:
-                    continue
-                nonzero = p.grad != 0
-                lost, moving = int((nonzero & (v == 0)).sum()), int(nonzero.sum())
-                if lost > UNDERFLOW_SHARE * max(moving, 1):
-                    offenders.append((g, i, p, lost, moving))
+        """float16 parameters whose running mean of squared gradients underflows to 0 where
+        the gradient is not 0 (:func:`~.hooks.moment_underflow`): steps of m / eps."""
+        params = self._params()
+        counts = moment_underflow(self.optimizer, [p for _, _, p in params])
+        offenders = [
+            (g, i, p, lost, moving)
+            for (g, i, p), (lost, moving) in zip(params, counts, strict=True)
+            if moving and lost > UNDERFLOW_SHARE * moving
+        ]
         if offenders:
             g, i, p, lost, moving = offenders[0]
             more = f" (and {len(offenders) - 1} more parameters)" if len(offenders) > 1 else ""
@@ -463,8 +459,7 @@ class Guard(StepHooks):
                 lost / moving,
                 f"the float16 mean of squared gradients is 0 for {lost} of {moving} weights "
                 f"with a gradient{more}: their steps become m/eps, far too large",
-                "keep float32 master weights (a float32 model under torch.autocast with "
-                "torch.amp.GradScaler), or train in bfloat16 (float32's range)",
+                UNDERFLOW_FIX,
             )
 
     def _check_ratio(self) -> None:

@@ -27,7 +27,55 @@ import torch
 
 from ..engines.policy import is_low_precision
 
-__all__ = ["StepHooks", "UpdateMeter", "as_float", "norms", "total"]
+__all__ = [
+    "SECOND_MOMENTS",
+    "UNDERFLOW_FIX",
+    "UNDERFLOW_SHARE",
+    "StepHooks",
+    "UpdateMeter",
+    "as_float",
+    "moment_underflow",
+    "norms",
+    "total",
+]
+
+# The state keys of torch.optim's running means of squared gradients (Adam's family,
+# RMSprop and Adadelta; Adagrad's sum), and the share of a float16 tensor's moving weights
+# whose mean may be 0 before it is reported: a few exact zeros are chance, 1% is underflow.
+SECOND_MOMENTS = ("exp_avg_sq", "square_avg", "sum")
+UNDERFLOW_SHARE = 0.01
+UNDERFLOW_FIX = (
+    "keep float32 master weights (a float32 model under torch.autocast with "
+    "torch.amp.GradScaler), or train in bfloat16 (float32's range)"
+)
+
+
+def moment_underflow(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
+) -> list[tuple[int, int]]:
+    """Per parameter, ``(lost, moving)``: of the weights with a non-zero gradient, how many
+    have a float16 running mean of squared gradients (kept in float16, as torch.optim keeps
+    it) that is exactly 0. g**2 underflows float16 below |g| = 2.4e-4, ordinary gradients;
+    the step there is m / eps, far too large, and no NaN stops the run. ``(0, 0)`` for other
+    dtypes and for optimizers without such a mean."""
+    out = []
+    with torch.no_grad():
+        for p in params:
+            grad = p.grad
+            state = optimizer.state.get(p, {})
+            v = next((state[k] for k in SECOND_MOMENTS if k in state), None)
+            if (
+                p.dtype != torch.float16
+                or grad is None
+                or grad.is_sparse
+                or not isinstance(v, torch.Tensor)
+                or v.shape != grad.shape
+            ):
+                out.append((0, 0))
+                continue
+            nonzero = grad != 0
+            out.append((int((nonzero & (v == 0)).sum()), int(nonzero.sum())))
+    return out
 
 
 def norms(tensors: Sequence[torch.Tensor]) -> list[float]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,7 +51,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hooks import StepHooks, UpdateMeter, as_float, norms, total
+from .guards import PitfallWarning
+from .hooks import (
+    UNDERFLOW_FIX,
+    UNDERFLOW_SHARE,
+    StepHooks,
+    UpdateMeter,
+    as_float,
+    moment_underflow,
+    norms,
+    total,
+)
 from .zero_grad import ZeroGradDetector
 
 __all__ = ["FIELDS", "Sample", "Telemetry", "telemetry"]
@@ -67,6 +78,9 @@ class Sample:
     grad_norm: float  # ||g|| of the gradients the step read
     update_norm: float  # ||w_t - w_{t-1}||
     param_norm: float  # ||w_{t-1}||
+    # share of the weights with a gradient whose float16 mean of squared gradients is 0
+    # (it underflowed: their steps are m/eps); 0 for other dtypes and optimizers
+    moment_underflow: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -74,7 +88,7 @@ class Sample:
         return self.update_norm / self.param_norm if self.param_norm > 0 else math.nan
 
 
-FIELDS = ("lr", "grad_norm", "update_norm", "param_norm", "ratio")
+FIELDS = ("lr", "grad_norm", "update_norm", "param_norm", "ratio", "moment_underflow")
 
 
 @dataclass
@@ -99,6 +113,8 @@ class Telemetry(StepHooks):
     _names: dict[int, str] = field(default_factory=dict, repr=False)
     _probe: ZeroGradDetector | None = field(default=None, repr=False)  # see _probe_discards
     _skipped_before: int = field(default=0, repr=False)
+    _underflow: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    _warned: bool = field(default=False, repr=False)
 
     # -- attaching --------------------------------------------------------------------------
 
@@ -156,7 +172,9 @@ class Telemetry(StepHooks):
             update, before = self._meter.end()
         else:
             return
+        self._underflow = moment_underflow(optimizer, [p for _, _, p in self._sampled])
         samples = self._samples(update, before)
+        self._warn_underflow(samples)
         self.history.extend(samples)
         if self.on_sample is not None:
             self.on_sample(samples)
@@ -199,6 +217,7 @@ class Telemetry(StepHooks):
                     total(self._grad_norms[k] for k in ks),
                     total(update[k] for k in ks),
                     total(before[k] for k in ks),
+                    self._share(ks),
                 )
             )
             if self.per_tensor:
@@ -213,10 +232,31 @@ class Telemetry(StepHooks):
                             self._grad_norms[k],
                             update[k],
                             before[k],
+                            self._share([k]),
                         )
                     )
         self._sampled = []
         return out
+
+    def _share(self, ks: list[int]) -> float:
+        """The share of moving weights (tensors ``ks`` of this sample) whose float16 second
+        moment is 0."""
+        lost = sum(self._underflow[k][0] for k in ks) if self._underflow else 0
+        moving = sum(self._underflow[k][1] for k in ks) if self._underflow else 0
+        return lost / moving if moving else 0.0
+
+    def _warn_underflow(self, samples: list[Sample]) -> None:
+        worst = max(samples, key=lambda s: s.moment_underflow, default=None)
+        if self._warned or worst is None or worst.moment_underflow <= UNDERFLOW_SHARE:
+            return
+        self._warned = True
+        warnings.warn(
+            f"telemetry, step {worst.step}, group {worst.group}: the float16 mean of squared "
+            f"gradients is 0 for {worst.moment_underflow:.0%} of the weights with a gradient "
+            f"(their steps become m/eps, far too large); fix: {UNDERFLOW_FIX}",
+            PitfallWarning,
+            stacklevel=2,
+        )
 
     @staticmethod
     def _unnamed(g: int, i: int, p: torch.Tensor) -> str:

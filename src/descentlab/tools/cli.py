@@ -339,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finetuning",
         action="store_true",
-        help="the script adapts trained weights: watch the update-to-weight ratio of every "
-        "weight tensor, not only of large (>= 65,536 elements) ones",
+        help="the script adapts trained weights: treat every weight tensor as learned (without "
+        "it, only those with evidence: loaded from a checkpoint, or trained by an earlier "
+        "optimizer of the script)",
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=_cmd_check)

@@ -38,7 +38,7 @@ def _install() -> None:
         return
     from descentlab.diagnostics.check import attach_everywhere
 
-    # --finetuning watches every weight tensor; without it, the default (large tensors only)
+    # --finetuning: every weight tensor is learned; without it, those with evidence only
     attach_everywhere(report, finetuning=True if protocol.watch_every_tensor(os.environ) else None)
 
 
