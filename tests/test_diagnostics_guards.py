@@ -375,12 +375,17 @@ def test_loaded_weights_are_watched_and_restored_initial_ones_are_not() -> None:
 
 def test_a_resumed_run_is_not_fine_tuning() -> None:
     model = _net()
-    first = _classify(model, 60, 1e-2)
-    state = first.optimizer.state_dict()
+    first = torch.optim.Adam(model.parameters(), lr=1e-2)
+    guard(first, model, warn=False)
+    x = torch.randn(64, 8)
+    for _ in range(60):
+        first.zero_grad()
+        model(x).square().mean().backward()
+        first.step()
+    state = first.state_dict()
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     opt.load_state_dict(state)  # the run goes on with its optimizer state
     handle = guard(opt, model, warn=False)
-    x = torch.randn(64, 8)
     for _ in range(5):
         opt.zero_grad()
         model(x).square().mean().backward()

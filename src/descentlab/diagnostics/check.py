@@ -170,20 +170,20 @@ def attach_everywhere(report: str | os.PathLike[str], *, finetuning: bool | None
     count = itertools.count(1)
     pid = os.getpid()
 
-    def record(optimizer: torch.optim.Optimizer, instance: str, finding: Finding) -> None:
-        entry = protocol.finding_entry(asdict(finding), type(optimizer).__name__, instance)
-        protocol.append(path, entry)
+    def record(name: str, instance: str, finding: Finding) -> None:
+        protocol.append(path, protocol.finding_entry(asdict(finding), name, instance))
 
     def on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if optimizer in _ATTACHED:
             return
         handle = guard(optimizer, finetuning=finetuning, warn=False)
         _ATTACHED.add(optimizer)
-        instance = f"{pid}:{next(count)}"
-        protocol.append(path, protocol.attached_entry(type(optimizer).__name__, instance))
+        instance, name = f"{pid}:{next(count)}", type(optimizer).__name__
+        protocol.append(path, protocol.attached_entry(name, instance))
         for finding in [*handle.findings, *handle.advice]:  # found at attach (the settings)
-            record(optimizer, instance, finding)
-        handle.on_finding = functools.partial(record, optimizer, instance)
+            record(name, instance, finding)
+        # the class name, not the optimizer: the guard must not refer to it (see _watch)
+        handle.on_finding = functools.partial(record, name, instance)
 
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 

