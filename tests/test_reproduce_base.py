@@ -3,15 +3,25 @@ statement, and how a claim's statements add up to its one-line summary."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from descentlab.reproduce.base import (
+    EXACT,
     FAILS,
     HOLDS,
     INCONCLUSIVE,
+    NOT_RESOLVED,
+    NOT_TESTED,
     PARTLY,
+    Claim,
     Condition,
+    Context,
+    EffectSpec,
     Judgement,
+    Measurement,
     MissingFigure,
     Statement,
     judge,
@@ -105,3 +115,114 @@ def test_a_summary_says_does_not_hold_only_when_no_statement_holds_in_any_way() 
     ):
         assert summary(mixed) == want
         assert not summary(mixed).startswith("does not hold")
+
+
+# -- statements that claim an effect: four outcomes read from an interval over seeds ----------
+
+PLANTED = Statement(
+    "planted",
+    "A beats B",
+    (),
+    effect=EffectSpec("A - B", smallest=0.1, text="A's score minus B's"),
+)
+
+
+def _draws(mean: float, n: int, seed: int = 0, sd: float = 0.2) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(rng.normal(mean, sd, n))
+
+
+def _verdict(values: list[float], st: Statement = PLANTED) -> str:
+    return judge(st, {}, samples={"A - B": values}).verdict
+
+
+def test_a_planted_effect_holds_and_a_planted_null_never_does() -> None:
+    for seed in range(20):
+        assert _verdict(_draws(0.6, 6, seed)) == HOLDS  # 0.6 against 0.1 with sd 0.2
+        assert _verdict(_draws(0.0, 6, seed)) in (FAILS, NOT_RESOLVED)
+        assert _verdict(_draws(0.0, 30, seed, sd=0.05)) == FAILS  # tight: no effect shown
+
+
+def test_swapped_arms_give_the_opposite_verdict_or_not_resolved() -> None:
+    for seed in range(20):
+        values = _draws(0.6, 8, seed)
+        assert _verdict(values) == HOLDS
+        assert _verdict([-v for v in values]) in (FAILS, NOT_RESOLVED)
+
+
+def test_adding_seeds_to_a_resolved_statement_does_not_reverse_it() -> None:
+    """Seeds added one by one to a planted effect: once resolved, the verdict never turns
+    into the opposite one (it may only stay)."""
+    for seed in range(20):
+        values = _draws(0.5, 12, seed)
+        verdicts = [_verdict(values[:n]) for n in range(3, 13)]
+        resolved = [v for v in verdicts if v != NOT_RESOLVED]
+        assert FAILS not in resolved and resolved, verdicts
+
+
+def test_an_unresolved_effect_says_how_many_seeds_would_resolve_it() -> None:
+    j = judge(PLANTED, {}, samples={"A - B": [0.9, 0.1, 0.8]})
+    assert j.verdict == NOT_RESOLVED and j.effect is not None
+    assert j.effect.low < 0.1 < j.effect.high and j.effect.seeds == 3
+    assert "about 6 seeds would likely resolve it" in j.detail
+    one = judge(PLANTED, {}, samples={"A - B": [0.9]})  # one seed: no interval
+    assert one.verdict == NOT_RESOLVED and one.effect is not None and one.effect.low == -np.inf
+
+
+def test_an_unmet_setting_is_not_tested_never_does_not_hold() -> None:
+    st = Statement(
+        "regularized",
+        "AdamW is better for regularized training",
+        (require("the workload overfits without decay", "overfit gap", ">", 0.05),),
+        effect=EffectSpec("A - B", smallest=0.0, text="AdamW's accuracy minus Adam+L2's"),
+    )
+    j = judge(st, {"overfit gap": 0.01}, samples={"A - B": [-0.2, -0.3, -0.25]})
+    assert (j.verdict, j.label) == (
+        NOT_TESTED,
+        "not tested: the workload overfits without decay",
+    )
+    assert judge(st, {"overfit gap": 0.2}, samples={"A - B": [-0.2, -0.3, -0.25]}).verdict == FAILS
+
+
+def test_algebra_is_exact_by_construction() -> None:
+    st = Statement(
+        "algebra", "equal", (require("equal to round-off", "diff", "<", 1e-12),), exact=True
+    )
+    assert judge(st, {"diff": 0.0}).verdict == EXACT
+    assert judge(st, {"diff": 1.0}).verdict == FAILS
+
+
+def test_a_statement_missing_its_samples_is_an_error() -> None:
+    with pytest.raises(MissingFigure, match="per-seed effect 'A - B'"):
+        judge(PLANTED, {}, samples={})
+
+
+def test_the_full_run_adds_seeds_until_resolved_and_records_them(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim whose effect is unresolved at 3 seeds is measured again with more (full runs),
+    up to its cap; each measurement draws seeds 0..n-1, so the first seeds are the same."""
+    import descentlab.reproduce as rep
+
+    calls: list[int] = []
+
+    def measure(ctx: Context) -> Measurement:
+        calls.append(ctx.seeds)
+        values = [0.3, -0.1, 0.5, 0.35, 0.25, 0.4, 0.3, 0.2, 0.45, 0.3][: ctx.seeds]
+        return Measurement({"seeds": ctx.seeds}, samples={"A - B": values})
+
+    claim = Claim("planted", "t", "q", "e", (PLANTED,), measure, max_seeds=9)
+    monkeypatch.setitem(rep.BY_KEY, "planted", claim)
+    ctx = Context(Path(str(tmp_path)), quick=False, seeds=3)
+    result = rep._measure("planted", "fp", ctx, {})
+    assert calls == [3, 6, 9] and result["seeds"] == 9  # 6 seeds still straddle 0.1
+    (st,) = result["statements"]
+    assert st["verdict"] == HOLDS and st["effect"]["seeds"] == 9
+    assert set(st["effect"]) >= {"estimate", "low", "high", "level", "smallest", "seeds"}
+    calls.clear()
+    quick = rep._measure("planted", "fp", Context(Path(str(tmp_path)), True, 3), {})
+    assert calls == [3] and quick["statements"][0]["verdict"] == NOT_RESOLVED  # quick: no more
+    capped = Claim("planted", "t", "q", "e", (PLANTED,), measure, max_seeds=4)
+    monkeypatch.setitem(rep.BY_KEY, "planted", capped)
+    calls.clear()
+    assert rep._measure("planted", "fp", ctx, {})["seeds"] == 4 and calls == [3, 4]

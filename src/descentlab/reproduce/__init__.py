@@ -9,6 +9,7 @@ with the claims it has not done yet and a code change measures again what it tou
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -35,7 +36,18 @@ from . import (
     stale_momentum,
     zero_grad,
 )
-from .base import FAILS, HOLDS, INCONCLUSIVE, PARTLY, Claim, Context, summary
+from .base import (
+    EXACT,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_RESOLVED,
+    NOT_TESTED,
+    PARTLY,
+    Claim,
+    Context,
+    summary,
+)
 from .common import one_thread
 from .document import write_report
 
@@ -60,9 +72,12 @@ BY_KEY = {c.key: c for c in CLAIMS}
 __all__ = [
     "BY_KEY",
     "CLAIMS",
+    "EXACT",
     "FAILS",
     "HOLDS",
     "INCONCLUSIVE",
+    "NOT_RESOLVED",
+    "NOT_TESTED",
     "PARTLY",
     "fingerprint",
     "reproduce",
@@ -112,7 +127,7 @@ def _load(
         if saved["fingerprint"] != fp:
             progress(f"{claim.key}: code or configuration changed since it was measured")
             return None
-        judgements = claim.judge(saved["figures"], saved.get("flags", {}))
+        judgements = claim.judge(saved["figures"], saved.get("flags", {}), saved.get("samples", {}))
         if [j.label for j in judgements] != [j["label"] for j in saved["statements"]]:
             raise ValueError("its verdicts do not follow from its figures")
         return saved
@@ -253,21 +268,39 @@ def _measure_in_processes(
             raise error
 
 
+ADD_SEEDS = 3
+"""Seeds added at a time while a statement's effect is not resolved (full runs only, up to
+the claim's ``max_seeds``)."""
+
+
 def _measure(key: str, fp: str, ctx: Context, config: dict[str, Any]) -> dict[str, Any]:
-    """Measure one claim and judge it: the result to save."""
+    """Measure one claim and judge it: the result to save. In a full run, a claim with a
+    statement not resolved at its seeds is measured again with ``ADD_SEEDS`` more, up to
+    its ``max_seeds``; the seeds used and what the additions cost are recorded."""
     claim = BY_KEY[key]
     load_before = os.getloadavg()[0]
     start, cpu = time.perf_counter(), time.process_time()
+    seeds = ctx.seeds
+    cap = ctx.seeds if ctx.quick else max(ctx.seeds, claim.max_seeds)
     torch.manual_seed(0)
     with one_thread():
         m = claim.measure(ctx)
-    judgements = claim.judge(m.figures, m.flags)
+    judgements = claim.judge(m.figures, m.flags, m.samples)
+    first = time.perf_counter() - start
+    while seeds < cap and any(j.verdict == NOT_RESOLVED for j in judgements):
+        seeds = min(cap, seeds + ADD_SEEDS)
+        torch.manual_seed(0)
+        with one_thread():
+            m = claim.measure(dataclasses.replace(ctx, seeds=seeds))
+        judgements = claim.judge(m.figures, m.flags, m.samples)
     return {
         "key": claim.key,
         "fingerprint": fp,
         "config": config,
+        "seeds": seeds,
         "figures": m.figures,
         "flags": m.flags,
+        "samples": m.samples,
         "statements": [
             {
                 "key": st.key,
@@ -275,6 +308,7 @@ def _measure(key: str, fp: str, ctx: Context, config: dict[str, Any]) -> dict[st
                 "label": j.label,
                 "detail": j.detail,
                 "met": j.met,
+                **_effect(st, j),
                 **_condition(st, m.figures),
             }
             for st, j in zip(claim.statements, judgements, strict=True)
@@ -284,9 +318,20 @@ def _measure(key: str, fp: str, ctx: Context, config: dict[str, Any]) -> dict[st
         "table": m.table,
         "remarks": m.remarks,
         "seconds": time.perf_counter() - start,
+        "seconds with the first seeds": first,
         "cpu seconds": time.process_time() - cpu,
         "load average": [load_before, os.getloadavg()[0]],
     }
+
+
+def _effect(statement: Any, judgement: Any) -> dict[str, Any]:
+    """The measured effect of a statement that claims one, as saved: ``estimate``, ``low``,
+    ``high``, ``level``, ``smallest`` (positive favours the claim), ``seeds``, ``method``,
+    and what it measures."""
+    if judgement.effect is None:
+        return {}
+    spec = statement.effect
+    return {"effect": {**judgement.effect.as_dict(), "measures": spec.text, "unit": spec.unit}}
 
 
 def _condition(statement: Any, figures: dict[str, float]) -> dict[str, list[bool]]:

@@ -1,18 +1,28 @@
-"""The machinery of ``descentlab reproduce``: claims split into statements, criteria with a
-direction and a margin written before the run, measurements, verdicts computed from the
-measured figures alone, and the report.
+"""The machinery of ``descentlab reproduce``: claims split into statements, each with the
+effect it claims (or criteria) written before the run, measurements, verdicts computed from
+the measured figures alone, and the report.
 
 A :class:`Claim` carries the seed's words, the experiment, and the :class:`Statement` s the
-words make. Each statement has its own verdict, derived from its criteria:
+words make. A statement that claims an effect (:class:`EffectSpec`: which arms, what
+quantity, the smallest effect that counts, signed so that a positive value favours the
+claim) is judged on the per-seed effects the experiment measured, read by
+:mod:`descentlab.evidence` (an estimate with a confidence interval over seeds):
 
-* every *required* criterion met: **holds** (*supporting* criteria are reported beside it
-  and never decide);
-* otherwise, if the statement names a :class:`Condition` (a measured boundary such as
-  "for beta2 < 0.99") whose criteria hold on one side and fail on the other: **holds only
-  <the condition>**;
-* otherwise: **does not hold**;
-* **inconclusive** instead, whatever the criteria say, when a figure a required criterion
-  reads was flagged by the experiment (a best lr at the edge of its grid, say).
+* the interval lies at or above the smallest effect: **holds**;
+* the interval lies below it (no effect, or the reverse, is measured): **does not hold**;
+* the interval straddles it: **not resolved at this budget** (with the number of seeds that
+  would likely resolve it; ``descentlab reproduce`` adds seeds up to the claim's cap first);
+* a :class:`Condition` whose criteria hold on one side of a measured boundary and fail on
+  the other turns "does not hold" or "not resolved" into **holds only <the condition>**;
+* the statement's *required* criteria are then its preconditions: one that the workload does
+  not meet gives **not tested: <why>**, never "does not hold".
+
+A statement without an effect is decided by its criteria, as before: every required
+criterion met holds (supporting ones are shown, never decide), a measured boundary gives
+"holds only", otherwise "does not hold". A statement marked ``exact`` is algebra checked to
+round-off (heavy-ball after an lr cut, Adam as momentum plus RMSProp): **exact, by
+construction** when its criteria are met. Whatever the kind, a statement that reads a figure
+the experiment flagged (a best lr at the edge of its grid) is **inconclusive**.
 
 A criterion reads figures by name; a name the measurement lacks is an error (a bug in the
 claim), never "not met".
@@ -22,14 +32,20 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..evidence import NOT_HOLDS, Effect, estimate, outcome, seeds_to_resolve
 
 HOLDS = "holds"
 FAILS = "does not hold"
 PARTLY = "holds only"  # rendered with its condition: "holds only for beta2 < 0.99"
 INCONCLUSIVE = "inconclusive"
+NOT_RESOLVED = "not resolved at this budget"
+NOT_TESTED = "not tested"  # rendered with its reason: "not tested: <why>"
+EXACT = "exact, by construction"
+VERDICTS = (HOLDS, PARTLY, FAILS, NOT_RESOLVED, NOT_TESTED, EXACT, INCONCLUSIVE)
 
 Figures = dict[str, float]
 
@@ -113,13 +129,28 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class EffectSpec:
+    """The effect a statement claims: ``samples`` names the per-seed effects the experiment
+    measures (``Measurement.samples``), signed so that a positive value favours the claim;
+    ``smallest`` is the smallest effect that counts, in the same units; ``text`` says which
+    arms and what quantity ("SGD+momentum's test accuracy minus Adam's")."""
+
+    samples: str
+    smallest: float
+    text: str
+    unit: str = ""
+
+
+@dataclass(frozen=True)
 class Statement:
-    """One thing the seed says, with the criteria that decide it."""
+    """One thing the seed says, with the effect it claims or the criteria that decide it."""
 
     key: str
     text: str
     criteria: tuple[Criterion, ...]
     condition: Condition | None = None
+    effect: EffectSpec | None = None
+    exact: bool = False  # algebra checked to round-off, not an empirical claim
 
     def figures(self) -> set[str]:
         names = {n for c in self.criteria for n in c.figures()}
@@ -131,36 +162,77 @@ class Statement:
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: str  # HOLDS, FAILS, PARTLY or INCONCLUSIVE
+    verdict: str  # one of VERDICTS
     met: list[bool]
-    detail: str = ""  # the condition of PARTLY, the reason of INCONCLUSIVE
+    detail: str = ""  # the condition of PARTLY, the reason of INCONCLUSIVE or NOT_TESTED
+    effect: Effect | None = None  # the measured effect, for a statement that claims one
 
     @property
     def label(self) -> str:
-        return f"{self.verdict} {self.detail}" if self.verdict == PARTLY else self.verdict
+        if self.verdict == PARTLY:
+            return f"{self.verdict} {self.detail}"
+        if self.verdict == NOT_TESTED:
+            return f"{self.verdict}: {self.detail}"
+        return self.verdict
 
 
 def judge(
-    statement: Statement, figures: Mapping[str, float], flags: Mapping[str, str] | None = None
+    statement: Statement,
+    figures: Mapping[str, float],
+    flags: Mapping[str, str] | None = None,
+    samples: Mapping[str, Sequence[float]] | None = None,
 ) -> Judgement:
-    """The verdict that follows from the figures (and the experiment's flags)."""
+    """The verdict that follows from the figures, the per-seed effects (``samples``) and the
+    experiment's flags."""
     met = [c.met(figures) for c in statement.criteria]
     flags = flags or {}
     read = {n for c in statement.criteria if c.required for n in c.figures()}
     flagged = sorted(n for n in read if n in flags)
+    spec = statement.effect
+    effect = None
+    if spec is not None:
+        values = (samples or {}).get(spec.samples)
+        if values is None:
+            raise MissingFigure(
+                f"statement {statement.key!r} reads the per-seed effect {spec.samples!r}, "
+                "which was not measured"
+            )
+        effect = estimate(values, spec.smallest)
+        if spec.samples in flags:
+            flagged.append(spec.samples)
     if flagged:
-        return Judgement(INCONCLUSIVE, met, "; ".join(flags[n] for n in flagged))
-    required = [ok for c, ok in zip(statement.criteria, met, strict=True) if c.required]
-    if all(required):
-        return Judgement(HOLDS, met)
-    cond = statement.condition
-    if (
+        return Judgement(INCONCLUSIVE, met, "; ".join(flags[n] for n in sorted(flagged)), effect)
+    required = [(c, ok) for c, ok in zip(statement.criteria, met, strict=True) if c.required]
+    if effect is not None:
+        unmet = [c.text for c, ok in required if not ok]
+        if unmet:  # with an effect, required criteria are preconditions
+            return Judgement(NOT_TESTED, met, "; ".join(unmet), effect)
+        found = outcome(effect)
+        if found == HOLDS:
+            return Judgement(HOLDS, met, "", effect)
+        if _boundary(statement.condition, figures):
+            assert statement.condition is not None
+            return Judgement(PARTLY, met, statement.condition.text, effect)
+        if found == NOT_HOLDS:
+            return Judgement(FAILS, met, "", effect)
+        more = seeds_to_resolve(effect)
+        hint = f"about {more} seeds would likely resolve it" if more else "too close to call"
+        return Judgement(NOT_RESOLVED, met, hint, effect)
+    if all(ok for _, ok in required):
+        return Judgement(EXACT if statement.exact else HOLDS, met)
+    if _boundary(statement.condition, figures):
+        assert statement.condition is not None
+        return Judgement(PARTLY, met, statement.condition.text)
+    return Judgement(FAILS, met)
+
+
+def _boundary(cond: Condition | None, figures: Mapping[str, float]) -> bool:
+    """Does ``cond`` hold on its side of the boundary and fail past it?"""
+    return bool(
         cond
         and all(c.met(figures) for c in cond.inside)
         and not all(c.met(figures) for c in cond.outside)
-    ):
-        return Judgement(PARTLY, met, cond.text)
-    return Judgement(FAILS, met)
+    )
 
 
 @dataclass
@@ -176,6 +248,8 @@ class Measurement:
     table: tuple[list[str], list[list[str]]] | None = None
     remarks: list[str] = field(default_factory=list)
     flags: dict[str, str] = field(default_factory=dict)
+    # per-seed effects read by statements that claim one (their EffectSpec.samples)
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,19 +274,21 @@ class Claim:
     experiment: str
     statements: tuple[Statement, ...]
     measure: Callable[[Context], Measurement]
+    max_seeds: int = 10  # seeds the full run may add while an effect is not resolved
 
     def judge(
-        self, figures: Mapping[str, float], flags: Mapping[str, str] | None = None
+        self,
+        figures: Mapping[str, float],
+        flags: Mapping[str, str] | None = None,
+        samples: Mapping[str, Sequence[float]] | None = None,
     ) -> list[Judgement]:
-        return [judge(s, figures, flags) for s in self.statements]
+        return [judge(s, figures, flags, samples) for s in self.statements]
 
 
 def summary(judgements: list[Judgement]) -> str:
     """One line for a claim: how many of its statements hold."""
     n = len(judgements)
-    counts = {
-        v: sum(j.verdict == v for j in judgements) for v in (HOLDS, PARTLY, FAILS, INCONCLUSIVE)
-    }
+    counts = {v: sum(j.verdict == v for j in judgements) for v in VERDICTS}
     if counts[HOLDS] == n:
         return "holds" if n == 1 else f"holds (all {n} statements)"
     if counts[FAILS] == n:
@@ -221,8 +297,11 @@ def summary(judgements: list[Judgement]) -> str:
         f"{counts[v]} {w}"
         for v, w in (
             (HOLDS, "hold"),
+            (EXACT, "exact by construction"),
             (PARTLY, "hold only under a condition"),
             (FAILS, "do not hold"),
+            (NOT_RESOLVED, "not resolved at this budget"),
+            (NOT_TESTED, "not tested"),
             (INCONCLUSIVE, "inconclusive"),
         )
         if counts[v]

@@ -22,22 +22,72 @@ import torch
 
 from .. import __version__
 from ..lab.files import write_atomic, write_json
-from .base import FAILS, HOLDS, INCONCLUSIVE, PARTLY, Claim, Criterion
+from .base import (
+    EXACT,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_RESOLVED,
+    NOT_TESTED,
+    PARTLY,
+    Claim,
+    Criterion,
+)
 
 TITLE = "The seed's claims, measured"
 
 HOW_TO_READ = (
-    "Each claim is split into the statements it makes. A statement holds when every "
-    "required criterion (fixed in the code before the run, with its direction and "
-    "margin) is met; it holds only under a condition when that condition is a measured "
-    "boundary, with the test holding on one side and failing on the other; it is "
-    "inconclusive when a figure it needs was flagged (a best value at the edge of its "
-    "grid); otherwise it does not hold. Timing figures are CPU time, which machine "
-    "load does not invert."
+    "Each claim is split into the statements it makes. A statement that claims an effect "
+    "states which arms it compares, what quantity, and the smallest effect that counts "
+    "(signed so that a positive value favours the claim); the experiment measures the "
+    "effect once per seed, and the verdict reads its mean with a 95% t-interval over the "
+    "seeds, in one of four outcomes:",
+    "**holds**: the whole interval lies at or above the smallest effect that counts.",
+    "**does not hold**: the whole interval lies below it: no effect, or the reverse, was measured.",
+    "**not resolved at this budget**: the interval straddles it; the full run adds seeds "
+    "(up to a cap per claim) before saying so, and the report gives the number of seeds "
+    "that would likely resolve it.",
+    "**holds only <condition>**: the effect is not there in general, but a measured "
+    "boundary (a test that holds on one side and fails on the other) says where it is.",
+    "A statement whose setting the workload does not provide is **not tested** (with the "
+    'reason), never "does not hold"; algebra checked to round-off is **exact, by '
+    "construction**; a statement that reads a figure flagged by its experiment (a best value "
+    "at the edge of its grid) is **inconclusive**. Statements without a stated effect are "
+    "still decided by criteria fixed before the run (a direction and a margin on the "
+    "figures). Timing figures are CPU time, which machine load does not invert.",
 )
 
-# The page's colour for each verdict (an inconclusive statement is shown as a partial one).
-CSS_CLASS = {HOLDS: "holds", FAILS: "fails", PARTLY: "partly", INCONCLUSIVE: "partly"}
+# The page's colour for each verdict (the undecided ones are shown as partial).
+CSS_CLASS = {
+    HOLDS: "holds",
+    EXACT: "holds",
+    FAILS: "fails",
+    PARTLY: "partly",
+    INCONCLUSIVE: "partly",
+    NOT_RESOLVED: "partly",
+    NOT_TESTED: "partly",
+}
+
+
+def effect_text(statement: dict[str, Any]) -> str:
+    """A saved statement's effect as printed beside its verdict: the estimate, its interval
+    and the smallest effect that counts (empty for a statement without one).
+
+    >>> effect_text({"effect": {"estimate": 0.0226, "low": 0.004, "high": 0.041,
+    ...   "level": 0.95, "smallest": 0.02, "seeds": 10, "unit": ""}})
+    '+0.0226 [+0.004, +0.041] (95%, 10 seeds; counts from +0.02)'
+    """
+    e = statement.get("effect")
+    if not e:
+        return ""
+
+    def f(x: float) -> str:
+        return str(x) if not math.isfinite(x) else f"{x:+.3g}{e.get('unit', '')}"
+
+    return (
+        f"{f(e['estimate'])} [{f(e['low'])}, {f(e['high'])}] "
+        f"({e['level']:.0%}, {e['seeds']} seeds; counts from {f(e['smallest'])})"
+    )
 
 
 def number(x: float) -> str:
@@ -75,8 +125,10 @@ def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
     ]
     for st, j in zip(claim.statements, result["statements"], strict=True):
         lines.append(f"{st.text} — **{j['label']}**")
-        if j["verdict"] == INCONCLUSIVE:
-            lines.append(f"  (inconclusive: {j['detail']})")
+        if st.effect is not None and j.get("effect"):
+            lines.append(f"- effect: {st.effect.text}: {effect_text(j)}")
+        if j["verdict"] in (INCONCLUSIVE, NOT_RESOLVED):
+            lines.append(f"  ({j['verdict']}: {j['detail']})")
         for c, ok in zip(st.criteria, j["met"], strict=True):
             lines.append(f"- {_criterion_line(c, ok)}")
         if st.condition:
@@ -111,7 +163,10 @@ def section_view(claim: Claim, result: dict[str, Any], folder: Path) -> dict[str
             "text": st.text,
             "css": CSS_CLASS[j["verdict"]],
             "label": j["label"],
-            "why": j["detail"] if j["verdict"] == INCONCLUSIVE else "",
+            "why": j["detail"] if j["verdict"] in (INCONCLUSIVE, NOT_RESOLVED) else "",
+            "effect": (
+                f"{st.effect.text}: {effect_text(j)}" if st.effect and j.get("effect") else ""
+            ),
             "criteria": [
                 {"ok": ok, "text": c.text, "required": c.required}
                 for c, ok in zip(st.criteria, j["met"], strict=True)
@@ -157,12 +212,26 @@ def html_page(
     """``index.html``: the overview table of every statement's verdict, then one section per
     claim, from the autoescaping template."""
     overview = [
-        {"key": c.key, "title": c.title, "statement": st.text, "label": j["label"]}
+        {
+            "key": c.key,
+            "title": c.title,
+            "statement": st.text,
+            "label": j["label"],
+            "effect": effect_text(j),
+        }
         for c in claims
         for st, j in zip(c.statements, results[c.key]["statements"], strict=True)
     ]
     sections = [section_view(c, results[c.key], folder) for c in claims]
-    return str(_template().render(title=TITLE, head=head, overview=overview, sections=sections))
+    return str(
+        _template().render(
+            title=TITLE,
+            head=head,
+            how_to_read=HOW_TO_READ,
+            overview=overview,
+            sections=sections,
+        )
+    )
 
 
 def with_evidence(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -202,11 +271,17 @@ def write_report(
     loads = [x for c in claims for x in results[c.key].get("load average", [])]
     if loads:
         head += f"; load average while measuring {min(loads):.1f} to {max(loads):.1f}"
-    table = ["| claim | statement | verdict |", "|---|---|---|"]
+    table = [
+        "| claim | statement | verdict | effect [95% interval] |",
+        "|---|---|---|---|",
+    ]
     for c in claims:
         for st, j in zip(c.statements, results[c.key]["statements"], strict=True):
-            table.append(f"| [{c.title}](#{c.key}) | {st.text} | {j['label']} |")
-    md = [f"# {TITLE}", "", head, "", HOW_TO_READ, "", *table, ""]
+            table.append(f"| [{c.title}](#{c.key}) | {st.text} | {j['label']} | {effect_text(j)} |")
+    md = [f"# {TITLE}", "", head, ""]
+    for paragraph in HOW_TO_READ:
+        md += [paragraph, ""]
+    md += [*table, ""]
     md += [section_markdown(c, results[c.key]) for c in claims]
     write_atomic(folder / "report.md", "\n".join(md))
     write_atomic(folder / "index.html", html_page(claims, results, head, folder))
