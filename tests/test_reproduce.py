@@ -13,10 +13,8 @@ import matplotlib.image
 import pytest
 
 from descentlab.lab.files import write_json
-from descentlab.reproduce import BY_KEY, CLAIMS, FAILS, HOLDS, INCONCLUSIVE, PARTLY, reproduce
-from descentlab.reproduce.base import Claim, Statement, judge
-
-VERDICTS = (HOLDS, FAILS, PARTLY, INCONCLUSIVE)
+from descentlab.reproduce import BY_KEY, CLAIMS, HOLDS, reproduce
+from descentlab.reproduce.base import VERDICTS, Claim, Statement, judge
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +35,11 @@ def _saved(quick: Path, claim: Claim) -> dict:
     return json.loads((quick / "claims" / f"{claim.key}.json").read_text())
 
 
+def _samples(saved: dict) -> dict[str, list[float]]:
+    """The per-seed effects as saved (infinities and nan as text)."""
+    return {k: [float(v) for v in vs] for k, vs in saved.get("samples", {}).items()}
+
+
 def test_every_claim_has_a_saved_result_and_a_section(quick: Path) -> None:
     report = (quick / "report.md").read_text()
     page = (quick / "index.html").read_text()
@@ -54,7 +57,7 @@ def test_every_claim_has_a_saved_result_and_a_section(quick: Path) -> None:
 def test_verdicts_follow_from_the_saved_figures(quick: Path) -> None:
     for claim in CLAIMS:
         saved = _saved(quick, claim)
-        again = claim.judge(saved["figures"], saved["flags"])  # JSON keeps inf as Infinity
+        again = claim.judge(saved["figures"], saved["flags"], _samples(saved))
         assert [j.label for j in again] == [s["label"] for s in saved["statements"]], claim.key
         assert [j.met for j in again] == [s["met"] for s in saved["statements"]], claim.key
 
@@ -66,9 +69,14 @@ def test_report_prints_the_figures_the_verdicts_came_from(quick: Path) -> None:
     assert len(sections) == len(CLAIMS)
     for claim, text in zip(CLAIMS, sections, strict=True):
         printed = {}
+        per_seed = {}
+        effects = {st.effect.samples for st in claim.statements if st.effect is not None}
         for name, value in re.findall(r"^\| (.+?) \| ([^|]+) \|$", text, flags=re.M):
             try:
-                printed[name] = float(value)
+                if name in effects:
+                    per_seed[name] = [float(v) for v in value.split(", ")]
+                else:
+                    printed[name] = float(value)
             except ValueError:
                 continue
         saved = _saved(quick, claim)
@@ -76,7 +84,8 @@ def test_report_prints_the_figures_the_verdicts_came_from(quick: Path) -> None:
             assert f"{st.text} — **{j['label']}**" in text
             # printed values are rounded to 4 digits: re-judge where no figure sits within
             # rounding of its threshold (true of every criterion here by a wide margin)
-            assert judge(st, printed, saved["flags"]).label == j["label"], (claim.key, st.key)
+            again = judge(st, printed, saved["flags"], per_seed)
+            assert again.label == j["label"], (claim.key, st.key)
 
 
 def _swapped(figures: dict[str, float], statement: Statement) -> dict[str, float]:
@@ -96,9 +105,12 @@ def test_swapping_the_arms_of_a_comparison_flips_its_verdict(quick: Path) -> Non
         saved = _saved(quick, claim)
         for st, j in zip(claim.statements, saved["statements"], strict=True):
             comparative = [c for c in st.criteria if c.required and c.comparative]
-            if j["verdict"] != HOLDS or not comparative:
+            if j["verdict"] != HOLDS or not (comparative or st.effect):
                 continue
-            swapped = judge(st, _swapped(saved["figures"], st), saved["flags"])
+            samples = _samples(saved)
+            if st.effect is not None:  # the effect of the swapped arms is the negated one
+                samples[st.effect.samples] = [-v for v in samples[st.effect.samples]]
+            swapped = judge(st, _swapped(saved["figures"], st), saved["flags"], samples)
             assert swapped.verdict != HOLDS, (claim.key, st.key)
             checked += 1
     assert checked >= 5  # the comparative statements that hold in the quick run

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -127,7 +128,8 @@ def _load(
         if saved["fingerprint"] != fp:
             progress(f"{claim.key}: code or configuration changed since it was measured")
             return None
-        judgements = claim.judge(saved["figures"], saved.get("flags", {}), saved.get("samples", {}))
+        samples = {k: [float(v) for v in vs] for k, vs in saved.get("samples", {}).items()}
+        judgements = claim.judge(saved["figures"], saved.get("flags", {}), samples)
         if [j.label for j in judgements] != [j["label"] for j in saved["statements"]]:
             raise ValueError("its verdicts do not follow from its figures")
         return saved
@@ -300,7 +302,7 @@ def _measure(key: str, fp: str, ctx: Context, config: dict[str, Any]) -> dict[st
         "seeds": seeds,
         "figures": m.figures,
         "flags": m.flags,
-        "samples": m.samples,
+        "samples": {k: [_json_number(v) for v in vs] for k, vs in m.samples.items()},
         "statements": [
             {
                 "key": st.key,
@@ -331,7 +333,16 @@ def _effect(statement: Any, judgement: Any) -> dict[str, Any]:
     if judgement.effect is None:
         return {}
     spec = statement.effect
-    return {"effect": {**judgement.effect.as_dict(), "measures": spec.text, "unit": spec.unit}}
+    effect = {k: _json_number(v) for k, v in judgement.effect.as_dict().items()}
+    return {"effect": {**effect, "measures": spec.text, "unit": spec.unit}}
+
+
+def _json_number(value: Any) -> Any:
+    """A number as saved: infinities and nan as the strings ``float()`` reads back (an
+    unbounded interval, a run that never reached its target), not JSON's null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _condition(statement: Any, figures: dict[str, float]) -> dict[str, list[bool]]:

@@ -81,7 +81,8 @@ def effect_text(statement: dict[str, Any]) -> str:
     if not e:
         return ""
 
-    def f(x: float) -> str:
+    def f(text: float | str) -> str:
+        x = float(text)  # infinities and nan are saved as text
         return str(x) if not math.isfinite(x) else f"{x:+.3g}{e.get('unit', '')}"
 
     return (
@@ -141,6 +142,13 @@ def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
         lines.append("")
     lines += ["**Measured:**", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {number(v)} |" for k, v in result["figures"].items()]
+    if result.get("samples"):
+        lines += ["", "**Per-seed effects** (seed 0 first):", "", "| effect | per seed |"]
+        lines += ["|---|---|"]
+        lines += [
+            f"| {k} | {', '.join(number(float(v)) for v in vs)} |"
+            for k, vs in result["samples"].items()
+        ]
     if result.get("table"):
         header, rows = result["table"]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -184,7 +192,11 @@ def section_view(claim: Claim, result: dict[str, Any], folder: Path) -> dict[str
         "quote": claim.quote,
         "experiment": claim.experiment,
         "statements": statements,
-        "figures": [(k, number(v)) for k, v in result["figures"].items()],
+        "figures": [(k, number(v)) for k, v in result["figures"].items()]
+        + [
+            (f"{k} (per seed)", ", ".join(number(float(v)) for v in vs))
+            for k, vs in result.get("samples", {}).items()
+        ],
         "table": table,
         "remarks": result.get("remarks", []),
         "flags": list(result.get("flags", {}).items()),

@@ -276,6 +276,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     from ..lab import LabError
     from ..reproduce import BY_KEY, reproduce
+    from ..reproduce.document import effect_text
 
     console = Console(stderr=True)
     only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only is not None else None
@@ -298,13 +299,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     table.add_column("claim")
     table.add_column("statement")
     table.add_column("verdict")
-    colors = {"holds": "green", "does not hold": "red"}
+    table.add_column("effect [95% interval]")
+    colors = {"holds": "green", "exact, by construction": "green", "does not hold": "red"}
     for key, r in results.items():
         claim = BY_KEY[key]
         for i, (st, j) in enumerate(zip(claim.statements, r["statements"], strict=True)):
             color = colors.get(j["verdict"], "yellow")
             title = escape(claim.title) if i == 0 else ""
-            table.add_row(title, escape(st.text), f"[{color}]{escape(j['label'])}[/]")
+            label = f"[{color}]{escape(j['label'])}[/]"
+            table.add_row(title, escape(st.text), label, escape(effect_text(j)))
     Console().print(table)
     Console().print(f"report: {args.out}/index.html (and report.md)")
     return 0
