@@ -226,3 +226,17 @@ def test_the_full_run_adds_seeds_until_resolved_and_records_them(
     monkeypatch.setitem(rep.BY_KEY, "planted", capped)
     calls.clear()
     assert rep._measure("planted", "fp", ctx, {})["seeds"] == 4 and calls == [3, 4]
+
+
+def test_a_flagged_arm_makes_an_effect_inconclusive() -> None:
+    st = Statement(
+        "flagged",
+        "A beats B",
+        (supporting("A's loss below B's", "A loss", "<", "B loss"),),
+        effect=EffectSpec("A - B", smallest=0.1, text="t"),
+    )
+    figures, samples = {"A loss": 1.0, "B loss": 2.0}, {"A - B": [0.5, 0.6, 0.7]}
+    assert judge(st, figures, {}, samples).verdict == HOLDS
+    flags = {"A loss": "A's best lr is the largest tried"}
+    j = judge(st, figures, flags, samples)
+    assert (j.verdict, j.detail) == (INCONCLUSIVE, "A's best lr is the largest tried")

@@ -186,9 +186,11 @@ def judge(
     experiment's flags."""
     met = [c.met(figures) for c in statement.criteria]
     flags = flags or {}
-    read = {n for c in statement.criteria if c.required for n in c.figures()}
-    flagged = sorted(n for n in read if n in flags)
     spec = statement.effect
+    # the figures a verdict rests on: the required criteria's, and with an effect every
+    # criterion's (they describe the arms whose per-seed effect decides)
+    read = {n for c in statement.criteria if c.required or spec for n in c.figures()}
+    flagged = sorted(n for n in read if n in flags)
     effect = None
     if spec is not None:
         values = (samples or {}).get(spec.samples)

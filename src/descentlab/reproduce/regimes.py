@@ -26,7 +26,7 @@ from ..lab.training import (
     evaluation_due,
 )
 from ..lab.workloads import WORKLOADS, Problem
-from .base import Claim, Context, Measurement, Statement, require, support
+from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
 from .common import Tuned, one_thread, pyplot, save_figure, spread, tune
 
 WORKLOAD = "digits-logreg"
@@ -192,9 +192,17 @@ def measure(ctx: Context) -> Measurement:
             fig[f"{name} final loss, spread over seeds"] = spread(finals[name])
             flags.update(tuned.flag(f"{name} final loss"))
             curves[name] = tuned.best[0]
+        noise: dict[int, list[float]] = {}
         for batch in (1, 32):
-            noise = [_gradient_noise(batch, seed) for seed in range(ctx.seeds)]
-            fig[f"gradient noise B={batch}"] = float(np.mean(noise))
+            noise[batch] = [_gradient_noise(batch, seed) for seed in range(ctx.seeds)]
+            fig[f"gradient noise B={batch}"] = float(np.mean(noise[batch]))
+    samples = {
+        NOISIER: [math.log(a / b) for a, b in zip(noise[1], noise[32], strict=True)],
+        FASTER: [
+            min(_log_ratio(f, s), _log_ratio(f, m))
+            for f, s, m in zip(finals["full"], finals["sgd"], finals["minibatch"], strict=True)
+        ],
+    }
     fig["seeds where sgd ends below half of batch GD's loss"] = float(
         sum(s < 0.5 * f for s, f in zip(finals["sgd"], finals["full"], strict=True))
     )
@@ -243,7 +251,19 @@ def measure(ctx: Context) -> Measurement:
             "than assuming it."
         ],
         flags=flags,
+        samples=samples,
     )
+
+
+NOISIER = "log of one-sample SGD's gradient noise over a 32-sample mini-batch's"
+FASTER = "the smaller of log(batch GD's loss / SGD's) and log(batch GD's loss / mini-batch's)"
+
+
+def _log_ratio(slow: float, fast: float) -> float:
+    """``log(slow / fast)`` of two final losses; a diverged run (inf) loses."""
+    if math.isinf(slow) or math.isinf(fast):
+        return math.nan if slow == fast else (math.inf if math.isinf(slow) else -math.inf)
+    return math.log(slow / fast)
 
 
 CLAIM = Claim(
@@ -273,7 +293,7 @@ CLAIM = Claim(
             "sgd-noisy",
             "One-sample SGD is very noisy (compared with a mini-batch).",
             (
-                require(
+                support(
                     "its gradient is at least 10x noisier than a 32-sample mini-batch's "
                     "(mean over seeds)",
                     "gradient noise B=1",
@@ -282,12 +302,18 @@ CLAIM = Claim(
                     10,
                 ),
             ),
+            effect=EffectSpec(
+                NOISIER,
+                math.log(10),
+                "log of E|g_B - g|^2/|g|^2 at B = 1 over B = 32, at the start (log 10 = 2.30: "
+                "ten times noisier counts as very noisy)",
+            ),
         ),
         Statement(
             "faster-per-epoch",
             "SGD (and mini-batch SGD) are much faster per epoch than batch gradient descent.",
             (
-                require(
+                support(
                     "at equal epochs, one-sample SGD ends below half of batch GD's loss "
                     "(mean over seeds)",
                     "sgd final loss",
@@ -295,7 +321,7 @@ CLAIM = Claim(
                     "full final loss",
                     0.5,
                 ),
-                require(
+                support(
                     "at equal epochs, mini-batch ends below half of batch GD's loss",
                     "minibatch final loss",
                     "<",
@@ -315,6 +341,13 @@ CLAIM = Claim(
                     "sgd final loss",
                     1.25,
                 ),
+            ),
+            effect=EffectSpec(
+                FASTER,
+                math.log(2),
+                "at equal epochs, each at its best lr, per seed the smaller of log(batch GD's "
+                "final loss / one-sample SGD's) and log(batch GD's / mini-batch's) (log 2 = "
+                "0.69: half the loss counts as much faster)",
             ),
         ),
         Statement(

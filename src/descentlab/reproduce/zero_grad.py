@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import torch as dt
-from .base import Claim, Condition, Context, Measurement, Statement, require
+from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
 from .common import one_thread, spread
 from .seeds import fraction, mean
 
@@ -66,6 +66,7 @@ def _seed_loop(
 def measure_zero_grad(ctx: Context) -> Measurement:
     seeds = max(ctx.seeds, ZG_SEEDS)
     fig: dict[str, float] = {"seeds": seeds}
+    samples: dict[str, list[float]] = {}
     with one_thread():
         for name, make in OPTS:
             finals = {}
@@ -84,6 +85,9 @@ def measure_zero_grad(ctx: Context) -> Measurement:
                     fig[f"{tag}: applied vs sum of all gradients so far (rel.)"] = max(
                         r[2] for r in runs
                     )
+            samples[_worse_effect(name)] = [
+                _log_ratio(b, a) for a, b in zip(finals[True], finals[False], strict=True)
+            ]
             fig[f"{name}: seeds where forgetting zero_grad ends higher (fraction)"] = fraction(
                 [b > a for a, b in zip(finals[True], finals[False], strict=True)]
             )
@@ -97,7 +101,19 @@ def measure_zero_grad(ctx: Context) -> Measurement:
             "and with the sum of all gradients so far. A run that diverges ends at an infinite "
             "loss: the worst outcome."
         ],
+        samples=samples,
     )
+
+
+def _worse_effect(name: str) -> str:
+    return f"{name}: log of the final loss without zero_grad over the loss with it"
+
+
+def _log_ratio(without: float, with_: float) -> float:
+    """``log(without / with_)``; a diverged run without zero_grad is +inf."""
+    if math.isinf(without) or math.isinf(with_):
+        return math.nan if without == with_ else (math.inf if math.isinf(without) else -math.inf)
+    return math.log(without / with_)
 
 
 def _accumulates(name: str) -> tuple[Any, ...]:
@@ -159,16 +175,19 @@ CLAIM = Claim(
             "current gradient.",
             tuple(c for name, _ in OPTS for c in _accumulates(name)),
         ),
-        Statement(
-            "corrupts",
-            "... and that corrupts training: it ends worse.",
-            tuple(c for name, _ in OPTS for c in _worse(name)),
-            Condition(
-                "for SGD with momentum (whose step grows with the accumulated gradient), not "
-                "for Adam (which divides its scale out)",
-                inside=_worse(OPTS[0][0]),
-                outside=_worse(OPTS[1][0]),
-            ),
+        *(
+            Statement(
+                f"corrupts-{name.split('(')[0].lower()}",
+                f"... and that corrupts training with {name}: it ends worse.",
+                tuple(support(c.text, c.left, c.op, c.right, c.factor) for c in _worse(name)),
+                effect=EffectSpec(
+                    _worse_effect(name),
+                    math.log(1.1),
+                    f"with {name}, log of the final loss without zero_grad over the final loss "
+                    "with it (log 1.1 = 0.095: 10% higher counts)",
+                ),
+            )
+            for name, _ in OPTS
         ),
     ),
     measure=measure_zero_grad,
