@@ -191,6 +191,7 @@ COMPOSITION = Claim(
                     1e-12,
                 ),
             ),
+            exact=True,
         ),
         Statement(
             "needs-correction",
@@ -211,6 +212,7 @@ COMPOSITION = Claim(
                     1e-12,
                 ),
             ),
+            exact=True,
         ),
     ),
     measure=measure_composition,
@@ -339,6 +341,7 @@ BIAS = Claim(
                 ),
                 outside=(require("under half at beta2 = 0.97", _ratio(0.97), "<", 0.5),),
             ),
+            exact=True,
         ),
         Statement(
             "early-training",

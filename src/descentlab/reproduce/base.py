@@ -44,7 +44,8 @@ PARTLY = "holds only"  # rendered with its condition: "holds only for beta2 < 0.
 INCONCLUSIVE = "inconclusive"
 NOT_RESOLVED = "not resolved at this budget"
 NOT_TESTED = "not tested"  # rendered with its reason: "not tested: <why>"
-EXACT = "exact, by construction"
+BY_CONSTRUCTION = "by construction"
+EXACT = f"exact, {BY_CONSTRUCTION}"
 VERDICTS = (HOLDS, PARTLY, FAILS, NOT_RESOLVED, NOT_TESTED, EXACT, INCONCLUSIVE)
 
 Figures = dict[str, float]
@@ -173,6 +174,8 @@ class Judgement:
             return f"{self.verdict} {self.detail}"
         if self.verdict == NOT_TESTED:
             return f"{self.verdict}: {self.detail}"
+        if self.verdict == FAILS and self.detail == BY_CONSTRUCTION:
+            return f"{self.verdict}, {BY_CONSTRUCTION}"
         return self.verdict
 
 
@@ -202,13 +205,13 @@ def judge(
         effect = estimate(values, spec.smallest)
         if spec.samples in flags:
             flagged.append(spec.samples)
+    required = [(c, ok) for c, ok in zip(statement.criteria, met, strict=True) if c.required]
+    unmet = [c.text for c, ok in required if not ok]
+    if effect is not None and unmet:  # with an effect, required criteria are its setting
+        return Judgement(NOT_TESTED, met, "; ".join(unmet), effect)
     if flagged:
         return Judgement(INCONCLUSIVE, met, "; ".join(flags[n] for n in sorted(flagged)), effect)
-    required = [(c, ok) for c, ok in zip(statement.criteria, met, strict=True) if c.required]
     if effect is not None:
-        unmet = [c.text for c, ok in required if not ok]
-        if unmet:  # with an effect, required criteria are preconditions
-            return Judgement(NOT_TESTED, met, "; ".join(unmet), effect)
         found = outcome(effect)
         if found == HOLDS:
             return Judgement(HOLDS, met, "", effect)
@@ -225,7 +228,7 @@ def judge(
     if _boundary(statement.condition, figures):
         assert statement.condition is not None
         return Judgement(PARTLY, met, statement.condition.text)
-    return Judgement(FAILS, met)
+    return Judgement(FAILS, met, BY_CONSTRUCTION if statement.exact else "")
 
 
 def _boundary(cond: Condition | None, figures: Mapping[str, float]) -> bool:

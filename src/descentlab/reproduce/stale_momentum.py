@@ -113,6 +113,7 @@ def _carries(form: str, key: str) -> Statement:
                 0.5,
             ),
         ),
+        exact=True,  # a deterministic recurrence on a quadratic: algebra, not a sample
     )
 
 
