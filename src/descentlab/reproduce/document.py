@@ -91,12 +91,14 @@ def effect_text(statement: dict[str, Any]) -> str:
     )
 
 
-def number(x: float) -> str:
+def number(x: float | None) -> str:
     """A figure as printed: four significant digits, integers, booleans and inf as they are.
 
     >>> number(0.123456), number(3), number(float("inf")), number(True)
     ('0.1235', '3', 'inf', 'True')
     """
+    if x is None:
+        return "not finite"  # saved JSON keeps no infinity: a diverged run's figure
     if isinstance(x, bool):
         return str(x)
     if isinstance(x, int):
