@@ -208,7 +208,7 @@ class Guard(StepHooks):
                 offenders.append((self._name(g, i, p), track))
         if offenders:
             name, track = offenders[0]
-            more = f" (and {len(offenders) - 1} more parameters)" if len(offenders) > 1 else ""
+            more = _more(len(offenders) - 1, "parameters")
             self._report(
                 "grad_accumulation",
                 name,
@@ -357,7 +357,7 @@ class Guard(StepHooks):
         if touched and any(_any_nonzero(touched)):
             return
         g, i, p, _ = reached[0]
-        more = f" (and {len(reached) - 1} more parameters)" if len(reached) > 1 else ""
+        more = _more(len(reached) - 1, "parameters")
         self._report(
             "zeroed_before_step",
             self._name(g, i, p),
@@ -398,12 +398,11 @@ class Guard(StepHooks):
             start = [w0 for *_, w0 in origins]
             size = norms(start)
             moved = norms(torch._foreach_sub([p.detach() for _, _, p, _ in origins], start))
-        drifts = [(m / w, k) for k, (m, w) in enumerate(zip(moved, size, strict=True)) if w > 0]
-        far = [(d, k) for d, k in drifts if d > self.max_drift]
+        far = _above(moved, size, self.max_drift)
         if far:
             drift, k = max(far)
             g, i, p, _ = origins[k]
-            more = f" (and {len(far) - 1} more tensors)" if len(far) > 1 else ""
+            more = _more(len(far) - 1, "tensors")
             self._report(
                 "finetuning_lr",
                 self._name(g, i, p),
@@ -455,7 +454,7 @@ class Guard(StepHooks):
         ]
         if offenders:
             g, i, p, lost, moving = offenders[0]
-            more = f" (and {len(offenders) - 1} more parameters)" if len(offenders) > 1 else ""
+            more = _more(len(offenders) - 1, "parameters")
             self._report(
                 "second_moment_underflow",
                 self._name(g, i, p),
@@ -468,15 +467,11 @@ class Guard(StepHooks):
     def _check_ratio(self) -> None:
         assert self.max_update_ratio is not None
         update, before = self._meter.end()
-        high = [
-            (du / w, k)
-            for k, (du, w) in enumerate(zip(update, before, strict=True))
-            if w > 0 and math.isfinite(w) and du / w > self.max_update_ratio
-        ]
+        high = _above(update, before, self.max_update_ratio)
         if high:
             ratio, k = max(high)
             g, i, p = self._measured[k]
-            more = f" (and {len(high) - 1} more tensors)" if len(high) > 1 else ""
+            more = _more(len(high) - 1, "tensors")
             self._report(
                 "finetuning_lr",
                 self._name(g, i, p),
@@ -584,6 +579,21 @@ _FINETUNING_FIX = (
     "pretraining lr), including the warmup's peak; a new head may have its own param group "
     "with a larger lr"
 )
+
+
+def _above(num: list[float], den: list[float], limit: float) -> list[tuple[float, int]]:
+    """``(num[k] / den[k], k)`` for each tensor whose ratio exceeds ``limit`` (a zero or
+    non-finite ``den`` says nothing)."""
+    return [
+        (n / d, k)
+        for k, (n, d) in enumerate(zip(num, den, strict=True))
+        if 0 < d < math.inf and n / d > limit
+    ]
+
+
+def _more(n: int, what: str) -> str:
+    """`` (and 3 more tensors)``, or nothing."""
+    return f" (and {n} more {what})" if n > 0 else ""
 
 
 def _any_nonzero(tensors: list[torch.Tensor]) -> list[bool]:

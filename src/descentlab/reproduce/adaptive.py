@@ -21,7 +21,7 @@ from .base import (
     require,
     support,
 )
-from .common import final_loss, lab_runs, pyplot, save_figure, spread, tune, tune_lab
+from .common import final_loss, lab_runs, log_ratio, pyplot, save_figure, spread, tune, tune_lab
 
 # ------------------------------------------------------------------ RMSProp and scales
 
@@ -295,8 +295,7 @@ def measure_bias(ctx: Context) -> Measurement:
         ]
         fig[f"beta2={b2}: seeds where corrected training is ahead early"] = float(sum(ahead))
         samples[_shared_effect(b2)] = [
-            math.log(u / c) if c > 0 and math.isfinite(u) else math.inf
-            for c, u in zip(shared[True], shared[False], strict=True)
+            log_ratio(u, c) for c, u in zip(shared[True], shared[False], strict=True)
         ]
     fig["seeds"] = ctx.seeds
     plt = pyplot()

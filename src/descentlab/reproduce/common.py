@@ -187,6 +187,19 @@ def tune_lab(
     return tune(evaluate, grid)
 
 
+def log_ratio(a: float, b: float) -> float:
+    """``log(a / b)`` of two positive figures (losses, step counts) where an infinite one (a
+    diverged run, a target never reached) is the worse: +inf when only ``a`` is infinite,
+    -inf when only ``b`` is, nan when both are.
+
+    >>> log_ratio(2.0, 1.0) == math.log(2), log_ratio(math.inf, 1.0), log_ratio(1.0, math.inf)
+    (True, inf, -inf)
+    """
+    if math.isinf(a) or math.isinf(b):
+        return math.nan if a == b else (math.inf if math.isinf(a) else -math.inf)
+    return math.log(a / b)
+
+
 def spread(values: Sequence[float]) -> float:
     """The sample standard deviation (0 for a single value)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

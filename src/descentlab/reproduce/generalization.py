@@ -23,7 +23,7 @@ from ..lab.spec import parse_optimizer, parse_regime
 from ..lab.training import RunSpec
 from ..lab.workloads import CNN1D, Problem, forward, mnist1d_data, supervised_problem
 from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
-from .common import Tuned, one_thread, pyplot, save_figure, spread, steps_to, tune
+from .common import Tuned, log_ratio, one_thread, pyplot, save_figure, spread, steps_to, tune
 
 # A validation loss never outweighs one validation sample's worth of accuracy: accuracies
 # differ by at least 1 / n_val >= 1e-3 here, the tie-break adds at most 1e-6 * 100.
@@ -274,7 +274,7 @@ def _measure_cnn(
         for s, a in zip(chosen["SGD+momentum"], chosen["Adam"], strict=True)
     ]
     samples[CNN_SPEED] = [
-        _log_ratio(s, a) for s, a in zip(fastest["SGD+momentum"], fastest["Adam"], strict=True)
+        log_ratio(s, a) for s, a in zip(fastest["SGD+momentum"], fastest["Adam"], strict=True)
     ]
     fig["CNN: seeds where SGD+momentum's test accuracy is above Adam's"] = float(
         sum(
@@ -283,14 +283,6 @@ def _measure_cnn(
         )
     )
     return curves
-
-
-def _log_ratio(slow: float, fast: float) -> float:
-    """``log(slow / fast)`` of two step counts, an infinite count (never reached) included:
-    +inf where only ``fast`` reached the target, nan where neither did."""
-    if math.isinf(slow) or math.isinf(fast):
-        return math.nan if slow == fast else (math.inf if math.isinf(slow) else -math.inf)
-    return math.log(slow / fast)
 
 
 WILSON_GAP = "Wilson: SGD's test accuracy minus Adam's (points)"

@@ -27,7 +27,7 @@ from ..lab.training import (
 )
 from ..lab.workloads import WORKLOADS, Problem
 from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
-from .common import Tuned, one_thread, pyplot, save_figure, spread, tune
+from .common import Tuned, log_ratio, one_thread, pyplot, save_figure, spread, tune
 
 WORKLOAD = "digits-logreg"
 # Every regime gets the same tuning budget: three lrs a factor of 3 apart, around its
@@ -199,7 +199,7 @@ def measure(ctx: Context) -> Measurement:
     samples = {
         NOISIER: [math.log(a / b) for a, b in zip(noise[1], noise[32], strict=True)],
         FASTER: [
-            min(_log_ratio(f, s), _log_ratio(f, m))
+            min(log_ratio(f, s), log_ratio(f, m))
             for f, s, m in zip(finals["full"], finals["sgd"], finals["minibatch"], strict=True)
         ],
     }
@@ -257,13 +257,6 @@ def measure(ctx: Context) -> Measurement:
 
 NOISIER = "log of one-sample SGD's gradient noise over a 32-sample mini-batch's"
 FASTER = "the smaller of log(batch GD's loss / SGD's) and log(batch GD's loss / mini-batch's)"
-
-
-def _log_ratio(slow: float, fast: float) -> float:
-    """``log(slow / fast)`` of two final losses; a diverged run (inf) loses."""
-    if math.isinf(slow) or math.isinf(fast):
-        return math.nan if slow == fast else (math.inf if math.isinf(slow) else -math.inf)
-    return math.log(slow / fast)
 
 
 CLAIM = Claim(

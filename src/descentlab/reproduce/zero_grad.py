@@ -18,7 +18,7 @@ import torch
 
 from .. import torch as dt
 from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
-from .common import one_thread, spread
+from .common import log_ratio, one_thread, spread
 from .seeds import fraction, mean
 
 OPTS: tuple[tuple[str, Callable[[Any], torch.optim.Optimizer]], ...] = (
@@ -130,7 +130,7 @@ def measure_zero_grad(ctx: Context) -> Measurement:
                     for z in (True, False)
                 }
                 per_lr.append(
-                    [_log_ratio(b, a) for a, b in zip(long[True], long[False], strict=True)]
+                    [log_ratio(b, a) for a, b in zip(long[True], long[False], strict=True)]
                 )
                 tag = f"{name} at lr {lr:g}, {CONVERGE_STEPS} steps"
                 fig[f"{tag}, with zero_grad: final loss"] = mean(long[True])
@@ -155,13 +155,6 @@ def measure_zero_grad(ctx: Context) -> Measurement:
 
 def _worse_effect(name: str) -> str:
     return f"{name}: log of the final loss without zero_grad over with it, converged, worse lr"
-
-
-def _log_ratio(without: float, with_: float) -> float:
-    """``log(without / with_)``; a diverged run without zero_grad is +inf."""
-    if math.isinf(without) or math.isinf(with_):
-        return math.nan if without == with_ else (math.inf if math.isinf(without) else -math.inf)
-    return math.log(without / with_)
 
 
 def _accumulates(name: str) -> tuple[Any, ...]:
