@@ -107,18 +107,74 @@ def test_headline_names_the_clear_winner_on_each_metric() -> None:
     assert "not reached on every seed: b (0/2 seeds)" in got["steps to target"].text
 
 
-def test_overlapping_spreads_give_no_clear_winner() -> None:
-    rows = [
+def _bracketed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (all at lr 0.1) with worse runs at 0.03 and 0.3: every best lr bracketed."""
+    names = {r["spec"]["optimizer"] for r in rows}
+    seeds = {r["spec"]["seed"] for r in rows}
+    return rows + [
+        run_record(n, lr, seed, [5.0]) for n in names for lr in (0.03, 0.3) for seed in seeds
+    ]
+
+
+def test_an_effect_whose_interval_straddles_zero_gives_no_clear_winner() -> None:
+    rows = _bracketed([
         run_record("a", 0.1, 0, [0.10]),
         run_record("a", 0.1, 1, [0.20]),  # 0.15 ± 0.05
-        run_record("b", 0.1, 0, [0.12]),
-        run_record("b", 0.1, 1, [0.22]),  # 0.17 ± 0.05
+        run_record("b", 0.1, 0, [0.22]),
+        run_record("b", 0.1, 1, [0.12]),  # 0.17 ± 0.05; per seed +0.12, then -0.08
         run_record("c", 0.1, 0, [0.90]),
         run_record("c", 0.1, 1, [0.91]),
-    ]
+    ])
     loss = _verdicts(rows, target=None)["final training loss"]
     assert loss.winner is None and sorted(loss.leaders) == ["a", "b"]
     assert loss.text.startswith("no clear winner") and "then c" in loss.text
+    assert "not resolved against a: b +0.02 worse [" in loss.text
+    assert "95% t-interval over 2 paired seeds" in loss.text
+
+
+def test_seeds_are_paired_so_a_consistent_small_effect_wins_through_wide_spreads() -> None:
+    """A seed fixes the weights and the data order: b is 0.02 worse on every seed, though
+    each one's spread over seeds (0.05) is wider than the gap (the old overlap rule: a tie)."""
+    rows = _bracketed([
+        run_record("a", 0.1, 0, [0.10]),
+        run_record("a", 0.1, 1, [0.20]),
+        run_record("a", 0.1, 2, [0.15]),
+        run_record("b", 0.1, 0, [0.12]),
+        run_record("b", 0.1, 1, [0.22]),
+        run_record("b", 0.1, 2, [0.17]),
+    ])
+    loss = _verdicts(rows, target=None)["final training loss"]
+    assert loss.winner == "a", loss.text
+    assert "(b +0.02 worse [+0.02, +0.02]; 95% t-interval over 3 paired seeds)" in loss.text
+    swapped = [{**r, "spec": {**r["spec"], "optimizer": {"a": "b", "b": "a"}[
+        r["spec"]["optimizer"]]}} for r in rows]  # fmt: skip
+    assert _verdicts(swapped, target=None)["final training loss"].winner == "b"
+
+
+def test_one_seed_never_names_a_winner() -> None:
+    rows = _bracketed([run_record("a", 0.1, 0, [0.1]), run_record("b", 0.1, 0, [0.9])])
+    loss = _verdicts(rows, target=None)["final training loss"]
+    assert loss.winner is None and "b: 1 paired seed, no interval" in loss.text
+
+
+def test_a_rival_that_diverged_on_a_seed_counts_against_itself() -> None:
+    rows = [
+        run_record("a", 0.1, 0, [0.10]),
+        run_record("a", 0.1, 1, [0.11]),
+        run_record("a", 0.1, 2, [0.12]),
+        run_record("b", 0.1, 0, [0.50]),
+        run_record("b", 0.1, 1, [0.52]),
+        run_record("b", 0.1, 2, [float("nan")], diverged=True),
+    ]
+    a, b = summarize(rows, {"toy": None})
+    effect = decide.paired_effect(
+        decide._by_seed(a, "final_loss_runs"), decide._by_seed(b, "final_loss_runs"), True, 1e-12
+    )
+    assert effect.seeds == 3 and effect.high == math.inf and effect.low == pytest.approx(0.4)
+    backwards = decide.paired_effect(  # the best's own divergence counts against it
+        decide._by_seed(b, "final_loss_runs"), decide._by_seed(a, "final_loss_runs"), True, 1e-12
+    )
+    assert backwards.low == -math.inf
 
 
 def test_round_off_never_picks_the_lr_or_the_winner() -> None:

@@ -13,21 +13,27 @@ tie rule. How the report decides (the rules are also printed at the top of every
   final training loss among lrs where no seed diverged (any lr if every one had a
   diverging seed). Lrs within the floor of that minimum are tied; among them the one
   that reaches the target on the most seeds, then in the fewest steps, wins.
-* **Winner.** Per metric, the optimizer with the best mean wins clearly only when its
-  interval ``mean ± std`` over seeds, widened by the metric's resolution (the floor for
-  losses, one evaluation interval for steps to target), overlaps no other optimizer's
-  interval; otherwise there is "no clear winner" among those whose intervals overlap it.
+* **Winner.** Per metric, the optimizer with the best mean wins only when its effect
+  against every other optimizer *holds* as :mod:`descentlab.evidence` reads effects (the
+  one rule shared with ``reproduce``): per seed, the difference of the two runs of that seed
+  (a seed fixes the initial weights and the data order, whatever the optimizer), and its
+  95% t-interval over seeds lying wholly beyond the metric's resolution (the floor for
+  losses, one evaluation interval for steps to target, zero for accuracy). Otherwise the
+  comparison is not resolved: "no clear winner", with the interval, among the best and the
+  rivals it does not beat so. A winner also needs every rival tuned (a bracketed best lr).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..evidence import HOLDS, LEVEL, NOT_HOLDS, Effect, estimate, outcome
 from .summary import Key, Row, finite, mean_std
 
 REL_FLOOR = 1e-12
@@ -254,18 +260,56 @@ def _ms(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}g} ± {std:.2g}"
 
 
+def _by_seed(line: Row, key: str) -> dict[int, float]:
+    """``line``'s per-seed values of ``key`` (``final_loss_runs``...), NaN where missing."""
+    values = line.get(key) or []
+    return {
+        int(seed): math.nan if v is None else float(v)
+        for seed, v in zip(line.get("seed_ids") or [], values, strict=False)
+    }
+
+
+def paired_effect(
+    best: Mapping[int, float],
+    rival: Mapping[int, float],
+    lower_is_better: bool,
+    resolution: float,
+) -> Effect:
+    """How much ``best`` beats ``rival``, seed by seed: a seed fixes the initial weights and
+    the data order whatever the optimizer, so the two runs of one seed are a pair, and the
+    per-seed differences (signed: positive where ``best`` is better) are read by
+    :mod:`descentlab.evidence`, as ``reproduce`` reads its effects. A seed where only the
+    rival's run is missing (it diverged) counts fully for ``best``; one where ``best``'s is,
+    fully against it. ``resolution`` is the smallest difference that counts (the round-off
+    floor, one evaluation interval), and always above zero."""
+    smallest = max(resolution, sys.float_info.min)
+    diffs = []
+    for seed in sorted(set(best) & set(rival)):
+        a, b = best[seed], rival[seed]
+        if math.isnan(a) or math.isnan(b):
+            diffs.append(-math.inf if math.isnan(a) else math.inf)
+        else:
+            diffs.append(b - a if lower_is_better else a - b)
+    if not diffs:  # no seed in common: nothing paired, nothing resolved
+        return Effect(math.nan, -math.inf, math.inf, LEVEL, smallest, 0)
+    return estimate(diffs, smallest)
+
+
 def verdict(
     metric: str,
     values: dict[str, tuple[float, float]],
     lower_is_better: bool,
     resolution: float,
     digits: int = 3,
+    per_seed: dict[str, dict[int, float]] | None = None,
 ) -> Verdict:
-    """Winner on one metric from each optimizer's (mean, std) over seeds.
+    """Winner on one metric: each optimizer's (mean, std) over seeds are shown, its
+    per-seed values (``per_seed``) decide.
 
-    Two optimizers are separated when ``|mean_a - mean_b| > std_a + std_b + resolution``
-    (their mean ± std intervals, widened by the resolution, do not overlap). The best mean
-    wins only when it is separated from every other optimizer.
+    The optimizer with the best mean wins only when, against every other one, the paired
+    effect (:func:`paired_effect`) *holds*: its 95% interval over seeds lies beyond
+    ``resolution``. A rival it does not beat so (the interval reaches the resolution: not
+    resolved, or the two are equal within it) joins the leaders, and there is no clear winner.
     """
     items = sorted(
         ((o, m, s) for o, (m, s) in values.items() if math.isfinite(m)),
@@ -273,25 +317,53 @@ def verdict(
     )
     if not items:
         return Verdict(metric, None, [], "nothing to compare.")
-    best = items[0]
-    leaders = [o for o, m, s in items if abs(m - best[1]) <= s + best[2] + resolution]
+    best = items[0][0]
+    seeds = per_seed or {}
+    effects = {
+        o: paired_effect(seeds.get(best, {}), seeds.get(o, {}), lower_is_better, resolution)
+        for o, _, _ in items[1:]
+    }
+    leaders = [best] + [o for o, _, _ in items[1:] if outcome(effects[o]) != HOLDS]
+    tied = [o for o in leaders[1:] if outcome(effects[o]) == NOT_HOLDS]  # within resolution
+    open_ = [o for o in leaders[1:] if o not in tied]
 
     def show(o: str) -> str:
         m, s = values[o]
         return f"{o} {_ms(m, s, digits)}"
 
+    def gap(o: str) -> str:
+        e = effects[o]
+        if e.seeds < 2:
+            return f"{o}: {e.seeds} paired seed{'s' * (e.seeds != 1)}, no interval"
+        word = "worse" if lower_is_better else "lower"
+        low, high = _signed(e.low, digits), _signed(e.high, digits)
+        return f"{o} {_signed(e.estimate, digits)} {word} [{low}, {high}]"
+
     rest = [o for o, _, _ in items if o not in leaders]
     tail = f"; then {', '.join(show(o) for o in rest)}" if rest else ""
+    n = max((e.seeds for e in effects.values()), default=0)
+    how = f"{LEVEL:.0%} t-interval over {n} paired seeds"
     if len(items) == 1:
-        return Verdict(metric, best[0], [best[0]], f"only {show(best[0])}.")
+        return Verdict(metric, best, [best], f"only {show(best)}.")
     if len(leaders) == 1:
-        return Verdict(metric, best[0], leaders, f"{best[0]} wins: {show(best[0])}{tail}.")
+        gaps = ", ".join(gap(o) for o in rest)
+        return Verdict(metric, best, leaders, f"{best} wins: {show(best)}{tail} ({gaps}; {how}).")
+    why = []
+    if open_:
+        why.append(f"not resolved against {best}: {', '.join(gap(o) for o in open_)}; {how}")
+    if tied:
+        why.append(f"within {resolution:.2g} of {best}: {', '.join(tied)}")
     return Verdict(
         metric,
         None,
         leaders,
-        f"no clear winner: {', '.join(show(o) for o in leaders)} overlap{tail}.",
+        f"no clear winner: {', '.join(show(o) for o in leaders)} overlap{tail} "
+        f"({'; '.join(why)}).",
     )
+
+
+def _signed(x: float, digits: int) -> str:
+    return "inf" if math.isinf(x) else f"{x:+.{digits}g}"
 
 
 def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
@@ -307,6 +379,7 @@ def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
         {o: (s["final_loss"][0], s["final_loss"][1]) for o, s in best.items()},
         True,
         floor,
+        per_seed={o: _by_seed(s, "final_loss_runs") for o, s in best.items()},
     )
     means = [best[o]["final_loss"][0] for o in loss.leaders]
     if len(loss.leaders) > 1 and max(means) - min(means) <= floor:
@@ -323,6 +396,7 @@ def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
                 },
                 False,
                 0.0,
+                per_seed={o: _by_seed(s, "final_acc_runs") for o, s in best.items()},
             )
         )
     with_target = [s for s in best.values() if s.get("target") is not None]
@@ -339,7 +413,14 @@ def headline(summary: list[Row], workload: str, regime: str) -> list[Verdict]:
         ]
         metric = "steps to target"
         if everyone:
-            v = verdict(metric, everyone, True, float(with_target[0]["eval_every"]), digits=4)
+            v = verdict(
+                metric,
+                everyone,
+                True,
+                float(with_target[0]["eval_every"]),
+                digits=4,
+                per_seed={o: _by_seed(best[o], "steps_to_target_by_seed") for o in everyone},
+            )
         else:
             v = Verdict(metric, None, [], "no optimizer reached the target on every seed.")
         if missed and everyone:

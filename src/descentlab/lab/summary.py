@@ -41,6 +41,17 @@ def _to_target(row: Row, target: float | None) -> tuple[int | None, float | None
     return None, None
 
 
+def _final(row: Row, key: str) -> float:
+    """The run's last evaluated ``key`` (NaN when it diverged or never measured it)."""
+    if row["diverged"]:
+        return math.nan
+    if key == "train_loss":  # as the mean over seeds reads it: the last evaluation's
+        value = row["evals"][-1].get(key)
+        return float(value) if value is not None else math.nan
+    values = finite(e.get(key) for e in row["evals"])
+    return values[-1] if values else math.nan
+
+
 def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
     """One line per (workload, optimizer, regime, lr): mean +- std over seeds."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
@@ -54,6 +65,7 @@ def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
         best = finite(
             min(finite(e["train_loss"] for e in r["evals"]), default=math.nan) for r in ok
         )
+        runs = sorted(runs, key=lambda r: r["spec"]["seed"])
         line: Row = {
             "workload": workload,
             "optimizer": optimizer,
@@ -66,11 +78,16 @@ def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
             "start_loss": mean_std(finite(r["evals"][0]["train_loss"] for r in runs))[0],
             "steps": runs[0]["spec"]["steps"],
             "eval_every": runs[0]["spec"].get("eval_every", 1),
+            # Per seed, for the verdicts' paired effects (decide.py): a seed fixes the initial
+            # weights and the data order whatever the optimizer. NaN: the run diverged.
+            "seed_ids": [r["spec"]["seed"] for r in runs],
+            "final_loss_runs": [_final(r, "train_loss") for r in runs],
         }
         accs = [finite(e.get("test_acc") for e in r["evals"]) for r in ok]
         if any(accs):
             line["final_acc"] = mean_std([a[-1] for a in accs if a])
             line["best_acc"] = mean_std([max(a) for a in accs if a])
+            line["final_acc_runs"] = [_final(r, "test_acc") for r in runs]
         target = targets.get(workload)
         if target is not None:
             hits = [_to_target(r, target) for r in ok]
@@ -81,6 +98,9 @@ def summarize(rows: list[Row], targets: dict[str, float | None]) -> list[Row]:
             line["steps_to_target"] = statistics.median(steps) if steps else None
             line["seconds_to_target"] = statistics.median(seconds) if seconds else None
             line["steps_to_target_runs"] = steps
+            line["steps_to_target_by_seed"] = [
+                math.nan if r["diverged"] else _to_target(r, target)[0] for r in runs
+            ]
         out.append(line)
     out.sort(key=lambda x: (x["workload"], x["regime"], x["optimizer"], x["lr"]))
     return out
