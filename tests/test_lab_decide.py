@@ -117,14 +117,16 @@ def _bracketed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_an_effect_whose_interval_straddles_zero_gives_no_clear_winner() -> None:
-    rows = _bracketed([
-        run_record("a", 0.1, 0, [0.10]),
-        run_record("a", 0.1, 1, [0.20]),  # 0.15 ± 0.05
-        run_record("b", 0.1, 0, [0.22]),
-        run_record("b", 0.1, 1, [0.12]),  # 0.17 ± 0.05; per seed +0.12, then -0.08
-        run_record("c", 0.1, 0, [0.90]),
-        run_record("c", 0.1, 1, [0.91]),
-    ])
+    rows = _bracketed(
+        [
+            run_record("a", 0.1, 0, [0.10]),
+            run_record("a", 0.1, 1, [0.20]),  # 0.15 ± 0.05
+            run_record("b", 0.1, 0, [0.22]),
+            run_record("b", 0.1, 1, [0.12]),  # 0.17 ± 0.05; per seed +0.12, then -0.08
+            run_record("c", 0.1, 0, [0.90]),
+            run_record("c", 0.1, 1, [0.91]),
+        ]
+    )
     loss = _verdicts(rows, target=None)["final training loss"]
     assert loss.winner is None and sorted(loss.leaders) == ["a", "b"]
     assert loss.text.startswith("no clear winner") and "then c" in loss.text
@@ -135,14 +137,16 @@ def test_an_effect_whose_interval_straddles_zero_gives_no_clear_winner() -> None
 def test_seeds_are_paired_so_a_consistent_small_effect_wins_through_wide_spreads() -> None:
     """A seed fixes the weights and the data order: b is 0.02 worse on every seed, though
     each one's spread over seeds (0.05) is wider than the gap (the old overlap rule: a tie)."""
-    rows = _bracketed([
-        run_record("a", 0.1, 0, [0.10]),
-        run_record("a", 0.1, 1, [0.20]),
-        run_record("a", 0.1, 2, [0.15]),
-        run_record("b", 0.1, 0, [0.12]),
-        run_record("b", 0.1, 1, [0.22]),
-        run_record("b", 0.1, 2, [0.17]),
-    ])
+    rows = _bracketed(
+        [
+            run_record("a", 0.1, 0, [0.10]),
+            run_record("a", 0.1, 1, [0.20]),
+            run_record("a", 0.1, 2, [0.15]),
+            run_record("b", 0.1, 0, [0.12]),
+            run_record("b", 0.1, 1, [0.22]),
+            run_record("b", 0.1, 2, [0.17]),
+        ]
+    )
     loss = _verdicts(rows, target=None)["final training loss"]
     assert loss.winner == "a", loss.text
     assert "(b +0.02 worse [+0.02, +0.02]; 95% t-interval over 3 paired seeds)" in loss.text

@@ -9,6 +9,8 @@ import matplotlib
 import pytest
 
 from descentlab.lab import WORKLOADS, report
+from descentlab.lab.decide import grid_edge_notes
+from descentlab.lab.summary import summarize
 from lab_records import ravine_like, run_record
 
 matplotlib.use("Agg")
@@ -98,3 +100,22 @@ def test_runs_record_the_ratio_their_telemetry_measured() -> None:
     start = workload.build(0, {}).params  # the same seed: the same initial weights
     norm = sum(float(p.detach().pow(2).sum()) for p in start) ** 0.5
     assert rec.param_norm[0] == pytest.approx(norm)
+
+
+def test_the_tuning_budget_is_stated(tmp_path: Path) -> None:
+    rows = [
+        run_record(name, lr, seed, [0.2, 0.1])
+        for name in ("a", "b")
+        for lr in (0.01, 0.1)
+        for seed in (0, 1, 2)
+    ]
+    (tmp_path / "same").mkdir()
+    (tmp_path / "differ").mkdir()
+    text = report.write_report(tmp_path / "same", "t", [], rows, {"toy": None})["markdown"]
+    assert "Tuning budget: 2 lrs × 3 seeds for every optimizer." in text.read_text()
+    fewer = [r for r in rows if not (r["spec"]["optimizer"] == "b" and r["spec"]["lr"] == 0.1)]
+    notes = grid_edge_notes(summarize(fewer, {"toy": None}))
+    text = report.write_report(tmp_path / "differ", "t", notes, fewer, {"toy": None})["markdown"]
+    md = text.read_text()
+    assert "Tuning budget:" not in md
+    assert "tuning budgets differ: a 2 lrs x 3 seeds, b 1 lrs x 3 seeds." in md

@@ -26,8 +26,8 @@ tie rule. How the report decides (the rules are also printed at the top of every
 from __future__ import annotations
 
 import math
-import sys
 import statistics
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -357,8 +357,7 @@ def verdict(
         metric,
         None,
         leaders,
-        f"no clear winner: {', '.join(show(o) for o in leaders)} overlap{tail} "
-        f"({'; '.join(why)}).",
+        f"no clear winner: {', '.join(show(o) for o in leaders)} overlap{tail} ({'; '.join(why)}).",
     )
 
 

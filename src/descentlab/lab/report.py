@@ -158,7 +158,14 @@ def sections(
                 "CPU seconds of the process to that step."
             )
         if seeds == 1:
-            definitions.append("One seed: no spread, so verdicts compare single runs.")
+            definitions.append("One seed: no interval, so no verdict names a winner.")
+        budgets = {
+            f"{len({s['lr'] for s in mine if s['optimizer'] == o})} lrs × "
+            f"{max(s['seeds'] for s in mine if s['optimizer'] == o)} seeds"
+            for o in {s["optimizer"] for s in mine}
+        }
+        if len(budgets) == 1:
+            definitions.append(f"Tuning budget: {budgets.pop()} for every optimizer.")
         regimes = []
         for regime in sorted({s["regime"] for s in mine}):
             part = [s for s in mine if s["regime"] == regime]
