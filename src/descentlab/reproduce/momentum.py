@@ -220,7 +220,9 @@ NOISE_ARMS = {
     HB_SAME: dnp.sgd(lr=NOISE_LR, momentum=BETA),
 }
 MATCHED = (EMA, HB_MATCHED)  # the arms at SGD's effective step size
-SPREAD, STEPS, REACH = "std of y, 2nd half", "std of y-steps, 2nd half", "steps until x < 0.05"
+HOLD = 10  # x must stay near 0 this many steps: an oscillation crossing 0 does not count
+SPREAD, STEPS = "std of y, 2nd half", "std of y-steps, 2nd half"
+REACH = f"steps until |x| < 0.05 for {HOLD} steps"
 
 
 def _noisy_run(opt: dnp.Transformation, steps: int, sigma: float, seed: int) -> np.ndarray:
@@ -239,21 +241,85 @@ def _noisy_run(opt: dnp.Transformation, steps: int, sigma: float, seed: int) -> 
     return np.array(path)
 
 
+def _reach_steps(opt: dnp.Transformation, seed: int, most: int) -> int:
+    """Steps of :func:`_noisy_run` (seed ``seed``) until |x| < 0.05 and stays so for
+    ``HOLD`` steps (the first of them); ``most + 1`` if that does not start within ``most``
+    steps, or the iterates leave every bound."""
+    rng = np.random.default_rng(seed)
+    w = np.array([5.0, 0.0])
+    state = opt.init(w)
+    h = np.array([1.0, 10.0])
+    since = 0
+    for step in range(1, most + HOLD):
+        g = h * w + np.array([0.0, NOISE_SIGMA * rng.standard_normal()])
+        w, state = opt.update(w, g, state)
+        if not np.all(np.abs(w) < 1e6):
+            return most + 1
+        if abs(w[0]) >= 0.05:
+            since = 0
+            if step >= most:
+                return most + 1
+        elif since == 0:
+            since = step
+        if since and step - since + 1 >= HOLD:
+            return since
+    return most + 1
+
+
+def _tuned_reach(seeds: int) -> tuple[dict[str, list[float]], dict[str, str], dict[str, str]]:
+    """Per seed, SGD's and heavy-ball's fewest steps to REACH, each at its best of 40
+    configurations (the ravine's grids, as fractions of the stability limits 2/L and
+    2(1+beta)/L, L = 10 along y); the configurations, and flags for a method left short of
+    its optimum from below (the top of each grid is the stability limit)."""
+    steps: dict[str, list[float]] = {SGD: [], "momentum": []}
+    configs: dict[str, str] = {}
+    flags: dict[str, str] = {}
+    for seed in range(seeds):
+
+        def gd(a: float, b: float, most: int, seed: int = seed) -> int:
+            return _reach_steps(dnp.sgd(lr=2 * a / 10), seed, most)
+
+        def hb(a: float, b: float, most: int, seed: int = seed) -> int:
+            return _reach_steps(dnp.sgd(lr=2 * (1 + b) * a / 10, momentum=b), seed, most)
+
+        for name, run, fractions, betas in (
+            (SGD, gd, GD_FRACTIONS, (0.0,)),
+            ("momentum", hb, HB_FRACTIONS, HB_BETAS),
+        ):
+            n, a, b, _ = _fewest_steps(run, fractions, betas, NOISE_STEPS)
+            steps[name].append(float(n))
+            configs.setdefault(
+                name, f"lr {2 * (1 + b) * a / 10:.3g}" + (f", beta {b:g}" if b else "")
+            )
+            if n > NOISE_STEPS:
+                flags[f"tuned {name}: {REACH}"] = f"seed {seed}: no configuration got there"
+            elif a == min(fractions) or (name != SGD and b in (min(betas), max(betas))):
+                flags[f"tuned {name}: {REACH}"] = (
+                    f"seed {seed}: its best configuration is at the edge of its grid"
+                )
+    return steps, configs, flags
+
+
 def _reach(path: np.ndarray, steps: int) -> int:
-    below = path[:, 0] < 0.05
-    return int(np.argmax(below)) if below.any() else steps + 1
+    """The first step from which |x| < 0.05 holds for ``HOLD`` steps (``steps + 1``: none)."""
+    below = np.abs(path[:, 0]) < 0.05
+    for i in range(len(below) - HOLD + 1):
+        if below[i : i + HOLD].all():
+            return i
+    return steps + 1
 
 
 def measure_noise(ctx: Context) -> Measurement:
     steps, half = NOISE_STEPS, NOISE_STEPS // 2
+    seeds = max(ctx.seeds, 3)  # a fraction of a second each: a spread even when quick
     fig: dict[str, float] = {
         "lr": NOISE_LR,
         "beta": BETA,
         "noise sigma": NOISE_SIGMA,
-        "seeds": float(ctx.seeds),
+        "seeds": float(seeds),
     }
     runs = {
-        name: [_noisy_run(opt, steps, NOISE_SIGMA, s) for s in range(ctx.seeds)]
+        name: [_noisy_run(opt, steps, NOISE_SIGMA, s) for s in range(seeds)]
         for name, opt in NOISE_ARMS.items()
     }
     per_seed: dict[str, dict[str, list[float]]] = {}
@@ -274,6 +340,9 @@ def measure_noise(ctx: Context) -> Measurement:
                     for m, s in zip(per_seed[name][what], per_seed[SGD][what], strict=True)
                 )
             )
+    tuned, configs, flags = _tuned_reach(seeds)
+    for name, values in tuned.items():
+        fig[f"tuned {name}: {REACH}"] = float(np.median(values))
     fig["largest gap between the EMA and matched heavy-ball paths"] = max(
         float(np.max(abs(e - m))) for e, m in zip(runs[EMA], runs[HB_MATCHED], strict=True)
     )
@@ -298,18 +367,27 @@ def measure_noise(ctx: Context) -> Measurement:
             "of its run; x sees no noise, so its steps do not vary with the seed. Plain SGD "
             "at heavy-ball's same-lr effective step (0.2) would sit exactly at its stability "
             "limit along y (2/10), so the same-lr form has no matched SGD arm and is shown "
-            "as supporting figures only."
+            "as supporting figures only.",
+            "Tuned for the consistent direction, each method at its best of 40 "
+            "configurations (as in the ravine): SGD "
+            f"{configs[SGD]}, heavy-ball {configs['momentum']} (seed 0); x sees no noise, "
+            "so its steps are the same in every seed.",
         ],
+        flags=flags,
         samples={
             SMOOTHER: [
                 min(math.log(sgd / per_seed[name][STEPS][k]) for name in MATCHED)
                 for k, sgd in enumerate(per_seed[SGD][STEPS])
-            ]
+            ],
+            ACCELERATES: [
+                math.log(a / b) for a, b in zip(tuned[SGD], tuned["momentum"], strict=True)
+            ],
         },
     )
 
 
 SMOOTHER = "the smaller, over the two matched momentum forms, of log(SGD's y-step std / theirs)"
+ACCELERATES = "log(tuned SGD's steps until |x| stays below 0.05 / tuned heavy-ball's)"
 
 
 NOISE = Claim(
@@ -322,7 +400,9 @@ NOISE = Claim(
         "lr 0.02; at the same effective step size, the seed's EMA momentum (beta 0.9, lr "
         "0.02) and torch's heavy-ball at lr 0.02 x (1 - 0.9); and, at ten times that "
         "step, heavy-ball at lr 0.02. Fluctuation of y (iterates and steps) over the "
-        "second half, and steps until x < 0.05."
+        "second half, and steps until |x| < 0.05 for 10 steps running; for the "
+        "consistent direction, SGD and heavy-ball also each at its best of 40 "
+        "configurations."
     ),
     statements=(
         Statement(
@@ -370,12 +450,13 @@ NOISE = Claim(
         ),
         Statement(
             "accelerates",
-            "Momentum accelerates along the consistent direction (at the same effective "
-            "step size).",
+            "Momentum accelerates along the consistent direction: tuned, it gets down the "
+            "noiseless x direction in fewer steps than tuned SGD.",
             (
                 *(
-                    require(
-                        f"{name} reaches x < 0.05 in at most 0.8x SGD's steps",
+                    support(
+                        f"at SGD's effective step size (untuned), {name} gets |x| below 0.05 in "
+                        "at most 0.8x SGD's steps",
                         f"{name}: {REACH}",
                         "<=",
                         f"SGD: {REACH}",
@@ -392,6 +473,13 @@ NOISE = Claim(
                     0.5,
                 ),
             ),
+            effect=EffectSpec(
+                ACCELERATES,
+                math.log(1.25),
+                "per seed, log(SGD's steps until |x| stays below 0.05 / heavy-ball "
+                "momentum's), each at its best of 40 configurations up to its stability "
+                "limit (log 1.25 = 0.223: 25% fewer steps counts)",
+            ),
         ),
     ),
     measure=measure_noise,
@@ -399,51 +487,145 @@ NOISE = Claim(
 
 # ------------------------------------------------------------------ saddle points
 
-# Effective step sizes: the seed's lrs 0.01 and 0.03, and the ten times larger steps that
-# heavy-ball takes at those same lrs.
-SADDLE_STEPS = (0.01, 0.03, 0.1, 0.3)
-SEED_LRS = (0.01, 0.03)
+# Saddles f = x^2/2 - c y^2/2 + y^4/4: curvature +1 along x, -c along y (the minima at
+# y = +-sqrt(c)). A small negative curvature is the hard case the seed means: gradient
+# descent's escape rate along y is 1 + lr c per step, bounded by the lr that keeps x stable.
+# (With curvatures of equal size, c = 1, any method escapes in a handful of steps.)
+CURVATURES = (0.1, 0.03, 0.01)
+SADDLE_CAP = 5000
 
 
-def _escape(opt: dnp.Transformation, max_steps: int = 5000) -> int:
-    """Steps from next to the saddle of x^2 - y^2 + y^4 until |y| > 0.5."""
-    w = np.array([1.0, 1e-3])
-    state = opt.init(w)
-    for step in range(1, max_steps + 1):
-        g = np.array([2 * w[0], -2 * w[1] + 4 * w[1] ** 3])
+def _escape_steps(opt: dnp.Transformation, c: float, w0: np.ndarray, most: int = SADDLE_CAP) -> int:
+    """Steps of descent on the saddle of curvature ``-c`` until |y| > sqrt(c) / 2 (halfway
+    to a minimum); ``most + 1`` if it does not get there within ``most`` (or diverges)."""
+    w, state = w0.copy(), opt.init(w0)
+    edge = 0.5 * math.sqrt(c)
+    for step in range(1, most + 1):
+        g = np.array([w[0], -c * w[1] + w[1] ** 3])
         w, state = opt.update(w, g, state)
-        if abs(w[1]) > 0.5:
+        if not np.all(np.isfinite(w)) or abs(w[0]) > 1e6:
+            return most + 1
+        if abs(w[1]) > edge:
             return step
-    return max_steps + 1
+    return most + 1
 
 
-def _saddle_name(arm: str, step: float) -> str:
-    return f"{arm} escape steps, step {step}"
+def _saddle_start(seed: int, c: float) -> np.ndarray:
+    """Seed ``seed``'s start next to the saddle: x in +-[0.5, 1.5], y a thousandth of the
+    way to a minimum, times a factor in [0.5, 2], of random sign."""
+    rng = np.random.default_rng([seed, round(-math.log10(c) * 1000)])
+    x = rng.uniform(0.5, 1.5) * rng.choice((-1.0, 1.0))
+    y = 1e-3 * math.sqrt(c) * 2 ** rng.uniform(-1, 1) * rng.choice((-1.0, 1.0))
+    return np.array([x, y])
+
+
+def _saddle_name(arm: str, c: float) -> str:
+    return f"{arm} escape steps, curvature -{c:g}"
 
 
 def measure_saddle(ctx: Context) -> Measurement:
-    fig: dict[str, float] = {"beta": BETA}
+    seeds = max(ctx.seeds, 3)  # about a second a seed: a spread even when quick
+    fig: dict[str, float] = {"configurations per method": float(len(GD_FRACTIONS))}
+    flags: dict[str, str] = {}
+    ratios: dict[float, list[float]] = {c: [] for c in CURVATURES}
+    steps: dict[tuple[str, float], list[float]] = {}
+    chosen: dict[tuple[str, float], list[str]] = {}
+    capped: dict[float, bool] = {}
+    for c in CURVATURES:
+        for seed in range(seeds):
+            w0 = _saddle_start(seed, c)
+
+            def gd(a: float, b: float, most: int, c: float = c, w0: np.ndarray = w0) -> int:
+                return _escape_steps(dnp.sgd(lr=2 * a), c, w0, most)
+
+            def hb(a: float, b: float, most: int, c: float = c, w0: np.ndarray = w0) -> int:
+                return _escape_steps(dnp.sgd(lr=2 * (1 + b) * a, momentum=b), c, w0, most)
+
+            got = {}
+            for name, run, fractions, betas in (
+                ("GD", gd, GD_FRACTIONS, (0.0,)),
+                ("momentum", hb, HB_FRACTIONS, HB_BETAS),
+            ):
+                n, a, b, _ = _fewest_steps(run, fractions, betas, SADDLE_CAP)
+                got[name] = n
+                steps.setdefault((name, c), []).append(float(n))
+                config = f"lr {2 * (1 + b) * a:.3g}" + (f", beta {b:g}" if name != "GD" else "")
+                chosen.setdefault((name, c), []).append(config)
+                # Escaping favours the largest stable lr: a best lr at the stability limit
+                # (the grid's top) is bracketed by construction, and a larger beta than
+                # momentum's grid holds could only make it faster. What would make the
+                # comparison unfair is a method left short of its optimum from below.
+                if n > SADDLE_CAP:
+                    flags[_saddle_name(name, c)] = f"seed {seed}: no configuration escaped"
+                elif a == min(fractions) or (name != "GD" and b == min(betas)):
+                    flags[_saddle_name(name, c)] = (
+                        f"seed {seed}: its best configuration ({config}) is at the low edge of "
+                        "its grid"
+                    )
+                if name != "GD" and b == max(betas):
+                    capped[c] = True
+            ratios[c].append(math.log(got["GD"] / got["momentum"]))
     rows = []
-    for s in SADDLE_STEPS:
-        fig[_saddle_name("GD", s)] = _escape(dnp.sgd(lr=s))
-        fig[_saddle_name("EMA momentum", s)] = _escape(dnp.momentum(lr=s, momentum=BETA))
-        fig[_saddle_name("heavy-ball", s)] = _escape(dnp.sgd(lr=s * (1 - BETA), momentum=BETA))
+    for c in CURVATURES:
+        for name in ("GD", "momentum"):
+            fig[_saddle_name(name, c)] = float(np.median(steps[(name, c)]))
+        gd_steps, hb_steps = fig[_saddle_name("GD", c)], fig[_saddle_name("momentum", c)]
+        fig[f"speed-up, curvature -{c:g} (median over seeds)"] = gd_steps / hb_steps
         rows.append(
             [
-                str(s),
-                f"{fig[_saddle_name('GD', s)]:.0f} (lr {s})",
-                f"{fig[_saddle_name('EMA momentum', s)]:.0f} (lr {s})",
-                f"{fig[_saddle_name('heavy-ball', s)]:.0f} (lr {s * (1 - BETA):.3g})",
+                f"+1 / -{c:g}",
+                f"{gd_steps:.0f} ({chosen[('GD', c)][0]})",
+                f"{hb_steps:.0f} ({chosen[('momentum', c)][0]})",
+                f"{gd_steps / hb_steps:.1f}x",
             ]
         )
+    plt = pyplot()
+    f, ax = plt.subplots(figsize=(5, 3.6))
+    for name, marker in (("GD", "o-"), ("momentum", "s-")):
+        label = "gradient descent" if name == "GD" else "heavy-ball momentum"
+        ax.loglog(CURVATURES, [fig[_saddle_name(name, c)] for c in CURVATURES], marker, label=label)
+    ax.set_xlabel("negative curvature c (x curvature 1)")
+    ax.set_ylabel("steps to |y| > sqrt(c)/2, median")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    path = save_figure(ctx, f, "momentum-saddle")
     return Measurement(
         fig,
-        table=(["effective step", "GD", "EMA momentum", "heavy-ball"], rows),
+        [("Escape steps vs the saddle's negative curvature, each method tuned", path)],
+        (
+            [
+                "curvatures (x / y)",
+                "GD steps, median (seed 0's best config)",
+                "momentum steps, median (seed 0's best config)",
+                "speed-up",
+            ],
+            rows,
+        ),
         remarks=[
-            "Deterministic (exact gradients, fixed start), so one run per arm. Heavy-ball "
-            "at the seed's lrs 0.01 and 0.03 is the heavy-ball column at steps 0.1 and 0.3."
+            "Exact gradients; a seed draws the start next to the saddle. Each method gets "
+            "its best of 40 configurations per start, as in the ravine: gradient descent 40 "
+            "lrs up to its stability limit 2/L, heavy-ball 5 fractions of its own limit "
+            "2(1+beta)/L x 8 betas. The seed's EMA form at lr is heavy-ball at lr x "
+            "(1 - beta), the same family once the lr is tuned, so heavy-ball stands for both.",
+            *(
+                [
+                    "Momentum's best beta is the largest tried (0.98) at curvature "
+                    + ", ".join(f"-{c:g}" for c in capped)
+                    + ": a larger one could escape faster still, so the speed-up there is "
+                    "a lower bound."
+                ]
+                if capped
+                else []
+            ),
         ],
+        flags=flags,
+        samples={
+            ESCAPES: [min(ratios[c][k] for c in CURVATURES) for k in range(seeds)],
+        },
     )
+
+
+ESCAPES = "the smallest over the curvatures of log(GD's escape steps / momentum's), both tuned"
 
 
 SADDLE = Claim(
@@ -451,39 +633,25 @@ SADDLE = Claim(
     title="Momentum helps escape saddle points",
     quote="Momentum helps escape saddle points and noisy gradient directions.",
     experiment=(
-        "x^2 - y^2 + y^4 started at (1, 0.001), right next to the saddle at the origin: "
-        "steps until |y| > 0.5 for gradient descent, the seed's EMA momentum (beta 0.9) and "
-        "torch's heavy-ball momentum (beta 0.9), compared at the same effective step size "
-        "(gradient descent and EMA at lr s, heavy-ball at lr s x (1 - beta)) for s = 0.01, "
-        "0.03 (the seed's lrs) and 0.1, 0.3 (heavy-ball's steps at those lrs)."
+        "Saddles x^2/2 - c y^2/2 + y^4/4 with curvature +1 along x and a small negative "
+        "curvature -c = -0.1, -0.03, -0.01 along y; per seed a start next to the saddle "
+        "(y a thousandth of the way to a minimum): steps until |y| exceeds half the "
+        "distance to a minimum, each method at its best of 40 configurations (gradient "
+        "descent: 40 lrs up to 2/L; heavy-ball momentum: 5 fractions of 2(1+beta)/L x 8 "
+        "betas from 0.1 to 0.98)."
     ),
     statements=(
         Statement(
             "escapes",
-            "Momentum helps escape saddle points (at the same effective step size).",
-            (
-                *(
-                    require(
-                        f"{arm} escapes in at most 0.8x gradient descent's steps at step {s}",
-                        _saddle_name(arm, s),
-                        "<=",
-                        _saddle_name("GD", s),
-                        0.8,
-                    )
-                    for s in SADDLE_STEPS
-                    for arm in ("EMA momentum", "heavy-ball")
-                ),
-                *(
-                    support(
-                        f"heavy-ball at gradient descent's lr {lr} (ten times its step) escapes in "
-                        "under half of its steps",
-                        _saddle_name("heavy-ball", round(lr / (1 - BETA), 10)),
-                        "<",
-                        _saddle_name("GD", lr),
-                        0.5,
-                    )
-                    for lr in SEED_LRS
-                ),
+            "Momentum helps escape saddle points: tuned, it leaves a saddle in fewer steps "
+            "than tuned gradient descent, at every negative curvature tried.",
+            (),
+            effect=EffectSpec(
+                ESCAPES,
+                math.log(1.25),
+                "per seed, the smallest over the three curvatures of log(gradient descent's "
+                "escape steps / momentum's), each tuned (log 1.25 = 0.223: 25% fewer steps "
+                "counts)",
             ),
         ),
     ),
