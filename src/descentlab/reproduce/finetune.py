@@ -1,154 +1,291 @@
 """The seed's pitfall "Adam's 1e-3 is too aggressive for fine-tuning", measured.
 
-Every experiment here that has randomness (initialisation, data, batch order) runs over
-several seeds and reports the mean, the spread and, for each comparison, in how many seeds
-it goes the stated way. The models are tiny, so they run on one thread: a second one only
-adds contention on a shared machine.
-Nothing is selected: every lr gets the same fixed budget.
+The setup gives the claim a fair chance to show:
+
+* **A related task whose features transfer.** Pre-train on the digits, then fine-tune on
+  the same ten digits as a noisy scanner would give them (each pixel plus Gaussian noise,
+  sigma 0.35, clipped to [0, 1]) from only 5 examples a class. The pre-trained model
+  already reads noisy digits far better than one trained on those 50 examples from scratch
+  (shown), so fine-tuning, not training anew, is the sensible thing to do.
+* **Budgets long enough to converge, per lr.** Every lr (1e-3, 1e-4, 1e-5) fine-tunes for
+  the same long budget and is read at its own best checkpoint on a validation set of noisy
+  digits it does not train on (early stopping), so a small lr is not cut short; an lr whose
+  last quarter of the budget still improved its validation accuracy by half a point or more
+  has not converged, and a statement about it is not tested.
+* **What is forgotten** is the original (clean) task's test accuracy lost at that
+  checkpoint; the end of the common budget is shown beside it.
+
+All seeds and lrs train together as one stacked problem (:func:`.digits.stacked_forward`):
+each row is one (lr, seed) run with its own initialisation, data and batch order; rows never
+mix. A seed's results depend on the seed alone, so seeds added to an unresolved statement
+reuse those already run.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import torch as dt
 from ..lab.workloads import digits_data
-from .base import Claim, Context, EffectSpec, Measurement, Statement, support
-from .common import one_thread, spread
-from .digits import accuracy, mlp
+from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
+from .common import one_thread, pyplot, save_figure, spread
+from .digits import stacked_forward
 from .seeds import fraction, mean
 
 Tensor = torch.Tensor
 
 FT_LRS = (1e-3, 1e-4, 1e-5)
-PRETRAIN_STEPS = 2000
-FINETUNE_STEPS = 300
-FINETUNE_SAMPLES = 200
+HIDDEN = 64
+PRETRAIN_STEPS = 1500
+BUDGET = 2000  # fine-tuning steps for every lr, read at each run's best checkpoint
+EVERY = 50  # steps between checkpoints
+PER_CLASS = 5  # fine-tuning examples a class
+VALIDATION = 500  # noisy training digits that choose the checkpoint
+NOISE = 0.35
+BATCH = 32
+CONVERGED = 0.005  # validation accuracy gained in the budget's last quarter: converged below
+SCRATCH = "from scratch at 1e-3"  # the same 50 examples, no pre-training
 
 
-def _train(model: torch.nn.Module, x: Tensor, y: Tensor, lr: float, steps: int, seed: int) -> None:
+def _template() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10)
+    )
+
+
+def _init(seeds: Sequence[int]) -> Tensor:
+    rows = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        rows.append(torch.nn.utils.parameters_to_vector(_template().parameters()))
+    return torch.stack(rows).detach()
+
+
+def _noisy(x: Tensor, seed: int) -> Tensor:
+    """The related task's inputs: the digits as a noisy scanner gives them (fixed noise)."""
     gen = torch.Generator().manual_seed(seed)
-    opt = dt.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (32,), generator=gen)
+    return (x + NOISE * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed: the pre-trained model's accuracies, and per fine-tuning arm its accuracies
+    at its best checkpoint and at the end of the budget."""
+
+    clean: float  # pre-trained, original task (clean test digits)
+    noisy: float  # pre-trained, new task (noisy test digits)
+    best_step: dict[str, int]
+    new_task: dict[str, float]  # noisy test accuracy at the best checkpoint
+    kept: dict[str, float]  # clean test accuracy at the best checkpoint
+    kept_at_end: dict[str, float]  # clean test accuracy after the whole budget
+    converged: dict[str, bool]  # the budget's last quarter improved validation by < CONVERGED
+
+
+_RUNS: dict[int, SeedRun] = {}
+
+
+def _arms() -> list[tuple[str, float, bool]]:
+    """(name, lr, from the pre-trained weights)."""
+    return [*((f"{lr:g}", lr, True) for lr in FT_LRS), (SCRATCH, 1e-3, False)]
+
+
+def _accuracy(flat: Tensor, x: Tensor, y: Tensor, template: torch.nn.Module) -> Tensor:
+    with torch.no_grad():
+        out = stacked_forward(template, flat, x.expand(len(flat), -1, -1))
+        return (out.argmax(-1) == y).float().mean(1)
+
+
+def _run(seeds: Sequence[int]) -> None:
+    """Measure ``seeds`` (all arms stacked) into ``_RUNS``."""
+    xtr, ytr, xte, yte = (torch.from_numpy(a) for a in digits_data())
+    xtr, xte, ytr, yte = xtr.float(), xte.float(), ytr.long(), yte.long()
+    ntr, nte = _noisy(xtr, 1), _noisy(xte, 2)
+    template = _template()
+    n = len(seeds)
+    w0 = _init(seeds)
+    flat = w0.clone().requires_grad_()
+    opt = dt.Adam([flat], lr=1e-3, engine="reference")
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    for _ in range(PRETRAIN_STEPS):  # the original task, clean digits
+        idx = torch.stack([torch.randint(0, len(xtr), (BATCH,), generator=g) for g in gens])
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        out = stacked_forward(template, flat, xtr[idx])
+        loss = torch.nn.functional.cross_entropy(
+            out.flatten(0, 1), ytr[idx].flatten(), reduction="sum"
+        )
+        (loss / BATCH).backward()
         opt.step()
-
-
-def _flip(x: Tensor) -> Tensor:
-    """The related task: the same digits mirrored left to right."""
-    return x.reshape(-1, 8, 8).flip(-1).reshape(-1, 64)
+    base = flat.detach()
+    clean0 = _accuracy(base, xte, yte, template)
+    noisy0 = _accuracy(base, nte, yte, template)
+    picks, checks = [], []
+    for s in seeds:  # per seed: 5 noisy training digits a class; others validate
+        perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(1000 + s))
+        pick = torch.cat([perm[ytr[perm] == c][:PER_CLASS] for c in range(10)])
+        picks.append(pick)
+        checks.append(perm[~torch.isin(perm, pick)][:VALIDATION])
+    pick_t, check_t = torch.stack(picks), torch.stack(checks)
+    arms = _arms()
+    flats = [(base if pre else w0).clone().requires_grad_() for _, _, pre in arms]
+    opt = dt.Adam(
+        [{"params": [f], "lr": lr} for f, (_, lr, _) in zip(flats, arms, strict=True)],
+        engine="reference",
+    )
+    gens = [torch.Generator().manual_seed(2000 + s) for s in seeds]
+    k = len(arms)
+    xv, yv = ntr[check_t].repeat(k, 1, 1), ytr[check_t].repeat(k, 1)
+    best = torch.full((k, n), -1.0)
+    best_step = torch.zeros((k, n), dtype=torch.long)
+    at_best_new, at_best_kept = torch.zeros((k, n)), torch.zeros((k, n))
+    early = best.clone()  # the best validation accuracy before the budget's last quarter
+    for step in range(1, BUDGET + 1):
+        pos = torch.stack([torch.randint(0, 10 * PER_CLASS, (BATCH,), generator=g) for g in gens])
+        idx = pick_t.gather(1, pos).repeat(k, 1)  # arm-major rows, each seed its own batch
+        opt.zero_grad()
+        out = stacked_forward(template, torch.cat(flats), ntr[idx])
+        loss = torch.nn.functional.cross_entropy(
+            out.flatten(0, 1), ytr[idx].flatten(), reduction="sum"
+        )
+        (loss / BATCH).backward()  # each row's gradient is its own run's mean loss's
+        opt.step()
+        if step % EVERY:
+            continue
+        with torch.no_grad():
+            rows = torch.cat(flats)
+            out = stacked_forward(template, rows, xv)
+            val = (out.argmax(-1) == yv).float().mean(1).view(k, n)
+            better = val > best
+            if better.any():
+                best = torch.where(better, val, best)
+                best_step = torch.where(better, torch.full_like(best_step, step), best_step)
+                new = _accuracy(rows, nte, yte, template).view(k, n)
+                kept = _accuracy(rows, xte, yte, template).view(k, n)
+                at_best_new = torch.where(better, new, at_best_new)
+                at_best_kept = torch.where(better, kept, at_best_kept)
+        if step == BUDGET * 3 // 4:
+            early = best.clone()
+    end_kept = _accuracy(torch.cat(flats).detach(), xte, yte, template).view(k, n)
+    names = [name for name, _, _ in arms]
+    for j, seed in enumerate(seeds):
+        _RUNS[seed] = SeedRun(
+            float(clean0[j]),
+            float(noisy0[j]),
+            {a: int(best_step[i, j]) for i, a in enumerate(names)},
+            {a: float(at_best_new[i, j]) for i, a in enumerate(names)},
+            {a: float(at_best_kept[i, j]) for i, a in enumerate(names)},
+            {a: float(end_kept[i, j]) for i, a in enumerate(names)},
+            {a: float(best[i, j] - early[i, j]) < CONVERGED for i, a in enumerate(names)},
+        )
 
 
 def _ft(lr: float, what: str) -> str:
     return f"lr={lr:g}: {what}"
 
 
-@functools.lru_cache(maxsize=64)
-def _seed_run(seed: int) -> tuple[tuple[float, float], dict[float, tuple[float, float]]]:
-    """One seed: the pre-trained model's (original, mirrored) test accuracies, and each
-    fine-tuning lr's. A seed's result depends on the seed alone, so seeds added to an
-    unresolved statement reuse the ones already run."""
-    xtr, ytr, xte, yte = (torch.from_numpy(a) for a in digits_data())
-    xtr, xte = xtr.float(), xte.float()
-    ytr, yte = ytr.long(), yte.long()
-    torch.manual_seed(seed)
-    base = mlp()
-    _train(base, xtr, ytr, 1e-3, PRETRAIN_STEPS, seed)
-    pretrained = (accuracy(base, xte, yte), accuracy(base, _flip(xte), yte))
-    gen = torch.Generator().manual_seed(seed)
-    small = torch.randperm(len(xtr), generator=gen)[:FINETUNE_SAMPLES]
-    finetuned = {}
-    for lr in FT_LRS:
-        model = copy.deepcopy(base)
-        _train(model, _flip(xtr[small]), ytr[small], lr, FINETUNE_STEPS, seed + 100)
-        finetuned[lr] = (accuracy(model, xte, yte), accuracy(model, _flip(xte), yte))
-    return pretrained, finetuned
-
-
 def measure_finetune(ctx: Context) -> Measurement:
-    seeds = max(ctx.seeds, 3)  # a few seconds each: enough seeds for a spread even when quick
-    before: list[tuple[float, float]] = []
-    after: dict[float, list[tuple[float, float]]] = {lr: [] for lr in FT_LRS}
-    with one_thread():
-        for seed in range(seeds):
-            pretrained, finetuned = _seed_run(seed)
-            before.append(pretrained)
-            for lr in FT_LRS:
-                after[lr].append(finetuned[lr])
-    orig0 = [b[0] for b in before]
-    new0 = [b[1] for b in before]
+    seeds = list(range(max(ctx.seeds, 3)))  # a second or two each: a spread even when quick
+    missing = [s for s in seeds if s not in _RUNS]
+    if missing:
+        with one_thread():
+            _run(missing)
+    runs = [_RUNS[s] for s in seeds]
+    clean0, noisy0 = [r.clean for r in runs], [r.noisy for r in runs]
     fig: dict[str, float] = {
-        "seeds": seeds,
-        "pre-trained: original-task accuracy": mean(orig0),
-        "pre-trained: mirrored-task accuracy": mean(new0),
+        "seeds": float(len(seeds)),
+        "pre-trained: original-task accuracy": mean(clean0),
+        "pre-trained: new-task accuracy": mean(noisy0),
     }
-    lost: dict[float, list[float]] = {}
-    new: dict[float, list[float]] = {}
+    lost: dict[str, list[float]] = {}
+    new: dict[str, list[float]] = {}
     rows = []
-    for lr in FT_LRS:
-        orig = [a[0] for a in after[lr]]
-        new[lr] = [a[1] for a in after[lr]]
-        lost[lr] = [b - a for b, a in zip(orig0, orig, strict=True)]
-        fig[_ft(lr, "original-task accuracy after")] = mean(orig)
-        fig[_ft(lr, "original-task accuracy lost")] = mean(lost[lr])
-        fig[_ft(lr, "original-task accuracy lost, spread over seeds")] = spread(lost[lr])
-        fig[_ft(lr, "mirrored-task accuracy after")] = mean(new[lr])
-        fig[_ft(lr, "mirrored-task accuracy after, spread over seeds")] = spread(new[lr])
+    for name, lr, pre in _arms():
+        new[name] = [r.new_task[name] for r in runs]
+        steps = [r.best_step[name] for r in runs]
+        label = f"lr={lr:g}" if pre else SCRATCH
+        fig[f"{label}: new-task accuracy"] = mean(new[name])
+        fig[f"{label}: new-task accuracy, spread over seeds"] = spread(new[name])
+        fig[f"{label}: seeds converged within the budget"] = float(
+            sum(r.converged[name] for r in runs)
+        )
+        if pre:
+            lost[name] = [100 * (c - r.kept[name]) for c, r in zip(clean0, runs, strict=True)]
+            at_end = [100 * (c - r.kept_at_end[name]) for c, r in zip(clean0, runs, strict=True)]
+            fig[_ft(lr, "original-task points lost at the best checkpoint")] = mean(lost[name])
+            fig[_ft(lr, "original-task points lost after the whole budget")] = mean(at_end)
         rows.append(
             [
-                f"{lr:g}",
-                f"{mean(orig):.3f} ± {spread(orig):.3f}",
-                f"{mean(new[lr]):.3f} ± {spread(new[lr]):.3f}",
+                label,
+                f"{np.median(steps):.0f}",
+                f"{mean(new[name]):.3f} ± {spread(new[name]):.3f}",
+                f"{mean(lost[name]):.1f}" if pre else "-",
+                f"{mean(at_end):.1f}" if pre else "-",
             ]
         )
+    best_pre = [max(new[f"{lr:g}"][k] for lr in FT_LRS) for k in range(len(seeds))]
+    fig["transfer: best fine-tuned minus from-scratch new-task accuracy (points)"] = 100 * (
+        mean(best_pre) - mean(new[SCRATCH])
+    )
+    fig["seeds where 1e-3 loses more of the original task than 1e-4 (fraction)"] = fraction(
+        [a > b for a, b in zip(lost["0.001"], lost["0.0001"], strict=True)]
+    )
     samples = {
-        TOO_AGGRESSIVE: [100 * (a - b) for a, b in zip(lost[1e-3], lost[1e-4], strict=True)],
+        TOO_AGGRESSIVE: [a - b for a, b in zip(lost["0.001"], lost["0.0001"], strict=True)],
         **{
             _suffices_effect(lr): [
-                min(100 * (a - b) - 10, 100 * (a - c) + 2)
-                for a, b, c in zip(new[lr], new0, new[1e-3], strict=True)
+                100 * (a - b) + 2 for a, b in zip(new[f"{lr:g}"], best_pre, strict=True)
             ]
             for lr in (1e-4, 1e-5)
         },
     }
-    fig["seeds where 1e-3 loses more of the original task than 1e-4 (fraction)"] = fraction(
-        [a > b for a, b in zip(lost[1e-3], lost[1e-4], strict=True)]
-    )
-    for lr, tag in ((1e-4, "1e-4"), (1e-5, "1e-5")):
-        fig[f"seeds where {tag} is within 2 points of 1e-3 on the mirrored task (fraction)"] = (
-            fraction([a >= b - 0.02 for a, b in zip(new[lr], new[1e-3], strict=True)])
+    plt = pyplot()
+    f, ax = plt.subplots(figsize=(5, 3.6))
+    for lr in FT_LRS:
+        ax.scatter(
+            [100 * v for v in new[f"{lr:g}"]], lost[f"{lr:g}"], label=f"fine-tuned at {lr:g}"
         )
-        fig[f"seeds where {tag} gains 10 points on the mirrored task (fraction)"] = fraction(
-            [a >= b + 0.10 for a, b in zip(new[lr], new0, strict=True)]
-        )
+    ax.axvline(100 * mean(new[SCRATCH]), color="grey", linestyle=":", label=SCRATCH)
+    ax.set_xlabel("new task (noisy digits) test accuracy, % at the best checkpoint")
+    ax.set_ylabel("original task points lost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = save_figure(ctx, f, "finetune-lr")
     return Measurement(
         fig,
-        table=(["fine-tuning lr", "original task acc", "mirrored task acc"], rows),
+        [("Each seed's fine-tuning run: what the new task gains against what is lost", path)],
+        table=(
+            [
+                "fine-tuning",
+                "best checkpoint (median step)",
+                "new task acc",
+                "original points lost",
+                "lost after the whole budget",
+            ],
+            rows,
+        ),
         remarks=[
-            f"Pre-train the digits MLP with Adam at 1e-3 ({PRETRAIN_STEPS} steps of 32), then "
-            f"fine-tune all weights for {FINETUNE_STEPS} steps on {FINETUNE_SAMPLES} mirrored "
-            "training digits with Adam at 1e-3, 1e-4 or 1e-5, over "
-            f"{seeds} seeds (initialisation, batches, the fine-tuning subset); accuracies on the "
-            "held-out digits, plain and mirrored, after the same fixed budget for every lr "
-            f"({FINETUNE_STEPS} steps, {FINETUNE_STEPS * 32 // FINETUNE_SAMPLES} epochs of the "
-            "subset): nothing is selected. "
-            "The seed's advice is about large pre-trained models; this is a small one, so read "
-            "the verdicts as what happens at this scale."
+            f"Pre-train an MLP 64-{HIDDEN}-10 on the clean digits with Adam at 1e-3 "
+            f"({PRETRAIN_STEPS} steps of {BATCH}), then fine-tune all its weights on "
+            f"{PER_CLASS} noisy digits a class ({BATCH} a step) at Adam 1e-3, 1e-4 or 1e-5, "
+            f"{BUDGET} steps each, read at the checkpoint (every {EVERY} steps) with the best "
+            f"accuracy on {VALIDATION} other noisy training digits; {len(seeds)} seeds "
+            "(initialisation, batches, the fine-tuning examples). Accuracies on the held-out "
+            "test digits, clean (original task) and noisy (new task). The seed's advice is "
+            "about large pre-trained models; this is a small one, so read the verdicts as "
+            "what happens at this scale."
         ],
         samples=samples,
     )
 
 
-TOO_AGGRESSIVE = "original-task accuracy lost at 1e-3 minus at 1e-4 (points)"
+TOO_AGGRESSIVE = "original-task points lost at 1e-3 minus at 1e-4, each at its best checkpoint"
 
 
 def _suffices_effect(lr: float) -> str:
-    return f"lr={lr:g}: the smaller margin on the new task (points)"
+    return f"lr={lr:g}: new-task accuracy minus the best lr's, plus 2 (points)"
 
 
 def _suffices(lr: float) -> Statement:
@@ -157,34 +294,33 @@ def _suffices(lr: float) -> Statement:
         f"{tag}-suffices",
         f"{tag} is enough to learn the new task.",
         (
-            support(
-                f"at {tag} the mirrored-task accuracy rises at least 10 points above the "
-                "pre-trained model's (mean over seeds)",
-                _ft(lr, "mirrored-task accuracy after"),
+            require(
+                f"fine-tuning at {tag} converges within the budget in every seed (its last "
+                "quarter adds under half a point of validation accuracy)",
+                _ft(lr, "seeds converged within the budget"),
                 ">=",
-                "pre-trained: mirrored-task accuracy",
-                offset=0.10,
+                "seeds",
             ),
             support(
                 f"{tag} learns the new task to within 2 points of 1e-3 (mean over seeds)",
-                _ft(lr, "mirrored-task accuracy after"),
+                _ft(lr, "new-task accuracy"),
                 ">=",
-                _ft(1e-3, "mirrored-task accuracy after"),
+                _ft(1e-3, "new-task accuracy"),
                 offset=-0.02,
             ),
             support(
-                "... within 2 points in every seed",
-                f"seeds where {tag} is within 2 points of 1e-3 on the mirrored task (fraction)",
-                ">=",
-                1.0,
+                f"at {tag} the new task's accuracy rises above the pre-trained model's",
+                _ft(lr, "new-task accuracy"),
+                ">",
+                "pre-trained: new-task accuracy",
             ),
         ),
         effect=EffectSpec(
             _suffices_effect(lr),
             0.0,
-            f"per seed, the smaller of two margins on the mirrored task at {tag}: its gain "
-            "over the pre-trained model minus 10 points, and its accuracy minus 1e-3's plus 2 "
-            "points (both must be positive)",
+            f"per seed, the new task's accuracy at {tag} minus the best of the three lrs', "
+            "plus 2 points: positive when it learns the new task to within 2 points of the "
+            "best lr (each at its best checkpoint)",
             " pts",
         ),
     )
@@ -198,10 +334,11 @@ CLAIM = Claim(
         "aggressive for fine-tuning - use 1e-5 or 1e-4."
     ),
     experiment=(
-        f"Pre-train an MLP on digits, fine-tune it for {FINETUNE_STEPS} steps on a related "
-        f"task (mirrored digits, {FINETUNE_SAMPLES} samples) at Adam lr 1e-3 / 1e-4 / 1e-5, "
-        "over several seeds; measure on held-out digits what the original task loses and what "
-        "the new task gains."
+        "Pre-train an MLP on the clean digits; fine-tune it on a related task whose features "
+        f"transfer (the digits with pixel noise, {PER_CLASS} examples a class) at Adam lr "
+        f"1e-3 / 1e-4 / 1e-5, {BUDGET} steps each, each read at its best validation "
+        "checkpoint; measure on held-out digits what the original task loses and what the "
+        "new task gains, against a model trained on the same examples from scratch."
     ),
     statements=(
         Statement(
@@ -209,31 +346,33 @@ CLAIM = Claim(
             "Adam's default lr 1e-3 is too aggressive for fine-tuning (it destroys what "
             "pre-training learned).",
             (
-                support(
-                    "at 1e-3 the original task loses at least 5 points more accuracy than at "
-                    "1e-4 (mean over seeds)",
-                    _ft(1e-3, "original-task accuracy lost"),
+                require(
+                    "fine-tuning at 1e-4 converges within the budget in every seed",
+                    _ft(1e-4, "seeds converged within the budget"),
                     ">=",
-                    _ft(1e-4, "original-task accuracy lost"),
-                    offset=0.05,
+                    "seeds",
                 ),
                 support(
-                    "... and loses more in every seed",
-                    "seeds where 1e-3 loses more of the original task than 1e-4 (fraction)",
+                    "pre-trained features transfer: the best fine-tuned model beats training "
+                    "from scratch on the new task by at least 5 points",
+                    "transfer: best fine-tuned minus from-scratch new-task accuracy (points)",
                     ">=",
-                    1.0,
+                    5.0,
                 ),
                 support(
-                    "at 1e-3 the new task ends below 1e-4's",
-                    _ft(1e-3, "mirrored-task accuracy after"),
-                    "<",
-                    _ft(1e-4, "mirrored-task accuracy after"),
+                    "... and after the whole budget, 1e-3 has lost at least 5 points more "
+                    "than 1e-4",
+                    _ft(1e-3, "original-task points lost after the whole budget"),
+                    ">=",
+                    _ft(1e-4, "original-task points lost after the whole budget"),
+                    offset=5.0,
                 ),
             ),
             effect=EffectSpec(
                 TOO_AGGRESSIVE,
                 5.0,
-                "original-task accuracy lost at 1e-3 minus lost at 1e-4 (5 points count)",
+                "per seed, the original task's test accuracy lost at 1e-3 minus lost at "
+                "1e-4, each at its best checkpoint (5 points count: destroying, not nudging)",
                 " pts",
             ),
         ),
