@@ -42,6 +42,7 @@ __all__ = [
     "NOT_RESOLVED",
     "Effect",
     "estimate",
+    "exactly",
     "outcome",
     "seeds_to_resolve",
 ]
@@ -74,6 +75,8 @@ class Effect:
         def f(x: float) -> str:
             return "inf" if math.isinf(x) else f"{x:+.{digits}g}{unit}"
 
+        if self.method == DETERMINISTIC:
+            return f"{f(self.estimate)} (deterministic, exact; counts from {f(self.smallest)})"
         return (
             f"{f(self.estimate)} [{f(self.low)}, {f(self.high)}] "
             f"({self.level:.0%}, {self.seeds} seeds; counts from {f(self.smallest)})"
@@ -100,6 +103,16 @@ def estimate(values: Sequence[float], smallest: float, level: float = LEVEL) -> 
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
     return Effect(mean, mean - half, mean + half, level, smallest, n)
+
+
+DETERMINISTIC = "deterministic: one run, nothing random"
+
+
+def exactly(value: float, smallest: float) -> Effect:
+    """The effect of an experiment in which nothing is random (exact gradients, a fixed
+    start): one run measures it exactly, so its interval is the point itself."""
+    v = float(value)
+    return Effect(v, v, v, 1.0, smallest, 1, DETERMINISTIC)
 
 
 def outcome(effect: Effect) -> str:

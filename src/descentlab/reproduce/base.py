@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evidence import NOT_HOLDS, Effect, estimate, outcome, seeds_to_resolve
+from ..evidence import NOT_HOLDS, Effect, estimate, exactly, outcome, seeds_to_resolve
 
 HOLDS = "holds"
 FAILS = "does not hold"
@@ -140,6 +140,9 @@ class EffectSpec:
     smallest: float
     text: str
     unit: str = ""
+    # nothing in the experiment is random (exact gradients, a fixed start): its one value
+    # is the effect exactly (:func:`descentlab.evidence.exactly`), not a sample of it
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,15 @@ def judge(
                 f"statement {statement.key!r} reads the per-seed effect {spec.samples!r}, "
                 "which was not measured"
             )
-        effect = estimate(values, spec.smallest)
+        if spec.deterministic:
+            if len(set(values)) != 1:
+                raise ValueError(
+                    f"statement {statement.key!r}: a deterministic effect measured "
+                    f"{len(set(values))} different values"
+                )
+            effect = exactly(values[0], spec.smallest)
+        else:
+            effect = estimate(values, spec.smallest)
         if spec.samples in flags:
             flagged.append(spec.samples)
     required = [(c, ok) for c, ok in zip(statement.criteria, met, strict=True) if c.required]

@@ -190,13 +190,15 @@ def tune_lab(
 def log_ratio(a: float, b: float) -> float:
     """``log(a / b)`` of two positive figures (losses, step counts) where an infinite one (a
     diverged run, a target never reached) is the worse: +inf when only ``a`` is infinite,
-    -inf when only ``b`` is, nan when both are.
+    -inf when only ``b`` is, nan when both are; a zero (a loss reached exactly) the better.
 
     >>> log_ratio(2.0, 1.0) == math.log(2), log_ratio(math.inf, 1.0), log_ratio(1.0, math.inf)
     (True, inf, -inf)
     """
     if math.isinf(a) or math.isinf(b):
         return math.nan if a == b else (math.inf if math.isinf(a) else -math.inf)
+    if a == 0 or b == 0:  # a loss of exactly zero is the better, without measure
+        return math.nan if a == b else (-math.inf if a == 0 else math.inf)
     return math.log(a / b)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import numpy as dnp
 from ..lab.workloads import digits_data
 from .base import Claim, Context, EffectSpec, Measurement, Statement, require, support
 from .common import one_thread, pyplot, save_figure, spread
@@ -37,6 +38,8 @@ DECAY_WDS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DECAY_EPOCHS, DECAY_BATCH = 20, 64
 PROBE_LR, PROBE_WD, LOSS_SCALE = 3e-3, 1.0, 100.0  # where the decay rules are compared as such
 NAMES = {"adam": "Adam+L2", "adamw": "AdamW"}
+_ALGEBRA = f"decay's part of the weights after 10 steps, changed by a {LOSS_SCALE:g}x loss (rel.)"
+_APART = "decay's part of the weights after 10 steps, Adam+L2 vs AdamW (rel. distance)"
 _TEST = "test accuracy at its selected lr and decay"
 _PROBE = f"lr={PROBE_LR:g}, wd={PROBE_WD:g}"
 _SCALED = f"weights change when the loss is scaled {LOSS_SCALE:g}x (rel.)"
@@ -87,6 +90,26 @@ def train_runs(
 
 def _rel(a: Tensor, b: Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+def _decay_parts(scale: float, steps: int = 10) -> dict[str, np.ndarray]:
+    """The decay's part of each rule's weights after ``steps`` steps on a fixed gradient
+    sequence multiplied by ``scale`` (the weights with decay minus without): the algebra of
+    where the decay enters, computed with the rules themselves."""
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal(8)
+    grads = [scale * rng.standard_normal(8) * np.logspace(0, -3, 8) for _ in range(steps)]
+    out = {}
+    for name in NAMES:
+        ends = []
+        for wd in (PROBE_WD * 0.01, 0.0):
+            opt = dnp.Transformation(name, lr=PROBE_LR, weight_decay=wd)
+            w, state = w0.copy(), opt.init(w0)
+            for g in grads:  # the loss's gradient; an L2 rule adds wd * w to it itself
+                w, state = opt.update(w, g, state)
+            ends.append(w)
+        out[name] = ends[0] - ends[1]
+    return out
 
 
 def measure_decay(ctx: Context) -> Measurement:
@@ -208,6 +231,13 @@ def measure_decay(ctx: Context) -> Measurement:
         fig[f"lr={PROBE_LR:g}, no decay: weight norm"] = mean(
             [float(r["w"].norm()) for r in runs("adam", PROBE_LR, 0.0)]
         )
+    # the algebra: where each rule's decay enters, with the rules themselves
+    unit, scaled = _decay_parts(1.0), _decay_parts(LOSS_SCALE)
+    for name, label in NAMES.items():
+        fig[f"{label}: {_ALGEBRA}"] = _rel(
+            torch.from_numpy(scaled[name]), torch.from_numpy(unit[name])
+        )
+    fig[_APART] = _rel(torch.from_numpy(unit["adam"]), torch.from_numpy(unit["adamw"]))
     path = _decay_plot(ctx, grids, chosen)
     return Measurement(
         fig,
@@ -285,6 +315,13 @@ CLAIM = Claim(
             "Adam with weight decay is not the same as AdamW.",
             (
                 require(
+                    "the decay's part of the weights after 10 steps differs between the two "
+                    "rules (by more than half its norm)",
+                    _APART,
+                    ">",
+                    0.5,
+                ),
+                support(
                     f"at {_PROBE} their trained weights are at least 10% (of the norm) apart, "
                     "against the same two without decay",
                     f"{_PROBE}: Adam+L2 vs AdamW weights (rel. distance)",
@@ -301,6 +338,7 @@ CLAIM = Claim(
                     0.9,
                 ),
             ),
+            exact=True,  # the algebra of the two rules; the trained weights support it
         ),
         Statement(
             "inside-the-step",
@@ -308,6 +346,19 @@ CLAIM = Claim(
             "depends on the gradient's scale); AdamW does not.",
             (
                 require(
+                    f"scaling the loss {LOSS_SCALE:g}x changes Adam+L2's decay part by more "
+                    "than half its norm",
+                    f"Adam+L2: {_ALGEBRA}",
+                    ">",
+                    0.5,
+                ),
+                require(
+                    "... and leaves AdamW's unchanged (up to eps's share: 1e-6)",
+                    f"AdamW: {_ALGEBRA}",
+                    "<=",
+                    1e-6,
+                ),
+                support(
                     f"scaling the loss {LOSS_SCALE:g}x moves Adam+L2's trained weights by at "
                     "least 10% (of the norm) more than AdamW's",
                     f"Adam+L2 at {_PROBE}: {_SCALED}",
@@ -316,6 +367,7 @@ CLAIM = Claim(
                     offset=0.1,
                 ),
             ),
+            exact=True,  # the algebra of the two rules; the trained weights support it
         ),
         Statement(
             "prefer-adamw",

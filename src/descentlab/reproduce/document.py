@@ -85,6 +85,8 @@ def effect_text(statement: dict[str, Any]) -> str:
         x = float(text)  # infinities and nan are saved as text
         return str(x) if not math.isfinite(x) else f"{x:+.3g}{e.get('unit', '')}"
 
+    if str(e.get("method", "")).startswith("deterministic"):
+        return f"{f(e['estimate'])} (deterministic, exact; counts from {f(e['smallest'])})"
     return (
         f"{f(e['estimate'])} [{f(e['low'])}, {f(e['high'])}] "
         f"({e['level']:.0%}, {e['seeds']} seeds; counts from {f(e['smallest'])})"

@@ -129,6 +129,7 @@ CLAIM = Claim(
                     1.0,
                 ),
             ),
+            exact=True,  # a property of the implementations, read from them
         ),
         Statement(
             "adaptive",
@@ -141,6 +142,7 @@ CLAIM = Claim(
                     1.0,
                 ),
             ),
+            exact=True,  # a property of the implementations, read from them
         ),
     ),
     measure=measure,

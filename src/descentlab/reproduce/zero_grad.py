@@ -216,6 +216,7 @@ CLAIM = Claim(
             "Without zero_grad() gradients accumulate: the update no longer follows the "
             "current gradient.",
             tuple(c for name, _ in OPTS for c in _accumulates(name)),
+            exact=True,  # what backward does to .grad, checked to round-off: not a sample
         ),
         *(
             Statement(
