@@ -240,3 +240,21 @@ def test_a_flagged_arm_makes_an_effect_inconclusive() -> None:
     flags = {"A loss": "A's best lr is the largest tried"}
     j = judge(st, figures, flags, samples)
     assert (j.verdict, j.detail) == (INCONCLUSIVE, "A's best lr is the largest tried")
+
+
+def test_a_deterministic_effect_is_its_one_value_exactly() -> None:
+    """Nothing random (exact gradients, a fixed start): one run measures the effect, so the
+    interval is the point; it holds or does not, never 'not resolved'."""
+    spec = EffectSpec("gap", 0.25, "a gap", deterministic=True)
+    st = Statement("d", "A beats B", (), effect=spec)
+    held = judge(st, {}, samples={"gap": [0.4]})
+    assert held.verdict == HOLDS
+    assert held.effect is not None and (held.effect.low, held.effect.high) == (0.4, 0.4)
+    assert held.effect.method.startswith("deterministic")
+    assert judge(st, {}, samples={"gap": [0.2]}).verdict == FAILS  # below what counts
+    assert judge(st, {}, samples={"gap": [-0.4]}).verdict == FAILS  # swapped arms
+    with pytest.raises(ValueError, match="2 different values"):
+        judge(st, {}, samples={"gap": [0.4, 0.5]})  # something was random after all
+    # the same one value read as a sample: one seed resolves nothing
+    sampled = Statement("s", "A beats B", (), effect=EffectSpec("gap", 0.25, "a gap"))
+    assert judge(sampled, {}, samples={"gap": [0.4]}).verdict == NOT_RESOLVED

@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("reproduce", help="test every claim of the seed document, with verdicts")
-    p.add_argument("--quick", action="store_true", help="the short version (about 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="the short version (under a minute)")
     p.add_argument("--only", default=None, help="comma list of claim keys (default: all)")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default 1 quick, 3 full)")
     p.add_argument("--out", default="descentlab-reproduce", help="report folder (resumes)")
