@@ -25,6 +25,7 @@ Object (the seed's "from scratch" form, arrays updated in place):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -173,9 +174,21 @@ def _check_grad(path: tuple[Any, ...], p: np.ndarray, g: Any, name: str = "grads
         )
 
 
+@functools.lru_cache(maxsize=4096)
+def _slot_layout(rule: Rule, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The state keys a parameter of ``shape`` keeps under ``rule``, with their shapes."""
+    return {**rule.slot_shapes(shape), **dict.fromkeys(rule.scalar_names, ())}
+
+
 def _check_slots(rule: Rule, path: tuple[Any, ...], p: np.ndarray, slots: Any) -> None:
     """The state of one array holds the rule's keys, each of its shape."""
-    expected = {**rule.slot_shapes(p.shape), **dict.fromkeys(rule.scalar_names, ())}
+    expected = _slot_layout(rule, p.shape)
+    if (
+        isinstance(slots, dict)
+        and slots.keys() == expected.keys()
+        and all(np.shape(slots[key]) == shape for key, shape in expected.items())
+    ):
+        return
     where = _where("state.slots", path)
     if not isinstance(slots, dict) or slots.keys() != expected.keys():
         held = sorted(slots) if isinstance(slots, dict) else type(slots).__name__
@@ -236,12 +249,16 @@ class Transformation:
         """
         if not isinstance(state, State):
             raise TypeError(f"state must be the State that init() made, got {type(state).__name__}")
-        for path, p, g in _pairs(params, grads, "grads"):
-            _check_grad(path, p, g)
-        for path, p, slots in _pairs(params, state.slots, "state.slots"):
-            _check_slots(self.rule, path, p, slots)
-        for _ in _pairs(params, state.steps, "state.steps"):
-            pass
+        if isinstance(params, np.ndarray):  # one array: the same checks, without the walk
+            _check_grad((), params, grads)
+            _check_slots(self.rule, (), params, state.slots)
+        else:
+            for path, p, g in _pairs(params, grads, "grads"):
+                _check_grad(path, p, g)
+            for path, p, slots in _pairs(params, state.slots, "state.slots"):
+                _check_slots(self.rule, path, p, slots)
+            for _ in _pairs(params, state.steps, "state.steps"):
+                pass
         cache: dict[int, Any] = {}
 
         def one(p: np.ndarray, g: np.ndarray | None, t: int, s: dict) -> _Step:

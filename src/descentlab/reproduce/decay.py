@@ -115,13 +115,14 @@ def _decay_parts(scale: float, steps: int = 10) -> dict[str, np.ndarray]:
 def measure_decay(ctx: Context) -> Measurement:
     data = splits()
     seeds = range(ctx.seeds)
+    epochs = DECAY_EPOCHS // 2 if ctx.quick else DECAY_EPOCHS  # quick: half the training
     cache: dict[Config, list[dict[str, Any]]] = {}
 
     def fill(keys: Sequence[Config]) -> None:
         # the runs not yet cached, trained together (see digits.train_stacked)
         todo = [k for k in dict.fromkeys(keys) if k not in cache]
         if todo:
-            cache.update(zip(todo, train_runs(data, todo, seeds), strict=True))
+            cache.update(zip(todo, train_runs(data, todo, seeds, epochs), strict=True))
 
     def runs(name: str, lr: float, wd: float, scale: float = 1.0) -> list[dict[str, Any]]:
         key = (name, lr, wd, scale)
@@ -243,7 +244,7 @@ def measure_decay(ctx: Context) -> Measurement:
         fig,
         [("Validation accuracy over lr x weight decay (mean over seeds); o: selected", path)],
         remarks=[
-            f"Digits MLP, {DECAY_EPOCHS} epochs of mini-batches of {DECAY_BATCH}, float32. The "
+            f"Digits MLP, {epochs} epochs of mini-batches of {DECAY_BATCH}, float32. The "
             "training digits are split once into training and validation (a fifth); every "
             "choice (lr, weight decay) is made on mean validation accuracy, the test digits "
             "are read only at the chosen configuration. Both optimizers get the same "

@@ -42,7 +42,7 @@ Tensor = torch.Tensor
 FT_LRS = (1e-3, 1e-4, 1e-5)
 HIDDEN = 64
 PRETRAIN_STEPS = 1500
-BUDGET = 3000  # fine-tuning steps for every lr, read at each run's best checkpoint
+BUDGET = 2000  # fine-tuning steps for every lr, read at each run's best checkpoint
 CONVERGED = 0.1  # the share of the validation loss's fall left to the last quarter
 # checkpoints: dense early (a large lr may peak within tens of steps), then every 100
 CHECKPOINTS = frozenset((25, 50, 75, *range(100, BUDGET + 1, 100)))
