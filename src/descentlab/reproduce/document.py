@@ -52,9 +52,11 @@ HOW_TO_READ = (
     "A statement whose setting the workload does not provide is **not tested** (with the "
     'reason), never "does not hold"; algebra checked to round-off is **exact, by '
     "construction**; a statement that reads a figure flagged by its experiment (a best value "
-    "at the edge of its grid) is **inconclusive**. Statements without a stated effect are "
-    "still decided by criteria fixed before the run (a direction and a margin on the "
-    "figures). Timing figures are CPU time, which machine load does not invert.",
+    "at the edge of its grid) is **inconclusive**. Where nothing is random (exact "
+    "gradients, a fixed start, the seed's own code) one run measures the effect exactly: its "
+    "interval is the point (deterministic). What the seed's PyTorch example prints is "
+    "checked by criteria fixed before the run. Timing figures are CPU time, which machine "
+    "load does not invert.",
 )
 
 # The page's colour for each verdict (the undecided ones are shown as partial).
