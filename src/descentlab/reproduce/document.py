@@ -127,7 +127,7 @@ def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
         "",
         f"**Experiment.** {claim.experiment}",
         "",
-        "**Statements, each with criteria fixed before the run:**",
+        "**Statements** (criteria fixed before the run):",
         "",
     ]
     for st, j in zip(claim.statements, result["statements"], strict=True):
@@ -161,12 +161,27 @@ def section_markdown(claim: Claim, result: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(r) + " |" for r in rows]
     for name, why in result.get("flags", {}).items():
         lines += ["", f"*{name}* cannot carry a verdict: {why}."]
-    for remark in result.get("remarks", []):
+    for remark in (*result.get("remarks", []), cost_text(claim, result)):
         lines += ["", remark]
     for caption, path in result["plots"]:
         lines += ["", f"![{caption}]({path})", f"*{caption}*"]  # relative to the report
     lines += ["", f"**Verdict: {result['verdict']}.**", ""]
     return "\n".join(lines)
+
+
+def cost_text(claim: Claim, result: dict[str, Any]) -> str:
+    """What measuring the claim cost, and what the seeds added while a statement was not
+    resolved cost of it (full runs add them up to the claim's cap)."""
+    seeds, first = int(result.get("seeds", 0)), int(result.get("config", {}).get("seeds", 0))
+    seconds = float(result.get("seconds", 0.0))
+    if seeds > first:
+        extra = seconds - float(result.get("seconds with the first seeds", seconds))
+        return (
+            f"Cost: {seeds} seeds ({seeds - first} added while a statement was not resolved; "
+            f"cap {max(first, claim.max_seeds)}), {seconds:.1f} s, {extra:.1f} s of it for the "
+            "added seeds."
+        )
+    return f"Cost: {seeds} seed{'s' * (seeds != 1)}, {seconds:.1f} s."
 
 
 def section_view(claim: Claim, result: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -204,7 +219,7 @@ def section_view(claim: Claim, result: dict[str, Any], folder: Path) -> dict[str
             for k, vs in result.get("samples", {}).items()
         ],
         "table": table,
-        "remarks": result.get("remarks", []),
+        "remarks": [*result.get("remarks", []), cost_text(claim, result)],
         "flags": list(result.get("flags", {}).items()),
         "images": [
             (caption, base64.b64encode((folder / path).read_bytes()).decode())
