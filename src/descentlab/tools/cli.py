@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 import types
 import warnings
 from collections.abc import Iterator
@@ -269,6 +270,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from ..explain import explain
+    from ..lab import LabError
+
+    started = time.perf_counter()
+    try:
+        page = explain(args.out, claims=args.claims)
+    except LabError as exc:
+        print(f"descentlab explain: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"descentlab explain: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    size = sum(p.stat().st_size for p in page.parent.iterdir() if p.is_file())
+    print(
+        f"wrote {page} ({size / 1e6:.1f} MB with plotly.min.js, "
+        f"{time.perf_counter() - started:.1f} s): open it in a browser, no network needed"
+    )
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -424,6 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
         "one)",
     )
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "explain",
+        help="write the seed as an interactive page: sliders, paths and curves computed by "
+        "the rules",
+    )
+    p.add_argument("--out", default="descentlab-explain", help="folder for index.html")
+    p.add_argument(
+        "--claims",
+        default=None,
+        help="a descentlab reproduce folder whose verdicts to show beside the text (default: "
+        "descentlab-reproduce, if it holds one)",
+    )
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("reproduce", help="test every claim of the seed document, with verdicts")
     p.add_argument("--quick", action="store_true", help="the short version (under a minute)")
