@@ -665,7 +665,7 @@ def finetuning() -> Section:
 
     from .. import torch as dt
     from ..lab.workloads import digits_data
-    from ..reproduce.finetune import _noisy
+    from ..reproduce.finetune import noisy as with_noise
 
     xtr, ytr, xte, yte = (torch.from_numpy(a) for a in digits_data())
     xtr, xte, ytr, yte = xtr.float(), xte.float(), ytr.long(), yte.long()
@@ -679,7 +679,7 @@ def finetuning() -> Section:
         torch.nn.functional.cross_entropy(base(xtr[idx]), ytr[idx]).backward()
         opt.step()
     state = {k: v.clone() for k, v in base.state_dict().items()}
-    noisy = _noisy(xtr, 1)
+    noisy = with_noise(xtr, 1)
     lrs = (1e-5, 1e-4, 1e-3, 1e-2)
     controls = [control("lr", "fine-tuning lr (Adam)", lrs, 1e-3)]
     steps = 60

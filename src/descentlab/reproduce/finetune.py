@@ -67,7 +67,7 @@ def _init(seeds: Sequence[int]) -> Tensor:
     return torch.stack(rows).detach()
 
 
-def _noisy(x: Tensor, seed: int) -> Tensor:
+def noisy(x: Tensor, seed: int) -> Tensor:
     """The related task's inputs: the digits as a noisy scanner gives them (fixed noise)."""
     gen = torch.Generator().manual_seed(seed)
     return (x + NOISE * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
@@ -105,7 +105,7 @@ def _run(seeds: Sequence[int]) -> None:
     """Measure ``seeds`` (all arms stacked) into ``_RUNS``."""
     xtr, ytr, xte, yte = (torch.from_numpy(a) for a in digits_data())
     xtr, xte, ytr, yte = xtr.float(), xte.float(), ytr.long(), yte.long()
-    ntr, nte = _noisy(xtr, 1), _noisy(xte, 2)
+    ntr, nte = noisy(xtr, 1), noisy(xte, 2)
     template = _template()
     n = len(seeds)
     w0 = _init(seeds)
