@@ -173,6 +173,12 @@ def test_results_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
     assert len(synced) == 2  # the file, then the folder that names it
     assert not list(tmp_path.glob("*.tmp"))
+    old = os.umask(0o027)  # the file gets the mode open() would give it, not mkstemp's 0600
+    try:
+        write_json(tmp_path / "y.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o640
 
 
 def test_claim_keys_are_unique_and_cover_the_seed() -> None:
