@@ -6,18 +6,14 @@ executable path. Without a Chromium on the machine the test is skipped, saying w
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from browser import NEEDS_CHROMIUM, WIDTH, opened
 from descentlab.lab import compare
 
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
-WIDTH = 1280
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -35,30 +31,19 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_report_loads_every_image_without_console_errors_and_fits_1280px(report: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    errors: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
-            images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])"
-            )
-            # right edge on the page, and content width vs shown width (a table that only
-            # fits because it scrolls inside itself does not fit)
-            tables = page.eval_on_selector_all(
-                "table",
-                "els => els.map(e => [Math.ceil(e.getBoundingClientRect().right), "
-                "e.scrollWidth, e.clientWidth])",
-            )
-            page_width = page.evaluate("document.documentElement.scrollWidth")
-            headline = page.inner_text("body")
-        finally:
-            browser.close()
+    with opened(report) as (page, errors):
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])"
+        )
+        # right edge on the page, and content width vs shown width (a table that only
+        # fits because it scrolls inside itself does not fit)
+        tables = page.eval_on_selector_all(
+            "table",
+            "els => els.map(e => [Math.ceil(e.getBoundingClientRect().right), "
+            "e.scrollWidth, e.clientWidth])",
+        )
+        page_width = page.evaluate("document.documentElement.scrollWidth")
+        headline = page.inner_text("body")
     assert errors == []
     assert len(images) >= 4  # loss curves and trajectories for two workloads
     broken = [alt for complete, width, alt in images if not complete or width == 0]
