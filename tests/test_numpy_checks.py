@@ -98,3 +98,18 @@ def test_object_api_refuses_a_gradient_of_another_shape_and_foreign_state() -> N
         opt.load_state_dict(sgd_state)
     with pytest.raises(ValueError, match="expected state for 1 arrays, got 2"):
         opt.load_state_dict({"steps": [0, 0], "slots": [{}, {}]})
+
+
+def test_one_array_is_checked_as_a_tree_of_arrays_is() -> None:
+    """A single array takes a shorter path through update(): the same checks, the same
+    messages (a gradient of another shape, a state made by another optimizer or for another
+    shape)."""
+    w = np.zeros((3, 4))
+    adam = dnp.adam(lr=0.1)
+    with pytest.raises(ValueError, match=r"grads has shape \(4,\) but params has shape"):
+        adam.update(w, np.zeros(4), adam.init(w))
+    sgd = dnp.sgd(lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=re.escape("state.slots holds ['momentum_buffer']")):
+        adam.update(w, w, sgd.init(w))
+    with pytest.raises(ValueError, match=r"state.slots\['exp_avg'\] has shape \(2,\)"):
+        adam.update(w, w, adam.init(np.zeros(2)))

@@ -70,9 +70,11 @@ def _verdicts(section: dict[str, Any], saved: dict[str, dict[str, Any]], report:
         claim, result = BY_KEY.get(key), saved.get(key)
         if claim is None or result is None:
             continue
-        statements = [
+        saved_by_key = {j.get("key"): j for j in result["statements"]}
+        statements = [  # matched by key: a result saved by older code may differ in order
             {"text": st.text, "label": j.get("label", j["verdict"]), "effect": effect_text(j)}
-            for st, j in zip(claim.statements, result["statements"], strict=False)
+            for st in claim.statements
+            if (j := saved_by_key.get(st.key)) is not None
         ]
         shown.append(
             {

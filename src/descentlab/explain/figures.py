@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import numpy as dnp
-from .. import rules
+from ..reproduce.stale_momentum import FORMS, step_sizes
 
 Trace = dict[str, Any]
 Section = dict[str, Any]
@@ -604,27 +604,14 @@ def stale_momentum() -> Section:
         control("beta", "momentum β", betas, 0.9),
         control("cut", "lr divided by, at step 10", cuts, 10.0),
     ]
-    keras = rules.Rule("sgd-lr-inside", (rules.ScaleByLR(), rules.HeavyBall()))
-    forms = (  # the rule, whether the EMA's 1/(1 - beta) lr gives it the same steps, colour
-        ("Keras form (lr inside the buffer)", keras, False, "#d62728"),
-        ("torch form (lr outside)", rules.sgd(momentum=True), False, "#1f77b4"),
-        ("the seed's EMA form", rules.ema_momentum(), True, "#2ca02c"),
-    )
+    labels = ("Keras form (lr inside the buffer)", "torch form (lr outside)", "the seed's EMA form")
+    colors = ("#d62728", "#1f77b4", "#2ca02c")
 
     def run(beta: float, cut: float) -> dict[str, list[Trace]]:
         out: dict[str, list[Trace]] = {"stale-steps": []}
-        for name, rule, ema, color in forms:
-            scale = 1 / (1 - beta) if ema else 1.0
-            w = np.array([10.0])
-            state = rule.init(w)
-            sizes = []
-            for t in range(1, steps + 1):
-                step_lr = lr0 * scale / (cut if t > cut_at else 1.0)
-                new, state = rule.step(
-                    w, w.copy(), state, step=t, lr=step_lr, momentum=beta, dampening=0.0
-                )
-                sizes.append(float(abs(new - w)[0]))
-                w = new
+        for form, name, color in zip(FORMS, labels, colors, strict=True):
+            # the reproduce claim's three forms and loop, at this beta and cut
+            sizes = step_sizes(form, beta=beta, cut=1 / cut, cut_at=cut_at, lr0=lr0, steps=steps)
             out["stale-steps"].append(
                 line(list(range(1, steps + 1)), sizes, name, line={"color": color})
             )

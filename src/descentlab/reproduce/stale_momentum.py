@@ -19,32 +19,43 @@ FORMS = (
 )
 
 
-def _form(form: str) -> tuple[rules.Rule, float, bool]:
-    """The rule, its lr scale (equal steps before the cut), and whether its buffer holds
-    lr-scaled steps (so that the cut reaches the velocity only through new gradients)."""
+def momentum_form(form: str, beta: float = BETA) -> tuple[rules.Rule, float, bool]:
+    """One of :data:`FORMS`: the rule, its lr scale (equal steps before the cut at momentum
+    ``beta``), and whether its buffer holds lr-scaled steps (so that the cut reaches the
+    velocity only through new gradients). The explainer draws the same three."""
     if form == FORMS[0]:
         # m = beta * m - lr * g; w += m: the same pieces, the lr step placed first
         return rules.Rule("sgd-lr-inside", (rules.ScaleByLR(), rules.HeavyBall())), 1.0, True
     if form == FORMS[1]:
         return rules.sgd(momentum=True), 1.0, False
-    return rules.ema_momentum(), 1.0 / (1 - BETA), False  # the seed's EMA at the same steps
+    return rules.ema_momentum(), 1.0 / (1 - beta), False  # the seed's EMA at the same steps
 
 
-def _around_cut(form: str, at_once: bool, steps: int = 20) -> list[float]:
-    """Step sizes on f = 0.5 w^2 from w = 10 when the lr drops 10x after step ``CUT_AT``.
+def step_sizes(
+    form: str,
+    at_once: bool = False,
+    *,
+    beta: float = BETA,
+    cut: float = CUT_TO,
+    cut_at: int = CUT_AT,
+    lr0: float = LR0,
+    steps: int = 20,
+) -> list[float]:
+    """Step sizes on f = 0.5 w^2 from w = 10 when the lr is multiplied by ``cut`` after
+    step ``cut_at``, in one of :data:`FORMS` at momentum ``beta``.
 
     ``at_once``: at the cut, scale the velocity (the buffer, in units of a step) by the cut
     too, which is what the new lr alone would give; a form whose lr multiplies the buffer at
     use already does this, so there the two runs coincide."""
-    rule, scale, lr_inside = _form(form)
+    rule, scale, lr_inside = momentum_form(form, beta)
     w = np.array([10.0])
     state = rule.init(w)
     sizes = []
     for t in range(1, steps + 1):
-        if t == CUT_AT + 1 and at_once and lr_inside:
-            state = {**state, "momentum_buffer": state["momentum_buffer"] * CUT_TO}
-        step_lr = LR0 * scale * (CUT_TO if t > CUT_AT else 1.0)
-        new, state = rule.step(w, w.copy(), state, step=t, lr=step_lr, momentum=BETA, dampening=0.0)
+        if t == cut_at + 1 and at_once and lr_inside:
+            state = {**state, "momentum_buffer": state["momentum_buffer"] * cut}
+        step_lr = lr0 * scale * (cut if t > cut_at else 1.0)
+        new, state = rule.step(w, w.copy(), state, step=t, lr=step_lr, momentum=beta, dampening=0.0)
         sizes.append(float(abs(new - w)[0]))
         w = new
     return sizes
@@ -60,7 +71,7 @@ def measure_stale(ctx: Context) -> Measurement:
     plt = pyplot()
     f, ax = plt.subplots(figsize=(6, 3.6))
     for i, form in enumerate(FORMS):
-        kept, clean = _around_cut(form, False), _around_cut(form, True)
+        kept, clean = step_sizes(form, False), step_sizes(form, True)
         fig[_moved(form, False)] = sum(kept[CUT_AT : CUT_AT + AFTER])
         fig[_moved(form, True)] = sum(clean[CUT_AT : CUT_AT + AFTER])
         fig[f"{form}: step after cut / step before"] = kept[CUT_AT] / kept[CUT_AT - 1]
