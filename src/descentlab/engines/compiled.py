@@ -100,7 +100,9 @@ def _chunk_function(
 class Kernel:
     """One compiled chunk step: ``k`` tensors of one dtype, device and size class."""
 
-    def __init__(self, key: KernelKey) -> None:
+    def __init__(self, key: KernelKey, loaded: background.Loaded | None = None) -> None:
+        """Compile ``key`` (waits for the compiler, or loads from its cache), or run what a
+        background thread ``loaded`` from the kernel file (see :mod:`.background`)."""
         rule, names, dtype, device, cls, step_dtype, measure = key
         self.k = CHUNK[cls]
         self.measure = measure
@@ -108,29 +110,36 @@ class Kernel:
         # the graph as a host scalar whose in-place advance is lost: advanced outside.
         self.in_graph_steps = device.type == "cpu" and step_dtype != torch.float64
         self.direct: Callable[..., Any] | None = None
-        fn = torch.compile(
-            _chunk_function(rule, names, self.k, self.in_graph_steps, measure),
-            dynamic=True,
-            fullgraph=True,
-            backend=self._capture,
-        )
+        self.sources: list[str] = []  # the graph inputs' names, in the graph's order
         slots = rule.slots
 
         def tensors(n: int, base: int) -> list[torch.Tensor]:
             return [torch.zeros(base + 7 * i + 3, dtype=dtype, device=device) for i in range(n)]
 
-        # Synthetic inputs: pairwise different sizes, hints typical of the class.
-        base = 1000 if cls == "small" else 1 << 20
-        steps = [torch.zeros((), dtype=step_dtype) for _ in range(self.k)]
-        ps = tensors(self.k, base)
-        gs = [torch.ones_like(p) for p in ps]
-        state = [[torch.zeros_like(p) for p in ps] for _ in slots]
-        cmat = torch.full((self.k, len(names)), 0.5, dtype=compute_dtype(dtype), device=device)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
-            fn(ps, gs, state, steps, cmat)
-        if self.direct is None:
-            raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
+        if loaded is not None:
+            call = loaded.call
+            gather = _gatherer(loaded.sources)
+            self.sources = list(loaded.sources)
+            self.direct = lambda local: call(list(gather(local)))
+        else:
+            fn = torch.compile(
+                _chunk_function(rule, names, self.k, self.in_graph_steps, measure),
+                dynamic=True,
+                fullgraph=True,
+                backend=self._capture,
+            )
+            # Synthetic inputs: pairwise different sizes, hints typical of the class.
+            base = 1000 if cls == "small" else 1 << 20
+            steps = [torch.zeros((), dtype=step_dtype) for _ in range(self.k)]
+            ps = tensors(self.k, base)
+            gs = [torch.ones_like(p) for p in ps]
+            state = [[torch.zeros_like(p) for p in ps] for _ in slots]
+            cmat = torch.full((self.k, len(names)), 0.5, dtype=compute_dtype(dtype), device=device)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch's compiler stack
+                fn(ps, gs, state, steps, cmat)
+            if self.direct is None:
+                raise RuntimeError("torch.compile did not hand the graph to descentlab's backend")
         # Padding for a partly filled chunk: two elements each, never read back.
         pad = tensors(self.k, 2)
         self.pad: tuple[Any, ...] = (
@@ -175,22 +184,32 @@ class Kernel:
 
         # The inputs' names, read before inductor sees the graph (it may rewrite it).
         sources = [_source_name(node) for node in gm.graph.nodes if node.op == "placeholder"]
-        if not all(map(_SOURCE.fullmatch, sources)):
-            raise RuntimeError(f"unexpected graph inputs {sources}")
+        gather = _gatherer(sources)
         compiled: Any = compile_fx(gm, example_inputs, config_patches={"size_asserts": False})
-        # numel() for size()[0]: the same for the 1-D inputs the graph was traced with, and
-        # the flat length of an N-d contiguous gradient passed as it is.
-        exprs = [
-            src if src.startswith("L['cmat']") else src.replace(".size()[0]", ".numel()")
-            for src in sources
-        ]
-        gather = eval(f"lambda L: ({', '.join(exprs)},)")  # only the names matched above
 
         def direct(local: dict[str, Any]) -> Any:
             return compiled(*gather(local))
 
         self.direct = direct
+        self.sources = sources
         return compiled
+
+
+def _gatherer(sources: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """One generated function that gathers a graph's inputs, known by their sources
+    (``L['ps'][3]``, ``L['ps'][3].size()[0]``), straight from the chunk's arguments."""
+    if not all(isinstance(src, str) and _SOURCE.fullmatch(src) for src in sources):
+        raise RuntimeError(f"unexpected graph inputs {sources}")
+    # numel() for size()[0]: the same for the 1-D inputs the graph was traced with, and
+    # the flat length of an N-d contiguous gradient passed as it is.
+    exprs = [
+        src if src.startswith("L['cmat']") else src.replace(".size()[0]", ".numel()")
+        for src in sources
+    ]
+    gather: Callable[[dict[str, Any]], tuple[Any, ...]] = eval(
+        f"lambda L: ({', '.join(exprs)},)"  # only the names matched above
+    )
+    return gather
 
 
 def _source_name(node: torch.fx.Node) -> str:
@@ -200,14 +219,15 @@ def _source_name(node: torch.fx.Node) -> str:
     return str(name() if callable(name) else name)
 
 
-def kernel(key: KernelKey) -> Kernel | None:
-    """The compiled kernel for ``key``, or None (one warning per process) if compiling fails."""
+def kernel(key: KernelKey, loaded: background.Loaded | None = None) -> Kernel | None:
+    """The compiled kernel for ``key`` (built from what a background thread ``loaded``, if
+    given), or None (one warning per process) if compiling fails."""
     global compiles
     if key in _FAILED:
         return None
     if key not in _KERNELS:
         try:
-            _KERNELS[key] = Kernel(key)
+            _KERNELS[key] = Kernel(key, loaded)
             compiles += 1
         except Exception as exc:  # no C++ compiler, unsupported device...
             first = not _FAILED
@@ -225,9 +245,10 @@ def kernel(key: KernelKey) -> Kernel | None:
 
 
 def _background_ready(key: KernelKey) -> bool:
-    """Is the compiled kernel for ``key`` at hand (``engine="auto"``)? Loads it, between two
-    steps, once the background process has filled the compiler cache; False while that
-    process works, before it starts, and for good if it failed (one warning)."""
+    """Is the compiled kernel for ``key`` at hand (``engine="auto"``)? Takes it, between two
+    steps, once a background thread has loaded it (or, where there is no kernel file, loads
+    it from the compiler cache the background process filled); False while that work goes
+    on, before it starts, and for good if it failed (one warning)."""
     if key in _KERNELS:
         return True
     if key in _FAILED:
@@ -235,12 +256,12 @@ def _background_ready(key: KernelKey) -> bool:
     status = background.finished(key)
     if status is None:
         return False
-    ok, why = status
+    ok, why, loaded = status
     if not ok:
         _give_up(key, why)
         return False
-    built = kernel(key)  # from the cache the process filled: no C++ compiler runs
-    if built is not None:
+    built = kernel(key, loaded)  # no C++ compiler runs; without ``loaded`` it waits for a load
+    if built is not None and loaded is None:
         background.record(key)
     return built is not None
 
