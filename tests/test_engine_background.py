@@ -280,7 +280,7 @@ def test_a_stale_kernel_file_is_compiled_afresh(fresh: pytest.MonkeyPatch, tmp_p
     _one_step(twin, ref, gen2)
     (key,) = started
     background._procs.clear()
-    background.save(key, ["L['cmat']"], "call = None")
+    background.save(key, ["L['cmat']"], "def call(args):\n    raise RuntimeError('stale')\n")
     marker = background._marker(key)
     stale = marker.read_text().replace(torch.__version__, "0.0.0")
     marker.write_text(stale)
