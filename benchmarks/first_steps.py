@@ -5,11 +5,14 @@ forward and backward pass per step) is run in a new Python process for each vari
 ``import torch.optim as optim`` or ``import descentlab.torch as optim``, the compiler cache
 empty (a new ``TORCHINDUCTOR_CACHE_DIR``) or left by an earlier run. Reported per run: the
 wall time of the whole process (Python start and imports included), the first step, the
-longest step, and how many parameter updates each engine did. ``--long SECONDS`` adds two
-runs that go on until the default engine has compiled in the background and switched (the
-first compiles from its first step, ``DESCENTLAB_COMPILE_AFTER=0``; the second, with the
-defaults, finds the first one's kernel file), reporting when they switched and their
-longest step. Variants alternate, so machine load drifts hit them alike. Never collected by pytest.
+longest step, and how many parameter updates each engine did. ``--long SECONDS`` adds runs of up
+to that long, each ended 50 steps after the default engine switched to the kernel compiled
+in the background: the first compiles from its first step (``DESCENTLAB_COMPILE_AFTER=0``),
+the second, with the defaults, finds the kernel file the first one left; once for the
+training loop, which keeps the cores busy, and once for the optimizer alone with the CPU
+idle for 10 ms per step, as a loop that waits for data or for a GPU leaves it. Each
+reports when it switched and its longest step. Variants alternate, so machine load drifts
+hit them alike. Never collected by pytest.
 
 Run: python benchmarks/first_steps.py [--reps 3] [--steps 100] [--long 90] [--before]
      [--out first_steps.json]
@@ -35,7 +38,7 @@ if sys.argv[1] == "torch":
     import torch.optim as optim
 else:
     import descentlab.torch as optim
-steps, seconds = int(sys.argv[2]), float(sys.argv[3])
+steps, seconds, idle = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 torch.manual_seed(0)
 d, heads, blocks, vocab, seq = 128, 4, 6, 2048, 64
 
@@ -72,16 +75,25 @@ class GPT(torch.nn.Module):
 model = GPT()
 opt = optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
 data = torch.randint(0, vocab, (16, seq + 1))
-times, switched = [], None
+times, switched, iterations = [], None, []
 i = 0
 while i < steps or (seconds > 0 and time.perf_counter() - started < seconds):
+    began = time.perf_counter()
     opt.zero_grad()
-    logits = model(data[:, :-1])
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), data[:, 1:].reshape(-1))
-    loss.backward()
+    if idle > 0:  # the optimizer alone, then the CPU left idle (data loading, a GPU's work)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        time.sleep(idle)
+    else:
+        logits = model(data[:, :-1])
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, vocab), data[:, 1:].reshape(-1)
+        )
+        loss.backward()
     t = time.perf_counter()
     opt.step()
     times.append(time.perf_counter() - t)
+    iterations.append(time.perf_counter() - began)
     i += 1
     counts = getattr(opt, "engine_counts", {})
     if switched is None and counts.get("compiled", 0):
@@ -93,6 +105,7 @@ print("RESULT " + json.dumps({
     "first": times[0],
     "longest": max(times),
     "longest_at": times.index(max(times)) + 1,
+    "longest_iteration": max(iterations),
     "steps": len(times),
     "switched": switched,
     "counts": dict(getattr(opt, "engine_counts", {})),
@@ -102,11 +115,13 @@ print("RESULT " + json.dumps({
 """
 
 
-def run(front: str, cache: Path, steps: int, seconds: float = 0.0, **env: str) -> dict[str, Any]:
+def run(
+    front: str, cache: Path, steps: int, seconds: float = 0.0, idle: float = 0.0, **env: str
+) -> dict[str, Any]:
     environ = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), **env}
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, front, str(steps), str(seconds)],
+        [sys.executable, "-c", _CHILD, front, str(steps), str(seconds), str(idle)],
         capture_output=True,
         text=True,
         env=environ,
@@ -148,17 +163,31 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if args.long > 0:
             shared = root / "long"
-            first = f"descentlab, {args.long:g} s run, empty cache, DESCENTLAB_COMPILE_AFTER=0"
-            rows.append((first, run("ours", shared, 0, args.long, DESCENTLAB_COMPILE_AFTER="0")))
-            later = f"descentlab, {args.long:g} s run, the kernel file it left, defaults"
-            rows.append((later, run("ours", shared, 0, args.long)))
-    print("| run | process wall s | first step s | longest step s (at) | switched (step, s) |")
-    print("|---|---|---|---|---|")
+            shared, n = root / "long", f"{args.long:g}"
+            plan = [  # (what, loop's idle seconds, cache, environment)
+                ("optimizer + 10 ms idle, empty cache, COMPILE_AFTER=0", 0.01, shared, "0"),
+                ("optimizer + 10 ms idle, the kernel file left, defaults", 0.01, shared, None),
+                ("training, the kernel file left, defaults", 0.0, shared, None),
+                ("training, empty cache, COMPILE_AFTER=0", 0.0, root / "busy", "0"),
+            ]
+            for what, idle, cache, after in plan:
+                env = {} if after is None else {"DESCENTLAB_COMPILE_AFTER": after}
+                rows.append(
+                    (
+                        f"descentlab, {what}, up to {n} s",
+                        run("ours", cache, 0, args.long, idle, **env),
+                    )
+                )
+    print(
+        "| run | process wall s | first step s | longest step s (at) | longest iteration s "
+        "| switched (step, s) |"
+    )
+    print("|---|---|---|---|---|---|")
     for label, r in rows:
         sw = f"{r['switched'][0]}, {r['switched'][1]:.1f}" if r["switched"] else "no"
         print(
             f"| {label} | {r['wall']:.2f} | {r['first']:.3f} | "
-            f"{r['longest']:.3f} ({r['longest_at']}) | {sw} |"
+            f"{r['longest']:.3f} ({r['longest_at']}) | {r['longest_iteration']:.3f} | {sw} |"
         )
     torch_walls = [r["wall"] for label, r in rows if label == "torch.optim"]
     ours_walls = [r["wall"] for label, r in rows if label == "descentlab, empty cache"]
