@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                         run("ours", cache, 0, args.long, idle, **env),
                     )
                 )
+            for _ in range(args.reps):  # the short script again, kernel files in the cache
+                rows.append(
+                    ("descentlab, kernel files in the cache", run("ours", shared, args.steps))
+                )
     print(
         "| run | process wall s | first step s | longest step s (at) | longest iteration s "
         "| switched (step, s) |"
