@@ -159,6 +159,13 @@ def test_auto_compiles_in_the_background_and_switches_between_two_steps(
     cache = tmp_path / "cache"
     fresh.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))  # an empty cache
     fresh.setenv("DESCENTLAB_COMPILE_AFTER", "0")  # compile from the first step
+    execute = background._execute
+
+    def late(saved, path):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)  # steps are taken while the thread works, even where torch's
+        return execute(saved, path)  # compiler modules were imported by earlier tests
+
+    fresh.setattr(background, "_execute", late)
     model, twin = _net(), _net()
     opt = dt.AdamW(model.parameters(), lr=1e-2)
     ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
