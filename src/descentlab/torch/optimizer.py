@@ -432,7 +432,13 @@ class RuleOptimizer(torch.optim.Optimizer):
             return params  # a rule that is not element-wise runs on the reference engine
         plan = self._plans.get(index)
         if plan is None or not plan.same_group(params, rule) or plan.mode != mode:
-            plan = self._plans[index] = GroupPlan(list(params), rule, scalar_dtype(group), mode)
+            plan = self._plans[index] = GroupPlan(
+                list(params),
+                rule,
+                scalar_dtype(group),
+                mode,
+                first_step_only=not self.info.stores_step,  # private counters (SGD)
+            )
         if not policy.torch_group_compiles(self.engine, len(plan.eligible), plan.numel):
             return params
         stepped, rest = plan.step(
