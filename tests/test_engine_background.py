@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import warnings
@@ -231,7 +232,7 @@ def _finished_compile(saved: dict[str, object] | None):  # type: ignore[no-untyp
     def start(key) -> None:  # type: ignore[no-untyped-def]
         if saved is not None:
             background.save(key, saved["sources"], saved["code"])  # type: ignore[arg-type]
-        folder = Path(background.tempfile.mkdtemp(prefix="descentlab-test-"))
+        folder = Path(tempfile.mkdtemp(prefix="descentlab-test-"))
         (folder / "log.txt").write_text("")
         background._logs[key] = folder
         background._procs[key] = subprocess.Popen([sys.executable, "-c", "pass"])
