@@ -3,6 +3,8 @@ it and keep no threshold of their own. Step counting and coefficient names have 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,32 @@ def test_coefficient_names_that_clash_raise_as_slot_names_do() -> None:
         "hb_keep",
         "hb_take",
     }
+
+
+def test_a_rule_pickled_into_another_process_hashes_as_one_built_there() -> None:
+    """A rule keeps its hash (kernel and program lookups hash it many times a step), but a
+    pickle carries the fields only: the compiling process, whose string hashes differ,
+    finds the unpickled rule where it would find one it built itself."""
+    import pickle
+    import subprocess
+    import sys
+
+    rule = sgd(momentum=True, nesterov=True)
+    hash(rule)  # kept from here on
+    assert "_hash" not in pickle.loads(pickle.dumps(rule)).__dict__
+    check = (
+        "import pickle, sys\n"
+        "from descentlab.rules import sgd\n"
+        "got = pickle.loads(sys.stdin.buffer.read())\n"
+        "fresh = sgd(momentum=True, nesterov=True)\n"
+        "assert got == fresh and hash(got) == hash(fresh) and {fresh: 1}[got] == 1\n"
+        "assert got.slots == fresh.slots and got.elementwise\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        input=pickle.dumps(rule),
+        capture_output=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -590,6 +590,7 @@ class GroupPlan:
         self.state_values = list(state.values())
         self._counted: tuple[list[int], list[float]] | None = None  # see _step_counts
         self._batches: dict[KernelKey, list[_Batch]] = {}  # see _run_eager
+        self._keys: dict[tuple[tuple[str, ...], bool], dict[Any, KernelKey]] = {}  # see _run
         self._steady = True
         self.order: dict[tuple[torch.dtype, torch.device, str], list[int]] = {}
         for i, p in enumerate(self.active):
@@ -673,9 +674,12 @@ class GroupPlan:
                 rows[t] = [c[n] for n in names]
             keys = before
             advanced = []
-        kernel_keys = {
-            key: KernelKey(self.rule, names, *key, self.scalar_dtype, measure) for key in self.order
-        }
+        kernel_keys = self._keys.get((names, measure))
+        if kernel_keys is None:  # kept while the plan holds
+            kernel_keys = self._keys[names, measure] = {
+                key: KernelKey(self.rule, names, *key, self.scalar_dtype, measure)
+                for key in self.order
+            }
         kernels: dict[Any, Kernel | None] = {}
         for key, kk in kernel_keys.items():
             if self.mode == "eager" or (self.mode == "auto" and not _background_ready(kk)):
@@ -751,7 +755,9 @@ class GroupPlan:
         held = self._held
         self._counted = (
             list(map(_VERSION, self.steps)),
-            [t if i in held else t + 1.0 for i, t in enumerate(before)],
+            list(before)
+            if len(held) == len(before)
+            else [t if i in held else t + 1.0 for i, t in enumerate(before)],
         )
         return True
 
@@ -870,18 +876,29 @@ class GroupPlan:
         # every counter advanced by one call (SGD's private ones are 0-dim tensors: a call
         # per batch cost more than its arithmetic); those of calls that do not run go back
         if self.first_step_only:
-            fresh = [i for i in idx if before[i] < 1.0]
-            self._held.update(i for i in idx if before[i] >= 1.0)
-            if fresh:
-                torch._foreach_add_([self.steps[i] for i in fresh], 1.0)
+            if min(before) >= 1.0:  # every counter is past its first step (the usual case)
+                self._held.update(idx)
+            else:
+                fresh = [i for i in idx if before[i] < 1.0]
+                self._held.update(i for i in idx if before[i] >= 1.0)
+                if fresh:
+                    torch._foreach_add_([self.steps[i] for i in fresh], 1.0)
         else:
             torch._foreach_add_([self.steps[i] for i in idx], 1.0)
+        scalars, measure = self.rule.scalar_names, kk.measure
+        trusted = ("eager", kk) in _TRUSTED
+        position = 0
         try:
+            if trusted and not (low or measure or scalars):  # the usual step, nothing else
+                for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
+                    row = rows[keys[batch.members[0]]]
+                    run(batch.params, batch.gather(grads), batch.slots, row)
+                batches = []
             for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
                 members, ps, sl = batch.members, batch.params, batch.slots
                 row = keys[members[0]]
                 gs = batch.gather(grads)
-                if ("eager", kk) not in _TRUSTED:  # its first call: checked on copies first
+                if not trusted:  # its first call: checked on copies first
                     few = slice(0, 4)
                     if low:
                         why = self._check_eager(
@@ -899,7 +916,8 @@ class GroupPlan:
                     if why is not None:
                         raise _Untrusted(f"differs from the reference: {why}")
                     _TRUSTED.add(("eager", kk))
-                olds = [p.clone() for p in ps] if kk.measure else None
+                    trusted = True
+                olds = [p.clone() for p in ps] if measure else None
                 if low:  # computed in float32, rounded once (as the reference does)
                     ws, wg = [p.to(wide) for p in ps], [g.to(wide) for g in gs]
                     wsl = [[s.to(wide) for s in lst] for lst in sl]
@@ -909,7 +927,7 @@ class GroupPlan:
                         torch._foreach_copy_(lst, wlst)
                 else:
                     run(ps, gs, sl, rows[row])
-                if self.rule.scalar_names:
+                if scalars:
                     for i in members:
                         store_scalars(self.states[i], advanced[i])
                 if olds is not None:
@@ -917,13 +935,14 @@ class GroupPlan:
                         (self.active[i], update_stats(o, p, g))
                         for i, o, p, g in zip(members, olds, ps, gs, strict=True)
                     )
-                self.eager_count += len(members)
         except Exception as exc:
             left = [i for batch in batches[position:] for i in batch.members]
             for i in left:
                 self.steps[i].fill_(before[i])
+            self.eager_count += len(idx) - len(left)
             _fail_eager(kk, exc)
             return left
+        self.eager_count += len(idx)
         return []
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -232,26 +232,54 @@ class Rule:
     name: str
     transforms: tuple[Transform, ...]
 
+    # The names and flags below are read many times a step by the engines: computed once
+    # (a rule is frozen), kept beside the fields; pickles and copies carry the fields only.
+    def __post_init__(self) -> None:
+        kept = self.__dict__
+        slots = tuple(s for t in self.transforms for s in t.slots)
+        scalars = tuple(s for t in self.transforms for s in t.scalars)
+        everything = slots + scalars
+        kept["_scalar_names"], kept["_slots"] = scalars, slots
+        kept["_clash"] = everything if len(set(everything)) != len(everything) else None
+        kept["_elementwise"] = all(t.elementwise for t in self.transforms)
+
+    def __hash__(self) -> int:
+        # a rule keys every kernel and program lookup: its hash (the fields') is kept
+        found: int | None = self.__dict__.get("_hash")
+        if found is None:
+            found = self.__dict__["_hash"] = hash((self.name, self.transforms))
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the fields only: a string's hash differs from one process to the next
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
     @property
     def slots(self) -> tuple[str, ...]:
         """Names of the per-parameter state arrays, in chain order (every one a parameter
         of some shape may keep: see :meth:`slot_shapes`)."""
-        names = tuple(s for t in self.transforms for s in t.slots)
-        everything = names + self.scalar_names
-        if len(set(everything)) != len(everything):
-            raise ValueError(f"rule {self.name!r} has clashing state names {everything}")
+        clash = self.__dict__["_clash"]
+        if clash is not None:
+            raise ValueError(f"rule {self.name!r} has clashing state names {clash}")
+        names: tuple[str, ...] = self.__dict__["_slots"]
         return names
 
     @property
     def scalar_names(self) -> tuple[str, ...]:
         """Names of the per-parameter scalar state (:attr:`Transform.scalars`), in chain order."""
-        return tuple(s for t in self.transforms for s in t.scalars)
+        names: tuple[str, ...] = self.__dict__["_scalar_names"]
+        return names
 
     @property
     def elementwise(self) -> bool:
         """Whether every transform treats each element on its own (see
         :attr:`Transform.elementwise`): what the compiled and flat engines require."""
-        return all(t.elementwise for t in self.transforms)
+        flag: bool = self.__dict__["_elementwise"]
+        return flag
 
     @property
     def runs_flat(self) -> bool:
