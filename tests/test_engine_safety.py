@@ -419,12 +419,14 @@ def test_a_kernel_failing_mid_step_leaves_every_parameter_one_whole_step(
 
     def flaky(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 3 + 2:  # step 2, its second chunk
+        if calls["n"] == 1 + 3 + 2:  # (the first call checked on copies) step 2, chunk 2
             raise RuntimeError("planted kernel failure")
         return real_call(self, *args, **kwargs)
 
     monkeypatch.setattr(compiled.Kernel, "__call__", flaky)
     monkeypatch.setattr(compiled, "_FAILED", {})
+    # checked at its first call whether an earlier test trusted it or not (the test alone)
+    monkeypatch.setattr(compiled, "_TRUSTED", set())
     with pytest.warns(RuntimeWarning, match="planted kernel failure"):
         _train(model, opt, steps=3)
     _train(twin, ref, steps=3)
@@ -435,7 +437,7 @@ def test_a_kernel_failing_mid_step_leaves_every_parameter_one_whole_step(
     assert opt.engine_counts["compiled"] == 40 + 16
     assert opt.engine_counts["reference"] == 24
     assert opt.engine_counts["eager"] == 40
-    assert calls["n"] == 3 + 2
+    assert calls["n"] == 1 + 3 + 2
 
 
 def test_an_eager_call_failing_mid_step_leaves_every_parameter_one_whole_step(
@@ -467,3 +469,35 @@ def test_an_eager_call_failing_mid_step_leaves_every_parameter_one_whole_step(
     _assert_same(model, twin, opt, ref)
     assert opt.engine_counts["eager"] == 40 + 6  # step 1 all, step 2 the six calls before
     assert opt.engine_counts["reference"] == 34 + 40
+
+
+def test_an_eager_call_failing_in_the_middle_of_a_cut_tensor_finishes_that_tensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tensor cut into pieces whose third piece fails: its first two pieces have stepped,
+    so the reference engine steps its other pieces (not the whole tensor again); the later
+    tensors are the reference's for that step. Every parameter takes exactly one step."""
+    from descentlab.engines import policy
+
+    model, twin = _net(layers=19), _net(layers=19)  # 40 tensors: 6 x 6 weights, 6 biases
+    opt = dt.AdamW(model.parameters(), lr=1e-2, engine="eager")
+    ref = dt.AdamW(twin.parameters(), lr=1e-2, engine="reference")
+
+    # a step's calls: 4 pieces of a weight, its bias, ... (19 times), then the last layer
+    def flaky(n: int) -> None:
+        if n == 1 + 96 + 13:  # (the first call checked on copies) step 2: w2's third piece
+            raise RuntimeError("planted eager failure")
+
+    calls = watch_eager_calls(monkeypatch, flaky)
+    monkeypatch.setattr(compiled, "_EAGER_FAILED", {})
+    monkeypatch.setattr(compiled, "_TRUSTED", set())
+    monkeypatch.setitem(policy.EAGER_SPLIT, "cpu", 20)
+    monkeypatch.setattr(policy, "EAGER_PIECE", 10)  # 10, 10, 10, 6
+    with pytest.warns(RuntimeWarning, match="planted eager failure"):
+        _train(model, opt, steps=3)
+    _train(twin, ref, steps=3)
+    assert calls["n"] == 1 + 96 + 13
+    assert [float(opt.state[p]["step"]) for p in model.parameters()] == [3.0] * 40
+    _assert_same(model, twin, opt, ref)
+    assert opt.engine_counts["eager"] == 40 + 5  # step 2: w0, b0, w1, b1 and the cut w2
+    assert opt.engine_counts["reference"] == 35 + 40

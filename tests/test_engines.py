@@ -204,6 +204,31 @@ def test_graph_input_names_are_read_whether_torch_gives_attributes_or_methods() 
     assert _source_name(node(lambda: "L['cmat']")) == "L['cmat']"  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_eager_pieces_of_large_tensors_equal_whole_calls(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tensor over ``policy.EAGER_SPLIT`` elements is stepped in pieces (1-D views, one
+    call each): parameters and state equal the reference's, scalars (NAdam's) included."""
+    from descentlab.engines import policy
+
+    info = case.cls.info
+    if not info.rule(info.with_defaults(**case.hp)).elementwise:
+        pytest.skip("the reference engine steps it")
+    ref_params, ref = _run(case, "reference", torch.float64)
+    calls = watch_eager_calls(monkeypatch)
+    monkeypatch.setitem(policy.EAGER_SPLIT, "cpu", 10)  # the 24- and 12-element tensors
+    monkeypatch.setattr(policy, "EAGER_PIECE", 7)  # 4 and 2 pieces
+    params, opt = _run(case, "eager", torch.float64)
+    # a step: the first group's 6 pieces and its 4-element tensor (uncut: 1 call a step)
+    assert calls["n"] >= 24 * 7, "the tensors were not cut"
+    assert opt.engine_counts["eager"] == 24 * 4 - 2
+    for p, q in zip(params, ref_params, strict=True):
+        assert rel_err(p, q) <= TOL[torch.float64]
+        for key, value in ref.state[q].items():
+            assert rel_err(opt.state[p][key], value) <= TOL[torch.float64], key
+
+
 def test_eager_calls_split_by_the_batch_size_equal_one_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

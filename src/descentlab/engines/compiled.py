@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -40,11 +41,18 @@ from typing import Any, NamedTuple
 import torch
 
 from ..rules.base import Rule, advance
-from . import background
+from . import background, policy
 from .background import brief
 from .eager import program
-from .policy import CHUNK, compute_dtype, eager_batch, is_low_precision, size_class
-from .reference import compute, store_scalars, update_stats, write_back
+from .policy import (
+    CHUNK,
+    compute_dtype,
+    eager_batch,
+    eager_split,
+    is_low_precision,
+    size_class,
+)
+from .reference import apply_reference, compute, store_scalars, update_stats, write_back
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -819,27 +827,55 @@ class GroupPlan:
 
     def _make_batches(self, kk: KernelKey, idx: list[int], keys: list[Any]) -> list[_Batch]:
         """The eager engine's calls for the parameters ``idx``: one per set of equal
-        coefficients and per ``policy.eager_batch`` elements."""
-        by_row: dict[Any, list[list[int]]] = {}
-        filled: dict[Any, int] = {}
-        limit = eager_batch(kk.device)
+        coefficients and per ``policy.eager_batch`` elements.
+
+        A tensor of more than ``policy.eager_split`` elements is cut into pieces of
+        ``policy.EAGER_PIECE`` elements (1-D views), each a call of its own, its pieces in
+        consecutive calls: every operation of the rule then runs while the piece is in the
+        core's cache, and a temporary is the size of a piece (see the policy). Not on a
+        measured step, whose figures are per parameter."""
+        by_row: dict[Any, list[_Batch]] = {}
+        open_: dict[Any, tuple[list[int], int]] = {}  # the row's batch being filled
+        limit, above, piece = eager_batch(kk.device), eager_split(kk.device), policy.EAGER_PIECE
+        if above is None or kk.measure:
+            above = sys.maxsize
+
+        def close(row: Any) -> None:
+            members, _ = open_.pop(row, ([], 0))
+            if members:
+                by_row.setdefault(row, []).append(
+                    _Batch(
+                        members,
+                        [self.active[i] for i in members],  # the tensors as they are
+                        [[objs[i] for i in members] for objs in self.slot_objs],
+                    )
+                )
+
         for i in idx:
-            batches = by_row.setdefault(keys[i], [[]])
-            n = self.numels[i]
-            if batches[-1] and filled[keys[i]] + n > limit:
-                batches.append([])
-                filled[keys[i]] = 0
-            batches[-1].append(i)
-            filled[keys[i]] = filled.get(keys[i], 0) + n
-        return [
-            _Batch(
-                members,
-                [self.active[i] for i in members],  # the tensors as they are: no 1-D views
-                [[objs[i] for i in members] for objs in self.slot_objs],
-            )
-            for ms in by_row.values()
-            for members in ms
-        ]
+            row, n = keys[i], self.numels[i]
+            if n > above:
+                close(row)
+                pieces = by_row.setdefault(row, [])
+                for a in range(0, n, piece):
+                    b = min(a + piece, n)
+                    pieces.append(
+                        _Batch(
+                            [i],
+                            [self.p_views[i][a:b]],
+                            [[views[i][a:b]] for views in self.slot_views],
+                            piece=(a, b, b == n),
+                        )
+                    )
+                continue
+            members, filled = open_.get(row, ([], 0))
+            if members and filled + n > limit:
+                close(row)
+                members, filled = [], 0
+            members.append(i)
+            open_[row] = (members, filled + n)
+        for row in list(open_):
+            close(row)
+        return [batch for batches in by_row.values() for batch in batches]
 
     def _run_eager(
         self,
@@ -887,7 +923,6 @@ class GroupPlan:
             torch._foreach_add_([self.steps[i] for i in idx], 1.0)
         scalars, measure = self.rule.scalar_names, kk.measure
         trusted = ("eager", kk) in _TRUSTED
-        position = 0
         try:
             if trusted and not (low or measure or scalars):  # the usual step, nothing else
                 for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
@@ -927,7 +962,7 @@ class GroupPlan:
                         torch._foreach_copy_(lst, wlst)
                 else:
                     run(ps, gs, sl, rows[row])
-                if scalars:
+                if scalars and batch.last:
                     for i in members:
                         store_scalars(self.states[i], advanced[i])
                 if olds is not None:
@@ -936,7 +971,14 @@ class GroupPlan:
                         for i, o, p, g in zip(members, olds, ps, gs, strict=True)
                     )
         except Exception as exc:
-            left = [i for batch in batches[position:] for i in batch.members]
+            rest = batches[position:]
+            failed = rest[0].piece
+            finish = rest[0].members[0] if failed is not None and failed[0] > 0 else None
+            if finish is not None:  # the parameter's first pieces have stepped: the rest too
+                self._finish_pieces(finish, rest, grads, rows[keys[finish]], kk.names)
+                if scalars:
+                    store_scalars(self.states[finish], advanced[finish])
+            left = list(dict.fromkeys(i for b in rest for i in b.members if i != finish))
             for i in left:
                 self.steps[i].fill_(before[i])
             self.eager_count += len(idx) - len(left)
@@ -945,16 +987,47 @@ class GroupPlan:
         self.eager_count += len(idx)
         return []
 
+    def _finish_pieces(
+        self,
+        i: int,
+        rest: list[_Batch],
+        grads: list[torch.Tensor],
+        row: Sequence[float],
+        names: tuple[str, ...],
+    ) -> None:
+        """Step the pieces of parameter ``i`` that lead ``rest`` with the reference engine,
+        piece by piece (the rule is element-wise: a piece steps as the whole would), so that
+        a call failing in the middle of a parameter still leaves it one whole step."""
+        c = dict(zip(names, row, strict=True))
+        g = grads[i].view(-1)
+        for batch in rest:
+            if batch.piece is None or batch.members[0] != i:
+                break
+            a, b, _ = batch.piece
+            slots = zip(self.rule.slots, self.slot_views, strict=True)
+            state = {name: views[i][a:b] for name, views in slots}
+            apply_reference(self.rule, self.p_views[i][a:b], g[a:b], state, c)
+
 
 class _Batch:
     """One call of the eager engine: its parameters (by index in the plan's active list),
-    their tensors and slot tensors, and a fast gatherer of their gradients."""
+    their tensors and slot tensors, and a fast gatherer of their gradients; or one piece
+    ``(start, end, last)`` of a single parameter's elements (1-D views)."""
 
     def __init__(
-        self, members: list[int], params: list[torch.Tensor], slots: list[list[torch.Tensor]]
+        self,
+        members: list[int],
+        params: list[torch.Tensor],
+        slots: list[list[torch.Tensor]],
+        piece: tuple[int, int, bool] | None = None,
     ) -> None:
-        self.members, self.params, self.slots = members, params, slots
-        self.gather = _picker(members)
+        self.members, self.params, self.slots, self.piece = members, params, slots, piece
+        self.last = piece is None or piece[2]  # the parameter's last call of the step
+        if piece is None:
+            self.gather = _picker(members)
+        else:
+            i, (a, b, _) = members[0], piece
+            self.gather = lambda xs: [xs[i].view(-1)[a:b]]
 
 
 def _picker(idx: list[int]) -> Callable[[list[Any]], list[Any]]:
