@@ -412,9 +412,9 @@ _GRAD = operator.attrgetter("grad")
 _DTYPE = operator.attrgetter("dtype")
 _DEVICE = operator.attrgetter("device")
 _VERSION = operator.attrgetter("_version")
-_NUMEL = operator.methodcaller("numel")
+_NUMEL: Callable[[Any], int] = torch.Tensor.numel  # unbound: twice a methodcaller's speed
 _STEP = operator.itemgetter("step")
-_CONTIGUOUS = operator.methodcaller("is_contiguous")
+_CONTIGUOUS: Callable[[Any], bool] = torch.Tensor.is_contiguous
 
 
 class GroupPlan:
