@@ -501,3 +501,26 @@ def test_an_eager_call_failing_in_the_middle_of_a_cut_tensor_finishes_that_tenso
     _assert_same(model, twin, opt, ref)
     assert opt.engine_counts["eager"] == 40 + 5  # step 2: w0, b0, w1, b1 and the cut w2
     assert opt.engine_counts["reference"] == 35 + 40
+
+
+@pytest.mark.parametrize("how", ["replaced", "written"])
+def test_a_step_count_set_by_the_user_between_steps_is_read(how: str) -> None:
+    """``opt.state[p]["step"]`` replaced by a new tensor, or written in place, between two
+    steps: the next step's bias correction uses it, as torch.optim's does."""
+    model, twin = _net(), _net()
+    opt = dt.Adam(model.parameters(), lr=1e-2, engine="eager")
+    ref = torch.optim.Adam(twin.parameters(), lr=1e-2)
+
+    def restart(step: int, net: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+        if step != 4:
+            return
+        for p in net.parameters():
+            if how == "replaced":
+                o.state[p]["step"] = torch.tensor(1.0)
+            else:
+                o.state[p]["step"].fill_(1.0)
+
+    _train(model, opt, steps=7, hook=restart)
+    _train(twin, ref, steps=7, hook=restart)
+    assert [float(opt.state[p]["step"]) for p in model.parameters()] == [4.0] * 20
+    _assert_same(model, twin, opt, ref)

@@ -86,6 +86,8 @@ _UNSUPPORTED = {
 
 def _scalar(value: Any) -> float:
     """A hyperparameter as a float (torch allows 1-element tensors for lr and betas)."""
+    if type(value) is float:  # read every step: a Protocol isinstance costs microseconds
+        return value
     if isinstance(value, str | bytes) or not isinstance(value, Real | SupportsFloat):
         raise TypeError(f"expected a number, got {value!r}")
     if hasattr(value, "numel") and value.numel() != 1:

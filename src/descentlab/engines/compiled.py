@@ -535,7 +535,11 @@ class GroupPlan:
             return False
         states = self.states
         try:
-            if not all(map(operator.is_, map(_STEP, self.homes), self.steps)):
+            # A private counter's home (SGD's) is replaced only with the whole state
+            # (load_state_dict), which the checks above see; a stored one may be by itself.
+            if not self.first_step_only and not all(
+                map(operator.is_, map(_STEP, self.homes), self.steps)
+            ):
                 return False
             for name, objs in zip(self.rule.slots, self.slot_objs, strict=True):
                 if not all(map(operator.is_, map(operator.itemgetter(name), states), objs)):
@@ -597,6 +601,7 @@ class GroupPlan:
         self.extra, self.retry = extra, retry
         self.state_values = list(state.values())
         self._counted: tuple[list[int], list[float]] | None = None  # see _step_counts
+        self._quiet = False  # see the end of _run
         self._batches: dict[KernelKey, list[_Batch]] = {}  # see _run_eager
         self._keys: dict[tuple[tuple[str, ...], bool], dict[Any, KernelKey]] = {}  # see _run
         self._steady = True
@@ -648,7 +653,9 @@ class GroupPlan:
         kernel adds 1 to each, and a tensor whose version counter moved otherwise (someone
         wrote to it) makes the next step read them all again.
         """
-        if self._counted is not None and list(map(_VERSION, self.steps)) == self._counted[0]:
+        if self._counted is not None and (
+            self._quiet or list(map(_VERSION, self.steps)) == self._counted[0]
+        ):
             return self._counted[1]
         if len(self.steps) > 1:
             return torch.stack(self.steps).tolist()
@@ -761,6 +768,13 @@ class GroupPlan:
                     chunk = [self.active[i] for i in idx[a:b]]
                     self.measured.extend(zip(chunk, stats.unbind(0), strict=False))
         held = self._held
+        # Private counters all past their first step, none written (the eager engine held
+        # them all): the mirror stands, and the next step reads no counter either. Only
+        # this plan's engines write them while it holds (another engine stepping one only
+        # advances it, which changes nothing for a rule that asks "first step or not").
+        self._quiet = self.first_step_only and len(held) == len(before)
+        if self._quiet and self._counted is not None and self._counted[1] is before:
+            return True
         self._counted = (
             list(map(_VERSION, self.steps)),
             list(before)
