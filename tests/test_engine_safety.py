@@ -524,3 +524,34 @@ def test_a_step_count_set_by_the_user_between_steps_is_read(how: str) -> None:
     _train(twin, ref, steps=7, hook=restart)
     assert [float(opt.state[p]["step"]) for p in model.parameters()] == [4.0] * 20
     _assert_same(model, twin, opt, ref)
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_a_gradient_that_is_not_contiguous_is_seen_on_the_steady_path(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gradient of the right shape but not contiguous (a transposed tensor the user
+    assigned) between two steady steps: the compiled kernels and the cut tensors read a
+    gradient's elements in order, so that parameter goes to the reference for the step.
+    Everything equals torch.optim; the fast path took the others."""
+    from descentlab.engines import policy
+
+    monkeypatch.setitem(policy.EAGER_SPLIT, "cpu", 20)  # the 6 x 6 weights are cut
+    monkeypatch.setattr(policy, "EAGER_PIECE", 10)
+    model, twin = _net(), _net()
+    opt = dt.AdamW(model.parameters(), lr=1e-2, engine=engine)
+    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
+
+    def transpose(step: int, net: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+        if step == 3:
+            weight = net[0].weight
+            weight.grad = weight.grad.t().contiguous().t()  # the same values, transposed
+            assert not weight.grad.is_contiguous()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a call that fails would warn
+        _train(model, opt, steps=6, hook=transpose)
+    _train(twin, ref, steps=6, hook=transpose)
+    _assert_same(model, twin, opt, ref)
+    assert opt.engine_counts["reference"] == 1
+    assert _fast(opt) == 6 * 20 - 1

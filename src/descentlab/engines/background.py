@@ -94,9 +94,17 @@ class Loaded(NamedTuple):
 def compile_after(key: Any = None) -> float:
     """The threshold in force for ``key``: ``DESCENTLAB_COMPILE_AFTER`` if set, else
     :data:`LOAD_AFTER` for a kernel already in the compiler cache, :data:`COMPILE_AFTER`."""
+    forced = _forced()
+    if forced is not None:
+        return forced
+    return LOAD_AFTER if key is not None and _marker(key).exists() else COMPILE_AFTER
+
+
+def _forced() -> float | None:
+    """``DESCENTLAB_COMPILE_AFTER`` as a number of seconds, None where it is not set."""
     value = os.environ.get("DESCENTLAB_COMPILE_AFTER")
     if value is None or not value.strip():
-        return LOAD_AFTER if key is not None and _marker(key).exists() else COMPILE_AFTER
+        return None
     try:
         return float(value)
     except ValueError:
@@ -149,10 +157,10 @@ def spent(key: Any, seconds: float) -> str | None:
         return None
     # Called after every eager step: below the lowest default threshold nothing is looked
     # up (finding the kernel file cost 0.1 ms a call, 4% of a 74-tensor SGD step).
-    value = os.environ.get("DESCENTLAB_COMPILE_AFTER")
-    if (value is None or not value.strip()) and total < min(LOAD_AFTER, COMPILE_AFTER):
+    forced = _forced()
+    if forced is None and total < min(LOAD_AFTER, COMPILE_AFTER):
         return None
-    threshold = compile_after(key)
+    threshold = compile_after(key) if forced is None else forced
     if threshold < 0 or total < threshold:
         return None
     saved = _read(key)

@@ -904,8 +904,9 @@ class GroupPlan:
         """Step the parameters ``idx`` of one dtype and device with the eager engine, one
         call per set of equal coefficients; returns those it did not step (none, unless a
         call raised: then that call's parameters and the later ones are left untouched,
-        their counters put back, for the reference engine to step; every parameter takes
-        exactly one step)."""
+        their counters put back, for the reference engine to step; a cut tensor whose
+        first pieces had stepped is finished here, piece by piece (:meth:`_finish_pieces`);
+        every parameter takes exactly one step)."""
         run = eager_program(kk)
         if run is None:
             return list(idx)

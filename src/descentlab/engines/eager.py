@@ -4,8 +4,9 @@ What the default engine runs from the first step, with nothing to compile: the r
 :meth:`~descentlab.rules.base.Rule.update` is traced once with ``torch.fx`` (milliseconds),
 and its graph is lowered to a short Python function in which each operation of the rule is
 ONE ``torch._foreach_*`` call over a batch of tensors (torch loops over them in C++; the
-batch size is :func:`~descentlab.engines.policy.eager_batch`), written in place wherever
-the value it overwrites is no longer needed:
+batch size is :func:`~descentlab.engines.policy.eager_batch`, and a tensor larger than
+:func:`~descentlab.engines.policy.eager_split` is stepped in pieces), written in place
+wherever the value it overwrites is no longer needed:
 
 * a running mean ``m + r * (g - m)`` becomes ``_foreach_lerp_(m, g, r)`` (torch.optim's own
   op), ``a - s * b`` becomes ``_foreach_sub_(a, b, alpha=s)``: the same values, one pass;
