@@ -939,11 +939,6 @@ class GroupPlan:
         scalars, measure = self.rule.scalar_names, kk.measure
         trusted = ("eager", kk) in _TRUSTED
         try:
-            if trusted and not (low or measure or scalars):  # the usual step, nothing else
-                for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
-                    row = rows[keys[batch.members[0]]]
-                    run(batch.params, batch.gather(grads), batch.slots, row)
-                batches = []
             for position, batch in enumerate(batches):  # noqa: B007 (read after a failure)
                 members, ps, sl = batch.members, batch.params, batch.slots
                 row = keys[members[0]]
