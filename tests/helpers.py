@@ -34,11 +34,12 @@ def random_params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[tor
 
 
 def watch_eager_calls(monkeypatch: Any, before_each: Callable[[int], None] | None = None) -> dict:
-    """Count the eager engine's calls (``counts["n"]``), calling ``before_each(n)`` before
-    the n-th (1-based; it may raise to plant a failure)."""
+    """Count the eager engine's calls (``counts["n"]``; ``counts["one"]`` of them by its
+    per-tensor form), calling ``before_each(n)`` before the n-th (1-based; it may raise to
+    plant a failure)."""
     from descentlab.engines import compiled
 
-    counts = {"n": 0}
+    counts = {"n": 0, "one": 0}
     real = compiled.program
 
     def watched(rule: Any, names: Any) -> Any:
@@ -50,7 +51,14 @@ def watch_eager_calls(monkeypatch: Any, before_each: Callable[[int], None] | Non
                 before_each(counts["n"])
             prog.run(*args)
 
-        return type("P", (), {"run": staticmethod(run)})()
+        def one(*args: Any) -> None:
+            counts["n"] += 1
+            counts["one"] += 1
+            if before_each is not None:
+                before_each(counts["n"])
+            prog.run_one(*args)
+
+        return type("P", (), {"run": staticmethod(run), "run_one": staticmethod(one)})()
 
     monkeypatch.setattr(compiled, "program", watched)
     return counts

@@ -324,7 +324,10 @@ def test_a_wrong_compiled_kernel_is_never_trusted(fresh: pytest.MonkeyPatch) -> 
     assert opt.engine_counts["compiled"] == 0 and opt.engine_counts["eager"] == 4 * 20
 
 
-def test_a_wrong_eager_lowering_is_never_trusted(fresh: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("form", ["run", "run_one"])
+def test_a_wrong_eager_lowering_is_never_trusted(fresh: pytest.MonkeyPatch, form: str) -> None:
+    """A planted bug in either form of the lowering (over lists, over one tensor) is caught
+    by the first call's check, before any parameter is stepped with it."""
     real = eager.program
 
     def planted(rule, names):  # type: ignore[no-untyped-def]
@@ -332,9 +335,15 @@ def test_a_wrong_eager_lowering_is_never_trusted(fresh: pytest.MonkeyPatch) -> N
 
         def run(P, G, S, C):  # type: ignore[no-untyped-def]
             prog.run(P, G, S, C)
-            torch._foreach_add_(S[0], 1e-3)  # a planted lowering bug in a slot
+            if form == "run":
+                torch._foreach_add_(S[0], 1e-3)  # a planted lowering bug in a slot
 
-        return type("P", (), {"run": staticmethod(run)})()
+        def run_one(P, G, S, C):  # type: ignore[no-untyped-def]
+            prog.run_one(P, G, S, C)
+            if form == "run_one":
+                S[0].add_(1e-3)
+
+        return type("P", (), {"run": staticmethod(run), "run_one": staticmethod(run_one)})()
 
     fresh.setattr(compiled, "program", planted)
     opt = _warned_once_and_same(

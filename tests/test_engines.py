@@ -222,11 +222,50 @@ def test_eager_pieces_of_large_tensors_equal_whole_calls(
     params, opt = _run(case, "eager", torch.float64)
     # a step: the first group's 6 pieces and its 4-element tensor (uncut: 1 call a step)
     assert calls["n"] >= 24 * 7, "the tensors were not cut"
+    assert calls["one"] >= 24 * 7, "a piece was not stepped by the per-tensor form"
     assert opt.engine_counts["eager"] == 24 * 4 - 2
     for p, q in zip(params, ref_params, strict=True):
         assert rel_err(p, q) <= TOL[torch.float64]
         for key, value in ref.state[q].items():
             assert rel_err(opt.state[p][key], value) <= TOL[torch.float64], key
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_eager_per_tensor_form_equals_the_list_form_bit_for_bit(case: Case, dtype) -> None:
+    """The eager program written out for one tensor (tensor methods) computes exactly what
+    its foreach form computes on a list of that tensor: on a CPU torch's foreach ops loop
+    over those same methods. Parameters and every slot, bit for bit, at steps 1 and 3."""
+    from descentlab.engines import eager
+
+    info = case.cls.info
+    hp_all = info.with_defaults(**case.hp)
+    rule = info.rule(hp_all)
+    if not rule.elementwise:
+        pytest.skip("the reference engine steps it")
+    hp = info.scalars(hp_all)
+    gen = torch.Generator().manual_seed(5)
+    for step in (1, 3):
+        scalars = {k: torch.tensor(0.9, dtype=dtype) for k in rule.scalar_names}
+        c, _ = rule.begin_step(hp, step, scalars)
+        names = tuple(c)
+        prog = eager.program(rule, names)
+        p = torch.randn(257, generator=gen, dtype=torch.float64).to(dtype)
+        g = torch.randn(257, generator=gen, dtype=torch.float64).to(dtype)
+        slots = [  # positive, each slot below the one before (RMSprop's centred form)
+            ((torch.rand(257, generator=gen, dtype=torch.float64) + 0.1) / (k + 1) ** 2).to(dtype)
+            for k in range(len(rule.slots))
+        ]
+        p1, s1 = p.clone(), [s.clone() for s in slots]
+        pl, sl = [p.clone()], [[s.clone()] for s in slots]
+        row = [c[n] for n in names]
+        prog.run_one(p1, g, s1, row)
+        prog.run(pl, [g], sl, row)
+        assert torch.equal(p1, pl[0]), "parameter"
+        for name, a, b in zip(rule.slots, s1, sl, strict=True):
+            assert torch.equal(a, b[0]), name
+        assert not torch.equal(p1, p), "nothing was stepped"
+        assert torch.isfinite(p1).all(), "the data gave no real step to compare"
 
 
 def test_eager_calls_split_by_the_batch_size_equal_one_call(
@@ -241,6 +280,7 @@ def test_eager_calls_split_by_the_batch_size_equal_one_call(
     monkeypatch.setitem(policy.EAGER_BATCH, "cpu", 20)  # a call or two per tensor
     params, opt = _run(case, "eager", torch.float64)
     assert calls["n"] > 2 * 24, "the batches were not split"
+    assert calls["one"] > 24, "a call of one tensor was not stepped by the per-tensor form"
     for p, q in zip(params, ref_params, strict=True):
         assert rel_err(p, q) <= TOL[torch.float64]
         for key, value in ref.state[q].items():

@@ -269,3 +269,47 @@ def test_a_checkpoint_of_a_look_alike_optimizer_is_refused(saver: Any, loader: A
     twin = getattr(dt, saver.__name__, None)
     if twin is not None:  # its own twin's checkpoint loads
         twin([torch.nn.Parameter(torch.ones(3))]).load_state_dict(theirs.state_dict())
+
+
+@pytest.mark.parametrize("engine", ["eager", "reference"])
+def test_a_group_s_rule_is_built_again_only_when_a_value_may_have_changed(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule and the numbers of a group are kept from step to step while the group holds
+    the same immutable values: a scheduler's new ``lr`` and a tensor ``lr`` (which may change
+    in place) are read again at every step, and the steps equal torch.optim's."""
+    info = dt.SGD.info
+    built = {"n": 0}
+    real = info.scalars
+
+    def counted(hp):  # type: ignore[no-untyped-def]
+        built["n"] += 1
+        return real(hp)
+
+    monkeypatch.setattr(type(info), "scalars", lambda self, hp: counted(hp))
+    for lr, schedule, expected in (
+        (0.1, False, 1),  # built once, kept
+        (0.1, True, 6),  # a new float every step
+        (torch.tensor(0.1), False, 6),  # a tensor: read every step
+    ):
+        built["n"] = 0
+        params = [torch.nn.Parameter(torch.ones(300, 300)) for _ in range(2)]
+        twin = [torch.nn.Parameter(torch.ones(300, 300)) for _ in range(2)]
+        lr_twin = lr.clone() if isinstance(lr, torch.Tensor) else lr
+        ours = dt.SGD(params, lr=lr, momentum=0.9, engine=engine)
+        theirs = torch.optim.SGD(twin, lr=lr_twin, momentum=0.9)
+        for step in range(6):
+            for p, q in zip(params, twin, strict=True):
+                p.grad = torch.full_like(p, 0.5 + step)
+                q.grad = p.grad.clone()
+            ours.step()
+            theirs.step()
+            for opt in (ours, theirs):
+                group = opt.param_groups[0]
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].mul_(0.5)  # in place: the same object
+                elif schedule:
+                    group["lr"] = group["lr"] * 0.5
+        assert built["n"] == expected, (lr, schedule)
+        for p, q in zip(params, twin, strict=True):
+            assert torch.allclose(p, q, rtol=1e-6, atol=1e-7)

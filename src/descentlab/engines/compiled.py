@@ -306,12 +306,13 @@ _EAGER_CHECKED: set[KernelKey] = set()
 
 
 def eager_program(key: KernelKey) -> Any:
-    """The eager engine's function for ``key`` (see :mod:`descentlab.engines.eager`), or None
-    (one warning per process) if the rule cannot be lowered."""
+    """The eager engine's program for ``key`` (its ``run`` over lists and ``run_one`` over
+    one tensor: see :mod:`descentlab.engines.eager`), or None (one warning per process) if
+    the rule cannot be lowered."""
     if key in _EAGER_FAILED:
         return None
     try:
-        return program(key.rule, key.names).run
+        return program(key.rule, key.names)
     except Exception as exc:
         _fail_eager(key, exc)
         return None
@@ -819,6 +820,27 @@ class GroupPlan:
 
     def _check_eager(
         self,
+        prog: Any,
+        ps: list[torch.Tensor],
+        gs: list[torch.Tensor],
+        sl: list[list[torch.Tensor]],
+        row: Sequence[float],
+        names: tuple[str, ...],
+    ) -> str | None:
+        """The eager engine's lowerings of a rule, over lists and over one tensor, each run
+        once on copies (see :func:`disagreement`)."""
+        why = self._check_lowering(prog.run, ps, gs, sl, row, names)
+        if why is not None:
+            return why
+
+        def one(P: Any, G: Any, S: Any, C: Any) -> None:
+            prog.run_one(P[0], G[0], [s[0] for s in S], C)
+
+        why = self._check_lowering(one, ps[:1], gs[:1], [lst[:1] for lst in sl], row, names)
+        return None if why is None else f"its per-tensor form {why}"
+
+    def _check_lowering(
+        self,
         run: Callable[..., None],
         ps: list[torch.Tensor],
         gs: list[torch.Tensor],
@@ -826,7 +848,6 @@ class GroupPlan:
         row: Sequence[float],
         names: tuple[str, ...],
     ) -> str | None:
-        """The eager engine's lowering of a rule, run once on copies (see :func:`disagreement`)."""
         m = _CHECK_ELEMENTS
         ps, gs = [p.reshape(-1)[:m] for p in ps], [g.reshape(-1)[:m] for g in gs]
         sl = [[s.reshape(-1)[:m] for s in lst] for lst in sl]
@@ -907,9 +928,10 @@ class GroupPlan:
         their counters put back, for the reference engine to step; a cut tensor whose
         first pieces had stepped is finished here, piece by piece (:meth:`_finish_pieces`);
         every parameter takes exactly one step)."""
-        run = eager_program(kk)
-        if run is None:
+        prog = eager_program(kk)
+        if prog is None:
             return list(idx)
+        run, run_one = prog.run, prog.run_one
         # One call per set of equal coefficients and per policy.eager_batch elements: on a
         # CPU the call's operations run while its tensors are in cache, and everywhere its
         # temporaries (two or three, each the size of its tensors) stay bounded.
@@ -947,7 +969,7 @@ class GroupPlan:
                     few = slice(0, 4)
                     if low:
                         why = self._check_eager(
-                            run,
+                            prog,
                             [p.to(wide) for p in ps[few]],
                             [g.to(wide) for g in gs[few]],
                             [[s.to(wide) for s in lst[few]] for lst in sl],
@@ -956,7 +978,7 @@ class GroupPlan:
                         )
                     else:
                         why = self._check_eager(
-                            run, ps[few], gs[few], [lst[few] for lst in sl], rows[row], kk.names
+                            prog, ps[few], gs[few], [lst[few] for lst in sl], rows[row], kk.names
                         )
                     if why is not None:
                         raise _Untrusted(f"differs from the reference: {why}")
@@ -970,6 +992,8 @@ class GroupPlan:
                     torch._foreach_copy_(ps, ws)
                     for lst, wlst in zip(sl, wsl, strict=True):
                         torch._foreach_copy_(lst, wlst)
+                elif batch.one is not None:  # one tensor, or a piece of one
+                    run_one(ps[0], gs[0], batch.one, rows[row])
                 else:
                     run(ps, gs, sl, rows[row])
                 if scalars and batch.last:
@@ -1033,6 +1057,8 @@ class _Batch:
     ) -> None:
         self.members, self.params, self.slots, self.piece = members, params, slots, piece
         self.last = piece is None or piece[2]  # the parameter's last call of the step
+        # a call of one tensor runs the program's per-tensor form, given its slot tensors
+        self.one = [lst[0] for lst in slots] if len(members) == 1 else None
         if piece is None:
             self.gather = _picker(members)
         else:
