@@ -102,11 +102,12 @@ def _trace(rule: Rule, names: tuple[str, ...]) -> fx.Graph:
 
 
 class _Plan:
-    """How one tensor-valued node runs: a foreach op on operands, or per tensor (op None)."""
+    """How one tensor-valued node runs: a foreach op on operands (a node without a plan runs
+    per tensor)."""
 
     def __init__(
         self,
-        op: str | None,
+        op: str,
         operands: list[Any],
         kwargs: dict[str, Any] | None = None,
         folded: Sequence[fx.Node] = (),
