@@ -555,3 +555,35 @@ def test_a_gradient_that_is_not_contiguous_is_seen_on_the_steady_path(
     _assert_same(model, twin, opt, ref)
     assert opt.engine_counts["reference"] == 1
     assert _fast(opt) == 6 * 20 - 1
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_a_gradient_whose_data_changed_size_is_seen_on_the_steady_path(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gradient whose ``.data`` the user swapped for one element between two steady steps
+    (torch.optim broadcasts it): the compiled kernels and the cut tensors would read the
+    parameter's number of elements from it, so that parameter goes to the reference for the
+    step, which broadcasts as torch does. Everything equals torch.optim; the fast path took
+    the others, and takes that parameter back at the next step."""
+    from descentlab.engines import policy
+
+    monkeypatch.setitem(policy.EAGER_SPLIT, "cpu", 20)  # the 6 x 6 weights are cut
+    monkeypatch.setattr(policy, "EAGER_PIECE", 10)
+    model, twin = _net(), _net()
+    opt = dt.AdamW(model.parameters(), lr=1e-2, engine=engine)
+    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
+
+    def shrink(step: int, net: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+        if step == 3:
+            grad = net[0].weight.grad
+            grad.data = grad.data.reshape(-1)[:1].clone()  # same object, one element now
+            assert grad.numel() == 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a call that fails would warn
+        _train(model, opt, steps=6, hook=shrink)
+    _train(twin, ref, steps=6, hook=shrink)
+    _assert_same(model, twin, opt, ref)
+    assert opt.engine_counts["reference"] == 1
+    assert _fast(opt) == 6 * 20 - 1
