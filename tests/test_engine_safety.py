@@ -11,6 +11,7 @@ import copy
 import io
 import pickle
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -526,13 +527,27 @@ def test_a_step_count_set_by_the_user_between_steps_is_read(how: str) -> None:
     _assert_same(model, twin, opt, ref)
 
 
+def _transposed(grad: torch.Tensor) -> torch.Tensor:
+    out = grad.t().contiguous().t()  # the same values, laid out transposed
+    assert not out.is_contiguous()
+    return out
+
+
+def _one_element(grad: torch.Tensor) -> torch.Tensor:
+    grad.data = grad.data.reshape(-1)[:1].clone()  # the same object, one element now
+    return grad
+
+
+@pytest.mark.parametrize("change", [_transposed, _one_element], ids=["transposed", "one-element"])
 @pytest.mark.parametrize("engine", ["eager", "compiled"])
-def test_a_gradient_that_is_not_contiguous_is_seen_on_the_steady_path(
-    engine: str, monkeypatch: pytest.MonkeyPatch
+def test_a_gradient_the_kernels_cannot_read_is_seen_on_the_steady_path(
+    engine: str, change: Callable[[torch.Tensor], torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gradient of the right shape but not contiguous (a transposed tensor the user
-    assigned) between two steady steps: the compiled kernels and the cut tensors read a
-    gradient's elements in order, so that parameter goes to the reference for the step.
+    """Between two steady steps the user hands a weight a gradient of the right shape but
+    not contiguous (a transposed tensor), or swaps its ``.data`` for one element (torch.optim
+    broadcasts it). The compiled kernels and the cut tensors read a gradient's elements in
+    order, as many as the parameter has, so that parameter goes to the reference for the
+    step (which broadcasts as torch does); the fast path takes it back at the next step.
     Everything equals torch.optim; the fast path took the others."""
     from descentlab.engines import policy
 
@@ -542,48 +557,17 @@ def test_a_gradient_that_is_not_contiguous_is_seen_on_the_steady_path(
     opt = dt.AdamW(model.parameters(), lr=1e-2, engine=engine)
     ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
 
-    def transpose(step: int, net: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+    def hook(step: int, net: torch.nn.Module, o: torch.optim.Optimizer) -> None:
         if step == 3:
             weight = net[0].weight
-            weight.grad = weight.grad.t().contiguous().t()  # the same values, transposed
-            assert not weight.grad.is_contiguous()
+            new = change(weight.grad)
+            if new is not weight.grad:  # (assigning checks the size; .data swaps do not)
+                weight.grad = new
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a call that fails would warn
-        _train(model, opt, steps=6, hook=transpose)
-    _train(twin, ref, steps=6, hook=transpose)
-    _assert_same(model, twin, opt, ref)
-    assert opt.engine_counts["reference"] == 1
-    assert _fast(opt) == 6 * 20 - 1
-
-
-@pytest.mark.parametrize("engine", ["eager", "compiled"])
-def test_a_gradient_whose_data_changed_size_is_seen_on_the_steady_path(
-    engine: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A gradient whose ``.data`` the user swapped for one element between two steady steps
-    (torch.optim broadcasts it): the compiled kernels and the cut tensors would read the
-    parameter's number of elements from it, so that parameter goes to the reference for the
-    step, which broadcasts as torch does. Everything equals torch.optim; the fast path took
-    the others, and takes that parameter back at the next step."""
-    from descentlab.engines import policy
-
-    monkeypatch.setitem(policy.EAGER_SPLIT, "cpu", 20)  # the 6 x 6 weights are cut
-    monkeypatch.setattr(policy, "EAGER_PIECE", 10)
-    model, twin = _net(), _net()
-    opt = dt.AdamW(model.parameters(), lr=1e-2, engine=engine)
-    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2)
-
-    def shrink(step: int, net: torch.nn.Module, o: torch.optim.Optimizer) -> None:
-        if step == 3:
-            grad = net[0].weight.grad
-            grad.data = grad.data.reshape(-1)[:1].clone()  # same object, one element now
-            assert grad.numel() == 1
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a call that fails would warn
-        _train(model, opt, steps=6, hook=shrink)
-    _train(twin, ref, steps=6, hook=shrink)
+        _train(model, opt, steps=6, hook=hook)
+    _train(twin, ref, steps=6, hook=hook)
     _assert_same(model, twin, opt, ref)
     assert opt.engine_counts["reference"] == 1
     assert _fast(opt) == 6 * 20 - 1
