@@ -68,8 +68,11 @@ def test_each_stacked_run_equals_its_run_alone(data: tuple[Any, ...]) -> None:
         assert len(runs) == len(SEEDS)
         for seed, got in zip(SEEDS, runs, strict=True):
             want = evaluate(_one_seed(data, *config[:3], seed, config[3]), data)
+            # rtol 1e-4: a batched matmul sums in another order than one run's, and Adam's
+            # normalised step carries that round-off on (lr 0.03, decay 10, the loss x100:
+            # one weight of 9610 off by 4e-5 relative on an AVX2 CPU, the losses equal)
             torch.testing.assert_close(
-                got["w"], want["w"], rtol=1e-5, atol=1e-7, equal_nan=True, msg=f"{config} {seed}"
+                got["w"], want["w"], rtol=1e-4, atol=1e-7, equal_nan=True, msg=f"{config} {seed}"
             )
             assert got["val_acc"] == want["val_acc"] and got["test_acc"] == want["test_acc"]
             assert math.isclose(got["val_loss"], want["val_loss"], rel_tol=1e-5)
