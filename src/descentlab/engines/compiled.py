@@ -848,6 +848,8 @@ class GroupPlan:
         row: Sequence[float],
         names: tuple[str, ...],
     ) -> str | None:
+        """One lowering ``run`` (the list form's signature) run once on copies of the first
+        elements of the tensors, against the reference (see :func:`disagreement`)."""
         m = _CHECK_ELEMENTS
         ps, gs = [p.reshape(-1)[:m] for p in ps], [g.reshape(-1)[:m] for g in gs]
         sl = [[s.reshape(-1)[:m] for s in lst] for lst in sl]
@@ -992,8 +994,8 @@ class GroupPlan:
                     torch._foreach_copy_(ps, ws)
                     for lst, wlst in zip(sl, wsl, strict=True):
                         torch._foreach_copy_(lst, wlst)
-                elif batch.one is not None:  # one tensor, or a piece of one
-                    run_one(ps[0], gs[0], batch.one, rows[row])
+                elif batch.one_slots is not None:  # one tensor, or a piece of one
+                    run_one(ps[0], gs[0], batch.one_slots, rows[row])
                 else:
                     run(ps, gs, sl, rows[row])
                 if scalars and batch.last:
@@ -1057,8 +1059,9 @@ class _Batch:
     ) -> None:
         self.members, self.params, self.slots, self.piece = members, params, slots, piece
         self.last = piece is None or piece[2]  # the parameter's last call of the step
-        # a call of one tensor runs the program's per-tensor form, given its slot tensors
-        self.one = [lst[0] for lst in slots] if len(members) == 1 else None
+        # A call of one tensor runs the program's per-tensor form with these slot tensors
+        # (a 16-bit one runs the list form on its float32 copies, as every 16-bit call).
+        self.one_slots = [lst[0] for lst in slots] if len(members) == 1 else None
         if piece is None:
             self.gather = _picker(members)
         else:
